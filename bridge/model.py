@@ -1,0 +1,188 @@
+"""The gateway's value types: alarms, alert groups and their channel targets, messages and outcomes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import ClassVar
+
+REQUIRED_FIELDS = ("id", "level", "dep", "env", "sign", "alert_level", "alert_time", "alert_business")
+OPTIONAL_FIELDS = (
+    "alert_host",
+    "alert_ip",
+    "alert_function",
+    "exception_spec",
+    "status",
+    "notes",
+    "others",
+)
+ALERT_LEVELS = ("高", "中", "低")
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """One alarm, as the native protocol defines it (``sign`` is checked at ingest and not kept)."""
+
+    id: str
+    level: str
+    dep: str
+    env: str
+    alert_level: str
+    alert_time: str
+    alert_business: str
+    alert_host: str = ""
+    alert_ip: str = ""
+    alert_function: str = ""
+    exception_spec: str = ""
+    status: str = ""
+    notes: str = ""
+    others: str = ""
+
+    @classmethod
+    def from_fields(cls, values: Mapping[str, str]) -> Alarm:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def fingerprint(self) -> str:
+        """Identity for the dedup window: every field except the alarm's time."""
+        content = {k: v for k, v in asdict(self).items() if k != "alert_time"}
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+class Channel(StrEnum):
+    DINGTALK = "dingtalk"
+    WECOM = "wecom"
+    EMAIL = "email"
+
+
+class Format(StrEnum):
+    TEXT = "text"
+    MARKDOWN = "markdown"
+
+
+class Mention(StrEnum):
+    NONE = "none"
+    MEMBERS = "members"
+    ALL = "all"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    mail: str = ""
+    mobile: str = ""
+    dingtalk_userid: str = ""
+    wecom_userid: str = ""
+
+
+@dataclass(frozen=True)
+class DingTalkRobot:
+    kind: ClassVar[str] = "dingtalk-robot"
+    channel: ClassVar[Channel] = Channel.DINGTALK
+    webhook: str
+    secret: str = ""
+
+
+@dataclass(frozen=True)
+class DingTalkApp:
+    kind: ClassVar[str] = "dingtalk-app"
+    channel: ClassVar[Channel] = Channel.DINGTALK
+    app: str
+
+
+@dataclass(frozen=True)
+class WeComApp:
+    kind: ClassVar[str] = "wecom-app"
+    channel: ClassVar[Channel] = Channel.WECOM
+    app: str
+
+
+@dataclass(frozen=True)
+class WeComAppChat:
+    kind: ClassVar[str] = "wecom-appchat"
+    channel: ClassVar[Channel] = Channel.WECOM
+    app: str
+
+
+@dataclass(frozen=True)
+class WeComRobot:
+    kind: ClassVar[str] = "wecom-robot"
+    channel: ClassVar[Channel] = Channel.WECOM
+    webhook: str
+
+
+@dataclass(frozen=True)
+class Email:
+    kind: ClassVar[str] = "email"
+    channel: ClassVar[Channel] = Channel.EMAIL
+    to: tuple[str, ...] = ()
+
+
+Target = DingTalkRobot | DingTalkApp | WeComApp | WeComAppChat | WeComRobot | Email
+TARGET_TYPES: dict[str, type[Target]] = {
+    t.kind: t for t in (DingTalkRobot, DingTalkApp, WeComApp, WeComAppChat, WeComRobot, Email)
+}
+
+
+@dataclass(frozen=True)
+class Group:
+    """An alert group, keyed by the owner's ``id`` and the group number ``level``."""
+
+    id: str
+    level: str
+    name: str = ""
+    members: tuple[Member, ...] = ()
+    targets: tuple[Target, ...] = ()
+    format: Format = Format.TEXT
+    mention: Mention = Mention.NONE
+    dedup_window: float | None = None
+    templates: Mapping[str, str] = field(default_factory=dict)
+    source: str = "store"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.id, self.level)
+
+    def to_dict(self) -> dict[str, object]:
+        """The group in the YAML/JSON shape that ``config.parse_group`` reads back."""
+        data: dict[str, object] = {
+            "id": self.id,
+            "level": self.level,
+            "name": self.name,
+            "format": self.format.value,
+            "mention": self.mention.value,
+            "members": [asdict(m) for m in self.members],
+            "channels": [{"type": t.kind, **asdict(t)} for t in self.targets],
+            "templates": dict(self.templates),
+        }
+        if self.dedup_window is not None:
+            data["dedup_window"] = self.dedup_window
+        return data
+
+
+class Reason(StrEnum):
+    """Why a delivery ended as it did; also the metric label."""
+
+    OK = "ok"
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+    HTTP_STATUS = "http_status"
+    RATE_LIMITED = "rate_limited"
+    TOKEN = "token"  # noqa: S105  (a reason label, not a secret)
+    REJECTED = "rejected"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one delivery to one target; ``detail`` is safe to log and to show (no secrets)."""
+
+    target: str
+    ok: bool
+    code: int = 0
+    retryable: bool = False
+    reason: Reason = Reason.OK
+    detail: str = ""

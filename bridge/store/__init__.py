@@ -1,0 +1,19 @@
+"""The store: groups, dedup claims and cached values, embedded (SQLite) or shared (Redis)."""
+
+from __future__ import annotations
+
+from bridge.config import StoreSettings
+from bridge.store.base import Store, StoreError
+
+
+def open_store(settings: StoreSettings) -> Store:
+    if settings.url.startswith("sqlite:///"):
+        from bridge.store.sqlite import SqliteStore
+
+        return SqliteStore(settings.url.removeprefix("sqlite:///"))
+    from bridge.store.redis import RedisStore
+
+    return RedisStore(settings.url, settings.prefix, settings.timeout)
+
+
+__all__ = ["Store", "StoreError", "open_store"]

@@ -1,0 +1,118 @@
+"""Shared test helpers: settings, signed alarms, free ports, peer binaries and gateway subprocesses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from bridge import config
+from bridge.ingest.native import sign
+
+SECRET = "YYLmfY6IRdjZMQ1"
+REDIS_URL = os.environ.get("BRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+DOCUMENTED_CODES = {0, 1000, 1001, 1002, 1004, 1010, 2000, 2002, 2003, 2009, 3000, 3001}
+
+
+def seed_alarm(**changes: str) -> dict[str, str]:
+    """The seed's example alarm, addressed to the seed's example group chenmin/3."""
+    fields = {
+        "id": "chenmin",
+        "level": "3",
+        "dep": "du-srv",
+        "env": "prod",
+        "alert_level": "高",
+        "alert_time": "2018-01-1 01:01:01",
+        "alert_business": "陈敏测试alert_business",
+        "alert_function": "陈敏测试alert_function",
+        "exception_spec": "陈敏测试之异常说明",
+    }
+    fields.update(changes)
+    return fields
+
+
+def signed(fields: dict[str, str], secret: str = SECRET) -> dict[str, str]:
+    return {**fields, "sign": sign(fields, secret)}
+
+
+def config_data(store_url: str, **top: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "store": {"url": store_url, "timeout": "1s", "prefix": f"test:{uuid.uuid4().hex}:"},
+        "native": {
+            "departments": {dep: {"secret": SECRET} for dep in ("du-srv", "du-op", "du-fe", "du-da")},
+            "environments": ["prod", "pre", "dev"],
+        },
+        "dedup_window": "5m",
+        "delivery": {"dry_run": True},
+        "groups": [{"id": "chenmin", "level": "3", "name": "seed example", "members": [{"name": "陈敏"}]}],
+    }
+    data.update(top)
+    return data
+
+
+def make_settings(store_url: str, **top: Any) -> config.Settings:
+    return config.parse(config_data(store_url, **top), "test.yaml")
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require_binary(name: str) -> str:
+    """The path of a peer binary; without it a test skips on a laptop and fails under CI=true."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (scripts/test-services installs the test peers)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
+
+
+@contextmanager
+def gateway_process(config_path: Path) -> Iterator[str]:
+    """`alarm-bridge serve` in a subprocess; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "bridge", "serve", "--config", str(config_path), "--port", str(port)]
+    log = config_path.with_suffix(f".{port}.log")
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def post(url: str, body: bytes | str) -> requests.Response:
+    return requests.post(url, data=body, timeout=10)

@@ -1,0 +1,115 @@
+"""Config: typed settings from one YAML file, ${ENV} secrets, and errors that name the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge import config
+from bridge.model import DingTalkRobot, Email, Format
+from tests.helpers import config_data, write_config
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "alarm-bridge.example.yaml"
+
+
+def error_of(data: Any) -> str:
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(data, "site.yaml")
+    return str(info.value)
+
+
+def test_the_example_config_is_the_seeds_setup() -> None:
+    settings = config.load(EXAMPLE)
+    assert settings.native.departments == dict.fromkeys(("du-srv", "du-op", "du-fe", "du-da"), "YYLmfY6IRdjZMQ1")
+    assert settings.native.environments == {"prod", "pre", "dev"}
+    assert settings.dry_run is True
+    assert settings.store.url == f"sqlite:///{EXAMPLE.parent / 'data/alarm-bridge.db'}"
+    assert [g.key for g in settings.groups] == [("chenmin", "3")]
+
+
+def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OP_SECRET", "s3cr3t")
+    data = config_data("sqlite:///x.db")
+    data["native"]["departments"] = {"du-op": {"secret": "${OP_SECRET}"}, "du-fe": {"secret": "${FE:-fallback}"}}
+    settings = config.parse(data, "site.yaml")
+    assert settings.native.departments == {"du-op": "s3cr3t", "du-fe": "fallback"}
+
+
+def test_a_missing_environment_variable_is_named_with_its_key() -> None:
+    data = config_data("sqlite:///x.db")
+    data["native"]["departments"] = {"du-op": {"secret": "${NO_SUCH_VARIABLE_HERE}"}}
+    message = error_of(data)
+    assert message.startswith("site.yaml: native.departments.du-op.secret:")
+    assert "NO_SUCH_VARIABLE_HERE" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "expected"),
+    [
+        ({"dedup_window": "five minutes"}, "dedup_window", "duration"),
+        ({"store": {"url": "mysql://x"}}, "store.url", "sqlite:///PATH or redis://"),
+        ({"store": {"timeout": True}}, "store.timeout", "duration"),
+        ({"native": {"max_body_bytes": "big"}}, "native.max_body_bytes", "integer"),
+        ({"native": {"environments": "prod"}}, "native.environments", "list of strings"),
+        ({"delivery": {"dry_run": "yes"}}, "delivery.dry_run", "true or false"),
+        ({"colour": 1}, "colour", "unknown key"),
+        ({"groups": [{"level": "3"}]}, "groups[0].id", "required"),
+        ({"groups": [{"id": "a", "level": "1", "format": "html"}]}, "groups[0].format", "text, markdown"),
+        ({"groups": [{"id": "a", "level": "1", "channels": [{"type": "fax"}]}]},
+         "groups[0].channels[0].type", "one of"),
+        ({"groups": [{"id": "a", "level": "1", "channels": [{"type": "dingtalk-robot"}]}]},
+         "groups[0].channels[0].webhook", "required"),
+        ({"groups": [{"id": "a", "level": "1", "members": [{"name": "x", "phone": "1"}]}]},
+         "groups[0].members[0].phone", "unknown key"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_file_the_key_and_what_is_expected(change: dict[str, Any], where: str, expected: str) -> None:
+    data = config_data("sqlite:///x.db")
+    for key, value in change.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and key in data else value
+    message = error_of(data)
+    assert message.startswith(f"site.yaml: {where}:"), message
+    assert expected in message
+
+
+def test_duplicate_groups_are_refused() -> None:
+    data = config_data("sqlite:///x.db", groups=[{"id": "a", "level": 1}, {"id": "a", "level": "1"}])
+    assert "duplicate group id='a' level='1'" in error_of(data)
+
+
+def test_groups_read_every_part() -> None:
+    group = {
+        "id": "chenmin",
+        "level": 3,
+        "format": "markdown",
+        "dedup_window": "10m",
+        "channels": [{"type": "dingtalk-robot", "webhook": "https://r/x", "secret": "SEC"}, {"type": "email"}],
+        "templates": {"native/text.j2": "{{ alarm.id }}"},
+    }
+    (parsed,) = config.parse(config_data("sqlite:///x.db", groups=[group]), "site.yaml").groups
+    assert parsed.level == "3"
+    assert parsed.format is Format.MARKDOWN
+    assert parsed.dedup_window == 600.0
+    assert parsed.targets == (DingTalkRobot(webhook="https://r/x", secret="SEC"), Email())
+    assert parsed.source == "site.yaml (groups[0])"
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "check-config", str(path)], capture_output=True, text=True, timeout=30
+    )
+
+
+def test_check_config_exits_non_zero_on_any_error(tmp_path: Path) -> None:
+    assert check_config(EXAMPLE).returncode == 0
+    bad = write_config(tmp_path / "bad.yaml", config_data("sqlite:///x.db", dedup_window="soon"))
+    result = check_config(bad)
+    assert result.returncode == 1
+    assert f"{bad}: dedup_window:" in result.stderr
+    (tmp_path / "broken.yaml").write_text("store: [unclosed", encoding="utf-8")
+    assert "not valid YAML" in check_config(tmp_path / "broken.yaml").stderr
+    assert check_config(tmp_path / "missing.yaml").returncode == 1

@@ -1,0 +1,84 @@
+"""The gateway across processes and outages: atomic dedup on a shared Redis, and recovery of the store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import requests
+
+from tests.helpers import (
+    REDIS_URL,
+    config_data,
+    free_port,
+    gateway_process,
+    require_binary,
+    seed_alarm,
+    signed,
+    wait_for_port,
+    write_config,
+)
+from tests.store.test_contract import redis_prefix
+
+
+def test_two_processes_on_one_redis_answer_one_0_and_one_1010(tmp_path: Path) -> None:
+    data = config_data(REDIS_URL)
+    data["store"]["prefix"] = redis_prefix()
+    path = write_config(tmp_path / "config.yaml", data)
+    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+        urls = [stack.enter_context(gateway_process(path)) + "/alarm_v2" for _ in range(2)]
+        for i in range(20):
+            body = json.dumps(signed(seed_alarm(exception_spec=f"race {i}")))
+            barrier = threading.Barrier(2)
+            codes = pool.map(fire_together, urls, [body, body], [barrier, barrier])
+            assert sorted(codes) == [0, 1010], f"round {i}"
+
+
+def fire_together(url: str, body: str, barrier: threading.Barrier) -> int:
+    barrier.wait()
+    return int(requests.post(url, data=body, timeout=10).json()["code"])
+
+
+@contextmanager
+def redis_server(port: int) -> Iterator[None]:
+    binary = require_binary("redis-server")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_gateway_answers_3000_while_redis_is_down_and_recovers_by_itself(tmp_path: Path) -> None:
+    require_binary("redis-server")
+    port = free_port()
+    path = write_config(tmp_path / "config.yaml", config_data(f"redis://127.0.0.1:{port}/0"))
+    with gateway_process(path) as url:
+
+        def code(note: str) -> int:
+            return int(
+                requests.post(url + "/alarm_v2", data=json.dumps(signed(seed_alarm(notes=note))), timeout=10).json()[
+                    "code"
+                ]
+            )
+
+        assert code("before") == 3000
+        with redis_server(port):
+            assert code("while up") == 0
+        assert code("down again") == 3000
+        with redis_server(port):
+            deadline = time.monotonic() + 10
+            while (result := code(f"back {time.monotonic()}")) == 3000 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert result == 0

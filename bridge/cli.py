@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import os
 import sys
+import time
 import urllib.error
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from bridge import __version__, config
 
@@ -17,8 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    default_config = os.environ.get("ALARM_BRIDGE_CONFIG")
+    config_option: dict[str, Any] = {"type": Path, "default": default_config, "required": default_config is None}
     serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", required=True, type=Path)
+    serve.add_argument("--config", **config_option)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", default=8080, type=int)
 
@@ -31,12 +38,29 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--json", type=Path, help="a JSON file with the alarm's fields")
     send.add_argument("fields", nargs="*", metavar="field=value")
 
+    render = commands.add_parser("render", help="print what each channel of the alarm's group would receive")
+    render.add_argument("--config", **config_option)
+    render.add_argument("alarm", type=Path, help="a JSON file with the alarm's fields")
+
+    deliveries = commands.add_parser("deliveries", help="list deliveries, or `deliveries retry ID` to re-send one")
+    deliveries.add_argument("--config", **config_option)
+    deliveries.add_argument("--failed", action="store_true", help="only the dead-lettered ones")
+    deliveries.add_argument("--limit", type=int, default=50)
+    deliveries.add_argument("retry", nargs="*", metavar="retry ID", help="put a delivery back in the outbox")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port)
     if args.command == "check-config":
         return _check(args.file)
-    return _send(args.url, args.secret, args.json, args.fields)
+    if args.command == "send":
+        return _send(args.url, args.secret, args.json, args.fields)
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    if args.command == "render":
+        return asyncio.run(_render(settings, json.loads(args.alarm.read_text(encoding="utf-8"))))
+    return asyncio.run(_deliveries(settings, args.failed, args.limit, args.retry))
 
 
 def _load(path: Path) -> config.Settings | None:
@@ -88,3 +112,60 @@ def _send(url: str, secret: str, json_file: Path | None, pairs: list[str]) -> in
         return 0 if json.loads(text).get("code") == 0 else 1
     except (ValueError, AttributeError):
         return 1
+
+
+async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
+    from bridge.model import Alarm, label
+    from bridge.render import Renderer
+    from bridge.store import open_store
+
+    alarm = Alarm.from_fields(fields)
+    store = open_store(settings.store)
+    try:
+        group = {g.key: g for g in settings.groups}.get((alarm.id, alarm.level)) or await store.get_group(
+            alarm.id, alarm.level
+        )
+    finally:
+        await store.close()
+    if group is None:
+        print(f"alarm-bridge: no group id={alarm.id!r} level={alarm.level!r}", file=sys.stderr)
+        return 1
+    renderer = Renderer(settings.templates)
+    for target in group.targets:
+        message, errors = renderer.message(alarm, group, target.channel)
+        print(f"=== {label(target)} ({message.format}) ===")
+        print(f"title: {message.title}\n{message.body}")
+        if message.html:
+            print(f"--- html ---\n{message.html}")
+        for error in errors:
+            print(f"!!! {error}")
+    return 0
+
+
+async def _deliveries(settings: config.Settings, failed: bool, limit: int, words: list[str]) -> int:
+    from bridge.model import TARGET_TYPES
+    from bridge.store import State, open_store
+
+    store = open_store(settings.store)
+    try:
+        if words:
+            if len(words) != 2 or words[0] != "retry":
+                print("alarm-bridge: expected `deliveries retry ID`", file=sys.stderr)
+                return 2
+            job = await store.job(words[1])
+            if job is None:
+                print(f"alarm-bridge: no delivery {words[1]!r}", file=sys.stderr)
+                return 1
+            now = time.time()
+            await store.settle([replace(job, state=State.PENDING, due=now, created=now, attempts=0)])
+            print(f"{job.id}: back in the outbox; a running gateway delivers it")
+            return 0
+        for job in await store.jobs(State.DEAD if failed else None, limit):
+            data = json.loads(job.payload)
+            target = data["group"]["channels"][data["target"]]
+            where = f"{data['group']['id']}/{data['group']['level']} {TARGET_TYPES[target['type']].kind}"
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created))
+            print(f"{job.id}  {job.state:<7} {created}  attempts={job.attempts}  {where}  {job.detail}")
+        return 0
+    finally:
+        await store.close()

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -17,6 +17,7 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _MISSING: Any = object()
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -28,6 +29,7 @@ class StoreSettings:
     url: str
     timeout: float
     prefix: str
+    history: int  # finished deliveries kept for listing (dead ones are always kept)
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,75 @@ class NativeSettings:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    limit: int
+    window: float
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    dry_run: bool
+    timeout: float  # one upstream call
+    deadline: float  # one target's attempt, every call in it included
+    split: bool  # long messages: numbered parts, or truncated with a marker
+    reply_wait: float  # how long /alarm_v2 waits for the first attempt
+    max_age: float  # retried until this old, then dead-lettered
+    backoff: float  # first retry delay, doubled each attempt, with jitter
+    backoff_max: float
+    lease: float  # how long a worker holds a job before another may take it
+    poll: float  # how often an idle worker looks for due jobs
+    batch: int  # jobs leased at a time (and at most merged into one digest)
+    shutdown: float  # on SIGTERM, how long in-flight deliveries may finish
+    rate_limits: Mapping[str, RateLimit]  # per target type, shared by every replica
+
+
+@dataclass(frozen=True)
+class DingTalkApp:
+    appkey: str
+    appsecret: str
+
+
+@dataclass(frozen=True)
+class DingTalkSettings:
+    base_url: str
+    apps: Mapping[str, DingTalkApp]
+
+
+@dataclass(frozen=True)
+class WeComApp:
+    corpid: str
+    corpsecret: str
+    agentid: int
+
+
+@dataclass(frozen=True)
+class WeComSettings:
+    base_url: str
+    apps: Mapping[str, WeComApp]
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    host: str
+    port: int
+    security: str  # plain | starttls | tls
+    username: str
+    password: str
+    sender: str
+    validate_certs: bool
+
+
+@dataclass(frozen=True)
 class Settings:
     path: str
     store: StoreSettings
     native: NativeSettings
     dedup_window: float
-    dry_run: bool
+    delivery: DeliverySettings
+    dingtalk: DingTalkSettings
+    wecom: WeComSettings
+    email: EmailSettings
+    templates: Path
     groups: tuple[Group, ...]
 
 
@@ -200,14 +265,18 @@ def load(path: str | Path) -> Settings:
 
 def parse(data: object, file: str) -> Settings:
     top = Node(file, "", data)
-    top.only("store", "native", "dedup_window", "delivery", "groups")
+    top.only("store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "groups")
     store = top.child("store")
-    store.only("url", "timeout", "prefix")
+    store.only("url", "timeout", "prefix", "history")
     native = top.child("native")
     native.only("departments", "environments", "max_body_bytes")
     deps = native.child("departments")
     delivery = top.child("delivery")
-    delivery.only("dry_run")
+    delivery.only(
+        "dry_run", "timeout", "deadline", "split", "reply_wait", "max_age", "backoff", "backoff_max",
+        "lease", "poll", "batch", "shutdown", "rate_limits",
+    )  # fmt: skip
+    deadline = delivery.duration("deadline", 30.0)
     groups: dict[tuple[str, str], Group] = {}
     for node in top.children("groups"):
         group = parse_group(node, source=f"{file} ({node.path})")
@@ -220,6 +289,7 @@ def parse(data: object, file: str) -> Settings:
             url=_store_url(store.text("url", "sqlite:///data/alarm-bridge.db"), store, Path(file).parent),
             timeout=store.duration("timeout", 2.0),
             prefix=store.text("prefix", "alarm-bridge:"),
+            history=store.integer("history", 10000),
         ),
         native=NativeSettings(
             departments={str(dep): deps.child(str(dep)).text("secret") for dep in deps.data},
@@ -227,8 +297,85 @@ def parse(data: object, file: str) -> Settings:
             max_body_bytes=native.integer("max_body_bytes", 64 * 1024, minimum=1024),
         ),
         dedup_window=top.duration("dedup_window", 300.0),
-        dry_run=delivery.flag("dry_run", False),
+        delivery=DeliverySettings(
+            dry_run=delivery.flag("dry_run", False),
+            timeout=delivery.duration("timeout", 10.0),
+            deadline=deadline,
+            split=delivery.flag("split", True),
+            reply_wait=delivery.duration("reply_wait", 3.0),
+            max_age=delivery.duration("max_age", 3600.0),
+            backoff=delivery.duration("backoff", 1.0),
+            backoff_max=delivery.duration("backoff_max", 300.0),
+            lease=delivery.duration("lease", 2 * deadline + 10),
+            poll=delivery.duration("poll", 0.5),
+            batch=delivery.integer("batch", 500, minimum=1),
+            shutdown=delivery.duration("shutdown", 10.0),
+            rate_limits=_rate_limits(delivery.child("rate_limits")),
+        ),
+        dingtalk=_dingtalk(top.child("dingtalk")),
+        wecom=_wecom(top.child("wecom")),
+        email=_email(top.child("email")),
+        templates=Path(file).parent / top.text("templates", "templates"),
         groups=tuple(groups.values()),
+    )
+
+
+# The upstreams' documented limits, measured over 62 s: a 2 s margin so that network delays never make
+# an upstream count 21 messages in its own minute.
+RATE_LIMITS = {
+    "dingtalk-robot": RateLimit(20, 62.0),
+    "wecom-robot": RateLimit(20, 62.0),
+    "wecom-app": RateLimit(30, 62.0),
+}
+
+
+def _rate_limits(node: Node) -> dict[str, RateLimit]:
+    node.only(*RATE_LIMITS)
+    limits = {}
+    for kind, default in RATE_LIMITS.items():
+        limit = node.child(kind)
+        limit.only("limit", "window")
+        limits[kind] = RateLimit(
+            limit.integer("limit", default.limit, minimum=1), limit.duration("window", default.window)
+        )
+    return limits
+
+
+def _dingtalk(node: Node) -> DingTalkSettings:
+    node.only("base_url", "apps")
+    apps = node.child("apps")
+    return DingTalkSettings(
+        base_url=node.text("base_url", "https://oapi.dingtalk.com").rstrip("/"),
+        apps={str(name): _app(apps.child(str(name)), DingTalkApp) for name in apps.data},
+    )
+
+
+def _wecom(node: Node) -> WeComSettings:
+    node.only("base_url", "apps")
+    apps = node.child("apps")
+    return WeComSettings(
+        base_url=node.text("base_url", "https://qyapi.weixin.qq.com").rstrip("/"),
+        apps={str(name): _app(apps.child(str(name)), WeComApp) for name in apps.data},
+    )
+
+
+def _app(node: Node, cls: type[T]) -> T:
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    node.only(*names)
+    return cls(**{n: node.integer(n, _MISSING, minimum=1) if n == "agentid" else node.text(n) for n in names})
+
+
+def _email(node: Node) -> EmailSettings:
+    node.only("host", "port", "security", "username", "password", "sender", "validate_certs")
+    security = node.choice("security", "starttls", ("plain", "starttls", "tls"))
+    return EmailSettings(
+        host=node.text("host", "localhost"),
+        port=node.integer("port", {"plain": 25, "starttls": 587, "tls": 465}[security], minimum=1),
+        security=security,
+        username=node.text("username", ""),
+        password=node.text("password", ""),
+        sender=node.text("sender", "alarm-bridge <alarm-bridge@localhost>"),
+        validate_certs=node.flag("validate_certs", True),
     )
 
 

@@ -1,27 +1,42 @@
-"""Delivery of an accepted alarm to its group's targets."""
+"""One delivery to one target, bounded in time, through the channel's sender (or the dry-run log)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Protocol
+from collections.abc import Mapping
 
-from bridge.model import Alarm, Group, Outcome
-from bridge.render import Renderer
+from bridge.channels import Sender
+from bridge.codes import Code
+from bridge.model import Channel, Group, Message, Outcome, Reason, Target, label
 
 logger = logging.getLogger(__name__)
 
-
-class Delivery(Protocol):
-    async def deliver(self, alarm: Alarm, group: Group) -> list[Outcome]: ...
+# The code a channel answers when its sender gave no result at all (it hung, or failed unexpectedly).
+SEND_CODES = {Channel.DINGTALK: Code.DINGTALK_SEND, Channel.WECOM: Code.WECOM_SEND, Channel.EMAIL: Code.EMAIL_SEND}
 
 
 class DryRun:
-    """Renders the group's text message and logs it instead of sending anything."""
+    """A sender for every channel that logs the message instead of sending it."""
 
-    def __init__(self, renderer: Renderer) -> None:
-        self._renderer = renderer
+    async def send(self, target: Target, group: Group, message: Message) -> Outcome:
+        logger.info("dry-run delivery to group %s/%s via %s:\n%s", group.id, group.level, label(target), message.body)
+        return Outcome(label(target), ok=True)
 
-    async def deliver(self, alarm: Alarm, group: Group) -> list[Outcome]:
-        text, _ = self._renderer.render("native/text.j2", alarm, group)
-        logger.info("dry-run delivery to group %s/%s:\n%s", group.id, group.level, text)
-        return []
+
+class Dispatcher:
+    def __init__(self, senders: Mapping[Channel, Sender], deadline: float) -> None:
+        self._senders = senders
+        self._deadline = deadline
+
+    async def send(self, target: Target, group: Group, message: Message) -> Outcome:
+        """One target's delivery, bounded by the deadline, so a hanging upstream delays nothing else."""
+        code = SEND_CODES[target.channel]
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._senders[target.channel].send(target, group, message)
+        except TimeoutError:
+            return Outcome(label(target), False, code, True, Reason.TIMEOUT, f"no result within {self._deadline:g}s")
+        except Exception:  # a bug in a sender must not cost the other targets their delivery
+            logger.exception("sender for %s failed unexpectedly", label(target))
+            return Outcome(label(target), False, code, False, Reason.INTERNAL, "internal error (logged)")

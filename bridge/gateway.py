@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from bridge.codes import Code
 from bridge.config import Settings
-from bridge.dispatch import Delivery
 from bridge.model import Alarm, Group
+from bridge.outbox import Outbox
 from bridge.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -22,29 +22,45 @@ class Result:
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, delivery: Delivery) -> None:
+    def __init__(self, settings: Settings, store: Store, outbox: Outbox) -> None:
         self.settings = settings
         self.store = store
-        self.delivery = delivery
+        self.outbox = outbox
         self._provisioned = {g.key: g for g in settings.groups}
 
     async def find_group(self, id: str, level: str) -> Group | None:
         return self._provisioned.get((id, level)) or await self.store.get_group(id, level)
 
     async def accept(self, alarm: Alarm) -> Result:
+        """Find the group, claim the dedup window, write the jobs; then wait for the first attempt (bounded)."""
+        claim = f"dedup:{alarm.fingerprint()}"
         try:
             async with asyncio.timeout(self.settings.store.timeout):
                 group = await self.find_group(alarm.id, alarm.level)
                 if group is None:
                     return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
                 window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
-                fresh = window <= 0 or await self.store.put_new(f"dedup:{alarm.fingerprint()}", "1", window)
+                if window > 0 and not await self.store.put_new(claim, "1", window):
+                    return Result(Code.DUPLICATE, f"within the {window:g}s window")
+                jobs = await self.outbox.enqueue(alarm, group)
         except (StoreError, TimeoutError) as exc:
             logger.warning("store unavailable: %s", exc or "timed out")
+            await self._forget(claim)
             return Result(Code.STORE_DOWN)
-        if not fresh:
-            return Result(Code.DUPLICATE, f"within the {window:g}s window")
-        failed = [o for o in await self.delivery.deliver(alarm, group) if not o.ok]
-        if not failed:
-            return Result(Code.OK)
-        return Result(Code(min(o.code for o in failed)), "; ".join(f"{o.target}: {o.detail}" for o in failed))
+        if not jobs:
+            return Result(Code.OK, "the group has no channels")
+        attempt = await self.outbox.attempt(alarm, group, jobs)
+        failed = [o for o in attempt.outcomes if not o.ok]
+        notes = [f"{o.target}: {o.detail}{' (retrying)' if o.retryable else ''}" for o in failed]
+        if attempt.waiting:
+            notes.append(f"delivery continues for {attempt.waiting} of {len(jobs)} channels")
+        code = Code(min(o.code for o in failed)) if failed else Code.OK
+        return Result(code, "; ".join(notes + attempt.warnings))
+
+    async def _forget(self, claim: str) -> None:
+        """Release a dedup claim for an alarm that was not accepted after all, so that a retry is not refused."""
+        try:
+            async with asyncio.timeout(self.settings.store.timeout):
+                await self.store.delete(claim)
+        except (StoreError, TimeoutError):
+            pass  # the claim expires with the window

@@ -122,6 +122,14 @@ class Email:
 
 
 Target = DingTalkRobot | DingTalkApp | WeComApp | WeComAppChat | WeComRobot | Email
+
+
+def label(target: Target) -> str:
+    """How a target is named in replies and logs: its type and app, never its webhook (which holds a token)."""
+    app = getattr(target, "app", "")
+    return f"{target.kind} {app}" if app else target.kind
+
+
 TARGET_TYPES: dict[str, type[Target]] = {
     t.kind: t for t in (DingTalkRobot, DingTalkApp, WeComApp, WeComAppChat, WeComRobot, Email)
 }
@@ -163,6 +171,16 @@ class Group:
         return data
 
 
+@dataclass(frozen=True)
+class Message:
+    """What one channel sends: ``body`` is text or markdown as ``format`` says; ``html`` is for email."""
+
+    title: str
+    body: str
+    format: Format
+    html: str = ""
+
+
 class Reason(StrEnum):
     """Why a delivery ended as it did; also the metric label."""
 
@@ -174,6 +192,7 @@ class Reason(StrEnum):
     TOKEN = "token"  # noqa: S105  (a reason label, not a secret)
     REJECTED = "rejected"
     CONFIG = "config"
+    INTERNAL = "internal"
 
 
 @dataclass(frozen=True)

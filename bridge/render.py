@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
-from bridge.model import Alarm, Group
+from bridge.model import Alarm, Channel, Format, Group, Message
 
 logger = logging.getLogger(__name__)
+
+TRUNCATED = "\n…(truncated)"
 
 
 class Renderer:
@@ -23,9 +26,9 @@ class Renderer:
             undefined=StrictUndefined,
         )
 
-    def render(self, name: str, alarm: Alarm, group: Group) -> tuple[str, str]:
+    def render(self, name: str, alarm: Alarm, group: Group, **extra: object) -> tuple[str, str]:
         """The rendered text and, when a group's override failed and the default was used, why."""
-        context = {"alarm": alarm, "group": group}
+        context = {"alarm": alarm, "group": group, **extra}
         override = group.templates.get(name)
         error = ""
         if override is not None:
@@ -35,3 +38,67 @@ class Renderer:
                 error = f"template override {name!r} of group {group.id}/{group.level} failed: {exc}"
                 logger.error("%s; using the default", error)
         return self._env.get_template(name).render(context).strip(), error
+
+    def message(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:
+        """The message one channel sends, and the errors of any broken override (the default was used)."""
+        names = {"title": "native/title.j2"}
+        if channel is Channel.EMAIL:
+            names |= {"body": "native/text.j2", "html": "native/email.html.j2"}
+        elif group.format is Format.MARKDOWN:
+            names |= {"body": f"native/{channel}.md.j2"}
+        else:
+            names |= {"body": "native/text.j2"}
+        parts = {part: self.render(name, alarm, group) for part, name in names.items()}
+        fmt = Format.MARKDOWN if "md.j2" in names["body"] else Format.TEXT
+        message = Message(
+            title=parts["title"][0], body=parts["body"][0], format=fmt, html=parts.get("html", ("", ""))[0]
+        )
+        return message, [error for _, error in parts.values() if error]
+
+    def digest(self, alarms: Sequence[Alarm], group: Group, channel: Channel, budget: int) -> tuple[Message, int]:
+        """One message listing the first alarms that fit in ``budget`` UTF-8 bytes (at least one), and how many."""
+        bodies: list[str] = []
+        size = 200  # the digest's own heading and numbering
+        for alarm in alarms:
+            body = self.message(alarm, group, channel)[0].body
+            size += len(body.encode()) + 16
+            if bodies and size > budget:
+                break
+            bodies.append(body)
+        fmt = self.message(alarms[0], group, channel)[0].format
+        listed = list(alarms[: len(bodies)])
+        extra = {"alarms": listed, "bodies": bodies, "format": fmt.value}
+        title, _ = self.render("native/digest_title.j2", listed[0], group, **extra)
+        body, _ = self.render("native/digest.j2", listed[0], group, **extra)
+        return Message(title=title, body=body, format=fmt), len(listed)
+
+
+def split(text: str, limit: int, numbered: bool = True) -> list[str]:
+    """Parts of at most ``limit`` UTF-8 bytes, cut at line ends where possible and never inside a character.
+
+    With ``numbered``, each part of several starts with "(i/n)"; otherwise the text is cut once and marked.
+    """
+    if len(text.encode()) <= limit:
+        return [text]
+    if not numbered:
+        return [_cut(text, limit - len(TRUNCATED.encode())) + TRUNCATED]
+    room = limit - len(b"(99/99)\n")
+    chunks: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        while len(line.encode()) > room:  # a line longer than a part is cut at a character boundary
+            head = _cut(line, room - len(current.encode())) if current else _cut(line, room)
+            chunks.append(current + head)
+            current, line = "", line[len(head) :]
+        if len((current + line).encode()) > room:
+            chunks.append(current)
+            current = ""
+        current += line
+    chunks.append(current)
+    chunks = [c.rstrip("\n") for c in chunks if c.strip()]
+    return [f"({i}/{len(chunks)})\n{c}" for i, c in enumerate(chunks, 1)]
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest prefix of ``text`` that fits in ``limit`` UTF-8 bytes."""
+    return text.encode()[: max(limit, 0)].decode("utf-8", "ignore")

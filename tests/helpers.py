@@ -22,6 +22,7 @@ from bridge import config
 from bridge.ingest.native import sign
 
 SECRET = "YYLmfY6IRdjZMQ1"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 REDIS_URL = os.environ.get("BRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DOCUMENTED_CODES = {0, 1000, 1001, 1002, 1004, 1010, 2000, 2002, 2003, 2009, 3000, 3001}
 
@@ -56,7 +57,16 @@ def config_data(store_url: str, **top: Any) -> dict[str, Any]:
         },
         "dedup_window": "5m",
         "delivery": {"dry_run": True},
-        "groups": [{"id": "chenmin", "level": "3", "name": "seed example", "members": [{"name": "陈敏"}]}],
+        "groups": [
+            {
+                "id": "chenmin",
+                "level": "3",
+                "name": "seed example",
+                "members": [{"name": "陈敏"}],
+                "channels": [{"type": "dingtalk-robot", "webhook": "https://oapi.dingtalk.com/robot/send?access_token=x"}],
+            }
+        ],
+        "templates": str(TEMPLATES),
     }
     data.update(top)
     return data

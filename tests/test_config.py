@@ -26,7 +26,7 @@ def test_the_example_config_is_the_seeds_setup() -> None:
     settings = config.load(EXAMPLE)
     assert settings.native.departments == dict.fromkeys(("du-srv", "du-op", "du-fe", "du-da"), "YYLmfY6IRdjZMQ1")
     assert settings.native.environments == {"prod", "pre", "dev"}
-    assert settings.dry_run is True
+    assert settings.delivery.dry_run is True
     assert settings.store.url == f"sqlite:///{EXAMPLE.parent / 'data/alarm-bridge.db'}"
     assert [g.key for g in settings.groups] == [("chenmin", "3")]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.app import TEMPLATES
+from tests.helpers import TEMPLATES
 from bridge.model import Alarm, Group
 from bridge.render import Renderer
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from bridge.config import StoreSettings
-from bridge.store.base import Store, StoreError
+from bridge.store.base import Job, State, Store, StoreError
 
 
 def open_store(settings: StoreSettings) -> Store:
     if settings.url.startswith("sqlite:///"):
         from bridge.store.sqlite import SqliteStore
 
-        return SqliteStore(settings.url.removeprefix("sqlite:///"))
+        return SqliteStore(settings.url.removeprefix("sqlite:///"), settings.history)
     from bridge.store.redis import RedisStore
 
-    return RedisStore(settings.url, settings.prefix, settings.timeout)
+    return RedisStore(settings.url, settings.prefix, settings.timeout, settings.history)
 
 
-__all__ = ["Store", "StoreError", "open_store"]
+__all__ = ["Job", "State", "Store", "StoreError", "open_store"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from bridge.config import Node, parse_group
@@ -11,6 +14,35 @@ from bridge.model import Group
 
 class StoreError(Exception):
     """The store could not be reached or failed; the gateway answers 3000."""
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One alarm's delivery to one target, kept in the outbox until it is done or dead."""
+
+    id: str
+    payload: str  # JSON, opaque to the store
+    created: float
+    due: float = 0.0
+    state: State = State.PENDING
+    attempts: int = 0
+    detail: str = ""
+    updated: float = 0.0
+
+
+def dump_job(job: Job) -> str:
+    return json.dumps(job.__dict__, ensure_ascii=False)
+
+
+def load_job(data: str) -> Job:
+    fields = json.loads(data)
+    return Job(**{**fields, "state": State(fields["state"])})
 
 
 class Store(Protocol):
@@ -35,6 +67,35 @@ class Store(Protocol):
         ...
 
     async def delete(self, key: str) -> None: ...
+
+    async def enqueue(self, jobs: Sequence[Job], lease: float) -> None:
+        """Add jobs, leased to the caller for ``lease`` seconds: it makes the first attempt itself."""
+        ...
+
+    async def lease(self, limit: int, lease: float) -> list[Job]:
+        """Up to ``limit`` due pending jobs, each leased for ``lease`` seconds; no two callers get the same job.
+
+        A lease is the job's due time moved forward: a holder that dies leaves the job due again when it ends.
+        """
+        ...
+
+    async def settle(self, jobs: Sequence[Job]) -> None:
+        """Record the jobs' new state: pending again at ``due``, done, or dead (kept for listing and retry)."""
+        ...
+
+    async def job(self, id: str) -> Job | None: ...
+
+    async def jobs(self, state: State | None, limit: int) -> list[Job]:
+        """The newest jobs first, optionally in one state."""
+        ...
+
+    async def depth(self) -> int:
+        """How many jobs are pending."""
+        ...
+
+    async def acquire(self, key: str, limit: int, window: float) -> float:
+        """Take a slot of a sliding-window rate limit shared by every replica: 0.0 if taken, else seconds to wait."""
+        ...
 
     async def close(self) -> None: ...
 

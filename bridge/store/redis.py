@@ -1,29 +1,86 @@
-"""The shared store: one Redis for any number of gateway replicas. Claims are atomic (SET NX PX)."""
+"""The shared store: one Redis for any number of gateway replicas. Claims, leases and slots are atomic."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
-from typing import TypeVar
+import time
+import uuid
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.model import Group
-from bridge.store.base import StoreError, dump_group, load_group
+from bridge.store.base import Job, State, StoreError, dump_group, dump_job, load_group, load_job
 
 T = TypeVar("T")
 
+# Key names under the configured prefix.
 GROUPS = "groups"  # hash: JSON [id, level] -> group JSON
 KV = "kv:"  # string keys with expiry: dedup claims, tokens, chat ids
+JOBS = "jobs"  # hash: job id -> job JSON
+DUE = "due"  # sorted set: pending job id -> due time (a lease moves it forward)
+CREATED = "created"  # sorted set: every job id -> creation time, for listing newest first
+DONE = "done"  # sorted set: done job id -> creation time, trimmed to the history size
+DEAD = "dead"  # sorted set: dead job id -> creation time
+SLOTS = "slots:"  # sorted sets: rate-limit key -> send times
+
+# KEYS: due, jobs. ARGV: now, limit, lease end. Moves due jobs' due time to the lease end and returns them.
+_LEASE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[3], id)
+  local data = redis.call('HGET', KEYS[2], id)
+  if data then out[#out + 1] = data end
+end
+return out
+"""
+
+# KEYS: slots. ARGV: window, limit, member. Returns "0" when a slot was taken, else the seconds to wait.
+# The server's clock, so that every replica measures the window alike.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now, window = tonumber(t[1]) + tonumber(t[2]) / 1000000, tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+  return '0'
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return tostring(tonumber(oldest[2]) + window - now)
+"""
+
+# KEYS: done, created, jobs. ARGV: history. Forgets the oldest done jobs beyond the history size.
+_TRIM = """
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
+if excess <= 0 then return 0 end
+local ids = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
+for _, id in ipairs(ids) do
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+return excess
+"""
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str, timeout: float) -> None:
+    def __init__(self, url: str, prefix: str, timeout: float, history: int) -> None:
         self._prefix = prefix
+        self._history = history
         self._redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
         )
+        self._lease_script = self._redis.register_script(_LEASE)
+        self._acquire_script = self._redis.register_script(_ACQUIRE)
+        self._trim_script = self._redis.register_script(_TRIM)
+
+    def _key(self, name: str) -> str:
+        return self._prefix + name
 
     async def _run(self, call: Awaitable[T]) -> T:
         try:
@@ -38,32 +95,86 @@ class RedisStore:
         await self._run(self._redis.ping())
 
     async def get_group(self, id: str, level: str) -> Group | None:
-        data = await self._run(self._redis.hget(self._prefix + GROUPS, self._field(id, level)))
+        data = await self._run(self._redis.hget(self._key(GROUPS), self._field(id, level)))
         return None if data is None else load_group(str(data))
 
     async def put_group(self, group: Group) -> None:
-        await self._run(self._redis.hset(self._prefix + GROUPS, self._field(group.id, group.level), dump_group(group)))
+        await self._run(self._redis.hset(self._key(GROUPS), self._field(group.id, group.level), dump_group(group)))
 
     async def delete_group(self, id: str, level: str) -> bool:
-        return bool(await self._run(self._redis.hdel(self._prefix + GROUPS, self._field(id, level))))
+        return bool(await self._run(self._redis.hdel(self._key(GROUPS), self._field(id, level))))
 
     async def list_groups(self) -> list[Group]:
-        data = await self._run(self._redis.hgetall(self._prefix + GROUPS))
+        data = await self._run(self._redis.hgetall(self._key(GROUPS)))
         return sorted((load_group(str(v)) for v in data.values()), key=lambda g: g.key)
 
     async def get(self, key: str) -> str | None:
-        value = await self._run(self._redis.get(self._prefix + KV + key))
+        value = await self._run(self._redis.get(self._key(KV + key)))
         return None if value is None else str(value)
 
     async def put(self, key: str, value: str, ttl: float) -> None:
-        await self._run(self._redis.set(self._prefix + KV + key, value, px=max(1, int(ttl * 1000))))
+        await self._run(self._redis.set(self._key(KV + key), value, px=max(1, int(ttl * 1000))))
 
     async def put_new(self, key: str, value: str, ttl: float) -> bool:
-        stored = await self._run(self._redis.set(self._prefix + KV + key, value, px=max(1, int(ttl * 1000)), nx=True))
+        stored = await self._run(self._redis.set(self._key(KV + key), value, px=max(1, int(ttl * 1000)), nx=True))
         return bool(stored)
 
     async def delete(self, key: str) -> None:
-        await self._run(self._redis.delete(self._prefix + KV + key))
+        await self._run(self._redis.delete(self._key(KV + key)))
+
+    async def enqueue(self, jobs: Sequence[Job], lease: float) -> None:
+        due = time.time() + lease
+        await self.settle([replace(j, due=due) for j in jobs])
+
+    async def lease(self, limit: int, lease: float) -> list[Job]:
+        now = time.time()
+        keys = [self._key(DUE), self._key(JOBS)]
+        found: Any = await self._run(self._lease_script(keys=keys, args=[now, limit, now + lease]))
+        return [replace(load_job(str(data)), due=now + lease) for data in found]
+
+    async def settle(self, jobs: Sequence[Job]) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        for job in jobs:
+            pipe.hset(self._key(JOBS), job.id, dump_job(job))
+            pipe.zadd(self._key(CREATED), {job.id: job.created})
+            if job.state is State.PENDING:
+                pipe.zadd(self._key(DUE), {job.id: job.due})
+                pipe.zrem(self._key(DEAD), job.id)
+            else:
+                pipe.zrem(self._key(DUE), job.id)
+                pipe.zadd(self._key(DONE if job.state is State.DONE else DEAD), {job.id: job.created})
+        await self._run(pipe.execute())
+        if any(j.state is State.DONE for j in jobs):
+            keys = [self._key(DONE), self._key(CREATED), self._key(JOBS)]
+            await self._run(self._trim_script(keys=keys, args=[self._history]))
+
+    async def job(self, id: str) -> Job | None:
+        data = await self._run(self._redis.hget(self._key(JOBS), id))
+        if data is None:
+            return None
+        due = await self._run(self._redis.zscore(self._key(DUE), id))
+        job = load_job(str(data))
+        return job if due is None else replace(job, due=float(due))
+
+    async def jobs(self, state: State | None, limit: int) -> list[Job]:
+        index = {None: CREATED, State.PENDING: DUE, State.DONE: DONE, State.DEAD: DEAD}[state]
+        if state is State.PENDING:  # ordered by due time, not creation: read them all, then sort
+            found_ids: Any = await self._run(self._redis.zrange(self._key(DUE), 0, -1))
+        else:
+            found_ids = await self._run(self._redis.zrange(self._key(index), 0, limit - 1, desc=True))
+        ids = [str(i) for i in found_ids]
+        if not ids:
+            return []
+        found = [load_job(str(d)) for d in await self._run(self._redis.hmget(self._key(JOBS), ids)) if d]
+        return sorted(found, key=lambda j: j.created, reverse=True)[:limit]
+
+    async def depth(self) -> int:
+        return int(await self._run(self._redis.zcard(self._key(DUE))))
+
+    async def acquire(self, key: str, limit: int, window: float) -> float:
+        args: list[str | float] = [window, limit, uuid.uuid4().hex]
+        wait: Any = await self._run(self._acquire_script(keys=[self._key(SLOTS + key)], args=args))
+        return float(wait)
 
     async def close(self) -> None:
         await self._redis.aclose()

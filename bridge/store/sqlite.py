@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
 from bridge.model import Group
-from bridge.store.base import StoreError, dump_group, load_group
+from bridge.store.base import Job, State, StoreError, dump_group, dump_job, load_group, load_job
 
 T = TypeVar("T")
 
@@ -19,13 +20,20 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (id TEXT NOT NULL, level TEXT NOT NULL, data TEXT NOT NULL,
                                    PRIMARY KEY (id, level));
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
+                                 created REAL NOT NULL, data TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
+CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 """
 _PURGE_EVERY = 60.0
 
 
 class SqliteStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, history: int) -> None:
         self._path = path
+        self._history = history
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0
@@ -102,6 +110,65 @@ class SqliteStore:
 
     async def delete(self, key: str) -> None:
         await self._run(lambda c: c.execute("DELETE FROM kv WHERE key=?", (key,)))
+
+    async def enqueue(self, jobs: Sequence[Job], lease: float) -> None:
+        due = time.time() + lease
+        rows = [(j.id, j.state.value, due, j.created, dump_job(replace(j, due=due))) for j in jobs]
+        await self._run(lambda c: self._write_jobs(c, rows))
+
+    def _write_jobs(self, conn: sqlite3.Connection, rows: list[tuple[str, str, float, float, str]]) -> None:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("INSERT OR REPLACE INTO jobs (id, state, due, created, data) VALUES (?, ?, ?, ?, ?)", rows)
+            conn.execute(
+                "DELETE FROM jobs WHERE state = 'done' AND id IN (SELECT id FROM jobs WHERE state = 'done'"
+                " ORDER BY created DESC LIMIT -1 OFFSET ?)",
+                (self._history,),
+            )
+
+    async def lease(self, limit: int, lease: float) -> list[Job]:
+        now = time.time()
+        rows = await self._run(
+            lambda c: c.execute(
+                "UPDATE jobs SET due = ? WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND due <= ?"
+                " ORDER BY due LIMIT ?) RETURNING data",
+                (now + lease, now, limit),
+            ).fetchall()
+        )
+        return [replace(load_job(row[0]), due=now + lease) for row in rows]
+
+    async def settle(self, jobs: Sequence[Job]) -> None:
+        rows = [(j.id, j.state.value, j.due, j.created, dump_job(j)) for j in jobs]
+        await self._run(lambda c: self._write_jobs(c, rows))
+
+    async def job(self, id: str) -> Job | None:
+        row = await self._run(lambda c: c.execute("SELECT data, due FROM jobs WHERE id = ?", (id,)).fetchone())
+        return None if row is None else replace(load_job(row[0]), due=row[1])
+
+    async def jobs(self, state: State | None, limit: int) -> list[Job]:
+        where, args = ("WHERE state = ?", (state.value, limit)) if state else ("", (limit,))
+        rows = await self._run(
+            lambda c: c.execute(f"SELECT data, due FROM jobs {where} ORDER BY created DESC LIMIT ?", args).fetchall()  # noqa: S608
+        )
+        return [replace(load_job(row[0]), due=row[1]) for row in rows]
+
+    async def depth(self) -> int:
+        row = await self._run(lambda c: c.execute("SELECT count(*) FROM jobs WHERE state = 'pending'").fetchone())
+        return int(row[0])
+
+    async def acquire(self, key: str, limit: int, window: float) -> float:
+        return await self._run(lambda c: self._acquire(c, key, limit, window))
+
+    def _acquire(self, conn: sqlite3.Connection, key: str, limit: int, window: float) -> float:
+        now = time.time()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
+            conn.execute("DELETE FROM slots WHERE key = ? AND at <= ?", (key, now - window))
+            taken = conn.execute("SELECT count(*), min(at) FROM slots WHERE key = ?", (key,)).fetchone()
+            if taken[0] >= limit:
+                return float(taken[1] + window - now)
+            conn.execute("INSERT INTO slots (key, at) VALUES (?, ?)", (key, now))
+            return 0.0
 
     async def close(self) -> None:
         if self._conn is not None:

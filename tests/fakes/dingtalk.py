@@ -45,6 +45,12 @@ class Robot:
 class RobotMessage:
     token: str
     body: dict[str, Any]
+    at: float = 0.0  # arrival, on the fake's clock
+
+    @property
+    def content(self) -> str:
+        part = self.body.get(self.msgtype, {})
+        return str(part.get("content") or part.get("text") or "")
 
     @property
     def msgtype(self) -> str:
@@ -133,6 +139,7 @@ class DingTalkFake(Fake):
         self._apps: dict[str, str] = {}
         self._chats: dict[str, Chat] = {}
         self.robot_messages: Records[RobotMessage] = Records()
+        self.too_fast = 0  # how many 130101 answers the robot gave
         # Missing/unknown msgtype or a malformed body: 400105 (不支持的消息类型) is from memory [U].
         self.bad_message_errcode = 400105
         # The code for a member who left the company is [U]: 60121, 60111 or 40003.
@@ -169,6 +176,11 @@ class DingTalkFake(Fake):
 
     # -- custom robot --
 
+    def _too_fast(self) -> web.Response:
+        with self._lock:
+            self.too_fast += 1
+        return reply(130101, TOO_FAST)
+
     async def _robot_send(self, request: web.Request) -> web.Response:
         # Parse the raw query once, as the real server does: a double-encoded sign stays encoded.
         query = parse_qs(request.rel_url.raw_query_string)
@@ -179,7 +191,7 @@ class DingTalkFake(Fake):
         if robot is None:
             return reply(300001, "token is not exist")
         if blocked:
-            return reply(130101, TOO_FAST)
+            return self._too_fast()
         if robot.secret is not None and (problem := self._sign_problem(robot.secret, query)):
             return reply(310000, problem)
         raw = await request.read()
@@ -196,8 +208,8 @@ class DingTalkFake(Fake):
         if not self._robot_rate.allow(token):
             with self._lock:
                 self._blocked_until[token] = self._clock() + self._robot_block
-            return reply(130101, TOO_FAST)
-        self.robot_messages.append(RobotMessage(token, body))
+            return self._too_fast()
+        self.robot_messages.append(RobotMessage(token, body, self._clock()))
         self._emit(f"[dingtalk robot {token}] {json.dumps(body, ensure_ascii=False)}")
         return reply(0)
 

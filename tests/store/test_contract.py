@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from dataclasses import replace
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -14,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bridge.config import StoreSettings
 from bridge.model import DingTalkRobot, Email, Format, Group, Member, Mention
-from bridge.store import Store, open_store
+from bridge.store import Job, State, Store, open_store
 from tests.helpers import REDIS_URL
 
 pytestmark = pytest.mark.anyio
@@ -35,9 +37,9 @@ def redis_prefix() -> str:
 @pytest.fixture(params=["sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "sqlite":
-        settings = StoreSettings(url=f"sqlite:///{tmp_path / 'store.db'}", timeout=2.0, prefix="")
+        settings = StoreSettings(url=f"sqlite:///{tmp_path / 'store.db'}", timeout=2.0, prefix="", history=5)
     else:
-        settings = StoreSettings(url=REDIS_URL, timeout=2.0, prefix=redis_prefix())
+        settings = StoreSettings(url=REDIS_URL, timeout=2.0, prefix=redis_prefix(), history=5)
     s = open_store(settings)
     yield s
     await s.close()
@@ -112,3 +114,78 @@ async def test_put_new_succeeds_again_once_expired(store: Store) -> None:
 
 async def test_ping(store: Store) -> None:
     await store.ping()
+
+
+def job(n: int) -> Job:
+    return Job(id=f"alarm{n}:0", payload=f'{{"n": {n}}}', created=time.time() + n / 1000)
+
+
+async def test_enqueued_jobs_are_leased_to_their_creator_first(store: Store) -> None:
+    await store.enqueue([job(1), job(2)], lease=0.3)
+    assert await store.lease(10, lease=5) == []  # still leased by whoever enqueued them
+    assert await store.depth() == 2
+    await asyncio.sleep(0.4)  # the creator died: the lease ends and another worker takes the jobs
+    leased = await store.lease(10, lease=5)
+    assert sorted(j.id for j in leased) == ["alarm1:0", "alarm2:0"]
+    assert all(j.payload.startswith('{"n"') for j in leased)
+    assert await store.lease(10, lease=5) == []
+
+
+async def test_a_job_is_leased_to_one_worker_only(store: Store) -> None:
+    await store.enqueue([job(n) for n in range(30)], lease=0)
+    batches = await asyncio.gather(*(store.lease(7, lease=60) for _ in range(10)))
+    ids = [j.id for batch in batches for j in batch]
+    assert sorted(ids) == sorted(job(n).id for n in range(30))
+
+
+async def test_settled_jobs_leave_the_queue_or_come_back_when_due(store: Store) -> None:
+    await store.enqueue([job(1), job(2), job(3)], lease=0)
+    one, two, three = sorted(await store.lease(10, lease=60), key=lambda j: j.id)
+    now = time.time()
+    await store.settle(
+        [
+            replace(one, state=State.DONE, attempts=1, detail="ok", updated=now),
+            replace(two, state=State.DEAD, attempts=9, detail="errcode 300001", updated=now),
+            replace(three, due=now + 0.2, attempts=1, detail="HTTP 502"),
+        ]
+    )
+    assert await store.depth() == 1
+    assert await store.lease(10, lease=60) == []
+    await asyncio.sleep(0.3)
+    (again,) = await store.lease(10, lease=60)
+    assert (again.id, again.attempts, again.detail) == ("alarm3:0", 1, "HTTP 502")
+    assert [j.id for j in await store.jobs(State.DEAD, 10)] == ["alarm2:0"]
+    assert [j.id for j in await store.jobs(State.DONE, 10)] == ["alarm1:0"]
+    assert [j.id for j in await store.jobs(None, 10)] == ["alarm3:0", "alarm2:0", "alarm1:0"]
+    found = await store.job("alarm2:0")
+    assert found is not None
+    assert (found.state, found.attempts, found.detail) == (State.DEAD, 9, "errcode 300001")
+    assert await store.job("nope") is None
+
+
+async def test_a_dead_job_can_be_made_pending_again(store: Store) -> None:
+    await store.enqueue([job(1)], lease=0)
+    (leased,) = await store.lease(1, lease=60)
+    await store.settle([replace(leased, state=State.DEAD)])
+    await store.settle([replace(leased, state=State.PENDING, due=0)])
+    assert await store.jobs(State.DEAD, 10) == []
+    assert [j.id for j in await store.lease(1, lease=60)] == ["alarm1:0"]
+
+
+async def test_only_the_newest_done_jobs_are_kept(store: Store) -> None:
+    jobs = [job(n) for n in range(8)]
+    await store.enqueue(jobs, lease=0)
+    await store.settle([replace(j, state=State.DONE) for j in jobs[:7]])
+    kept = await store.jobs(State.DONE, 100)
+    assert [j.id for j in kept] == [f"alarm{n}:0" for n in (6, 5, 4, 3, 2)]  # history=5
+    assert await store.job("alarm0:0") is None
+    assert await store.depth() == 1
+
+
+async def test_rate_slots_are_shared_and_free_up_after_the_window(store: Store) -> None:
+    waits = await asyncio.gather(*(store.acquire("robot:a", limit=3, window=0.5) for _ in range(5)))
+    assert sorted(waits)[:3] == [0.0, 0.0, 0.0]
+    assert all(0 < w <= 0.5 for w in sorted(waits)[3:])
+    assert await store.acquire("robot:b", limit=3, window=0.5) == 0.0  # another key, its own slots
+    await asyncio.sleep(max(waits) + 0.05)
+    assert await store.acquire("robot:a", limit=3, window=0.5) == 0.0

@@ -1,0 +1,155 @@
+"""What the HTTP channels share: one JSON call with a timeout, one classifier of results, one token cache."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bridge.model import Outcome, Reason
+from bridge.store import Store, StoreError
+
+logger = logging.getLogger(__name__)
+
+Reply = dict[str, Any]
+
+# -1 busy; 130101/410100 DingTalk robot too fast; 45009/45033 WeCom frequency and concurrency limits.
+RETRYABLE_ERRCODES = frozenset({-1, 130101, 410100, 45009, 45033})
+RATE_LIMIT_ERRCODES = frozenset({130101, 410100, 45009, 45033})
+# Invalid or expired access tokens (both vendors); the token is dropped and fetched anew once.
+TOKEN_ERRCODES = frozenset({33001, 40001, 40014, 42001})
+TOKEN_MARGIN = 300.0  # refresh this long before the upstream's expiry
+JSON_UTF8 = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def encode(body: object) -> bytes:
+    """A request body as sent: UTF-8 JSON, so that byte limits count what the upstream counts."""
+    return json.dumps(body, ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class Failure:
+    reason: Reason
+    retryable: bool
+    detail: str
+
+    def outcome(self, target: str, code: int) -> Outcome:
+        return Outcome(
+            target=target, ok=False, code=code, retryable=self.retryable, reason=self.reason, detail=self.detail
+        )
+
+
+async def call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    timeout: float,  # noqa: ASYNC109  (passed to aiohttp, which enforces it)
+    params: dict[str, str] | None = None,
+    body: object = None,
+) -> Reply | Failure:
+    """One upstream call. Details never contain the URL: query strings hold tokens and signatures."""
+    try:
+        async with session.request(
+            method,
+            url,
+            params=params,
+            data=None if body is None else encode(body),
+            headers=None if body is None else JSON_UTF8,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            if response.status != 200:
+                retry = response.status == 429 or response.status >= 500
+                return Failure(Reason.HTTP_STATUS, retry, f"HTTP {response.status}")
+            data = await response.json(content_type=None)
+    except TimeoutError:
+        return Failure(Reason.TIMEOUT, True, f"no answer within {timeout:g}s")
+    except aiohttp.ClientConnectorError as exc:
+        return Failure(Reason.NETWORK, True, f"cannot connect to {exc.host}:{exc.port}")
+    except aiohttp.ClientError as exc:
+        return Failure(Reason.NETWORK, True, f"{type(exc).__name__}")
+    except ValueError:
+        return Failure(Reason.HTTP_STATUS, True, "the reply is not JSON")
+    if not isinstance(data, dict):
+        return Failure(Reason.HTTP_STATUS, True, "the reply is not a JSON object")
+    return data
+
+
+def checked(reply: Reply | Failure) -> Reply | Failure:
+    """A reply counts only with ``errcode`` 0: chat APIs report failures inside HTTP 200."""
+    if isinstance(reply, Failure):
+        return reply
+    errcode = reply.get("errcode")
+    if errcode == 0:
+        return reply
+    if not isinstance(errcode, int):
+        return Failure(Reason.REJECTED, False, "the reply has no errcode")
+    reason = (
+        Reason.RATE_LIMITED
+        if errcode in RATE_LIMIT_ERRCODES
+        else Reason.TOKEN
+        if errcode in TOKEN_ERRCODES
+        else Reason.REJECTED
+    )
+    retry = errcode in RETRYABLE_ERRCODES or errcode in TOKEN_ERRCODES
+    return Failure(reason, retry, f"errcode {errcode}: {str(reply.get('errmsg', ''))[:200]}")
+
+
+class Tokens:
+    """Access tokens per app, cached in the store (so replicas share them) and fetched under a lock."""
+
+    def __init__(self, store: Store, vendor: str) -> None:
+        self._store = store
+        self._vendor = vendor
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def get(self, app: str, fetch: Callable[[], Awaitable[Reply | Failure]]) -> str | Failure:
+        """A valid token; ``fetch`` is the vendor's gettoken call, made only when none is cached."""
+        key = f"token:{self._vendor}:{app}"
+        async with self._locks.setdefault(app, asyncio.Lock()):
+            cached = await self._cached(key)
+            if cached:
+                return cached
+            reply = checked(await fetch())
+            if isinstance(reply, Failure):
+                return Failure(Reason.TOKEN, reply.retryable, f"gettoken: {reply.detail}")
+            token = str(reply.get("access_token", ""))
+            if not token:
+                return Failure(Reason.TOKEN, True, "gettoken: the reply has no access_token")
+            ttl = max(60.0, float(reply.get("expires_in", 7200)) - TOKEN_MARGIN)
+            await self._ignore_store_errors(self._store.put(key, token, ttl))
+            return token
+
+    async def authorized(
+        self,
+        app: str,
+        fetch: Callable[[], Awaitable[Reply | Failure]],
+        request: Callable[[str], Awaitable[Reply | Failure]],
+    ) -> Reply | Failure:
+        """``request(token)``, checked; on a token errcode the token is dropped, fetched anew and tried once more."""
+        for attempt in range(2):
+            token = await self.get(app, fetch)
+            if isinstance(token, Failure):
+                return token
+            reply = checked(await request(token))
+            if not (isinstance(reply, Failure) and reply.reason is Reason.TOKEN) or attempt == 1:
+                return reply
+            await self._ignore_store_errors(self._store.delete(f"token:{self._vendor}:{app}"))
+        raise AssertionError("unreachable")
+
+    async def _cached(self, key: str) -> str | None:
+        try:
+            return await self._store.get(key)
+        except StoreError as exc:
+            logger.warning("token cache unavailable, fetching a new token: %s", exc)
+            return None
+
+    async def _ignore_store_errors(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except StoreError as exc:
+            logger.warning("token cache unavailable: %s", exc)

@@ -1,0 +1,207 @@
+"""DingTalk: custom robot webhooks (optionally signed) and enterprise-app group chats (gettoken, chat/create, send)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from bridge.channels._chats import Chats, authorized_post, named_in
+from bridge.channels._http import Failure, Reply, Tokens, call, checked, encode
+from bridge.codes import Code
+from bridge.config import DeliverySettings, DingTalkSettings
+from bridge.config import DingTalkApp as AppSettings
+from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
+from bridge.render import split
+from bridge.store import Store
+
+logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 20000  # robot/send answers 460101 above it; assumed the same for chat/send
+MAX_CHAT_MEMBERS = 40  # per chat/create call
+CHAT_NAME_CHARS = 20
+CHAT_GONE_ERRCODES = frozenset({34001, 34013, 40016})  # 无效的会话id, 找不到群会话对象, 不合法的会话ID
+Body = dict[str, Any]
+
+
+class Sender:
+    def __init__(
+        self, settings: DingTalkSettings, delivery: DeliverySettings, session: aiohttp.ClientSession, store: Store
+    ) -> None:
+        self._settings = settings
+        self._delivery = delivery
+        self._session = session
+        self._tokens = Tokens(store, "dingtalk")
+        self._chats = Chats(store, "dingtalk")
+
+    async def send(self, target: Target, group: Group, message: Message) -> Outcome:
+        if isinstance(target, DingTalkRobot):
+            return await self._robot(target, group, message)
+        if isinstance(target, DingTalkApp):
+            return await self._app(target, group, message)
+        return _config(label(target), Code.DINGTALK_SEND, f"not a DingTalk target: {target.kind}")
+
+    # -- custom robot --
+
+    async def _robot(self, target: DingTalkRobot, group: Group, message: Message) -> Outcome:
+        name = label(target)
+        webhook = URL(target.webhook)
+        if not webhook.absolute:
+            return _config(name, Code.DINGTALK_SEND, "the robot webhook is not an absolute URL")
+        bodies = _fit(message.body, lambda text, first: _robot_body(message, group, text, first), self._delivery.split)
+        if bodies is None:
+            return _config(name, Code.DINGTALK_SEND, "the mentions leave no room for the message")
+        for i, body in enumerate(bodies, 1):
+            params = dict(webhook.query)
+            if target.secret:
+                timestamp = _now_ms()
+                # The raw base64: aiohttp encodes the query once; quoting it here too would break the sign.
+                params |= {"timestamp": str(timestamp), "sign": sign(target.secret, timestamp)}
+            url = str(webhook.with_query(None))
+            reply = checked(await call(self._session, "POST", url, self._delivery.timeout, params=params, body=body))
+            if isinstance(reply, Failure):
+                return _failed(name, Code.DINGTALK_SEND, reply, _part(i, len(bodies)))
+        return Outcome(name, True)
+
+    # -- enterprise app --
+
+    async def _app(self, target: DingTalkApp, group: Group, message: Message) -> Outcome:
+        name = label(target)
+        app = self._settings.apps.get(target.app)
+        if app is None:
+            return _config(name, Code.DINGTALK_TOKEN, f"no app {target.app!r} under dingtalk.apps in the config")
+        userids = list(dict.fromkeys(m.dingtalk_userid for m in group.members if m.dingtalk_userid))
+        if not userids:
+            return _config(name, Code.DINGTALK_CHAT, "no member of the group has a dingtalk_userid")
+        if len(userids) > MAX_CHAT_MEMBERS:
+            return _config(name, Code.DINGTALK_CHAT, f"{len(userids)} members; chat/create takes {MAX_CHAT_MEMBERS}")
+        # The chat id is not known yet: the envelope is sized with room for a long one.
+        bodies = _fit(
+            message.body, lambda text, _: {"chatid": "c" * 64, "msg": _msg(message, text)}, self._delivery.split
+        )
+        if bodies is None:
+            return _config(name, Code.DINGTALK_SEND, "the message cannot be fitted into a chat message")
+        key = self._chats.key(target.app, group, userids)
+        for attempt in (1, 2):
+            chatid = await self._chat(name, target.app, app, group, userids, key)
+            if isinstance(chatid, Outcome):
+                return chatid
+            for i, body in enumerate(bodies, 1):
+                reply, raw = await self._post(target.app, app, "/chat/send", {**body, "chatid": chatid})
+                if not isinstance(reply, Failure):
+                    continue
+                if raw.get("errcode") in CHAT_GONE_ERRCODES and attempt == 1:
+                    logger.info("%s: chat %s of group %s/%s is gone; creating it again", name, chatid, *group.key)
+                    await self._chats.forget(key)
+                    break
+                return _failed(name, Code.DINGTALK_SEND, reply, _part(i, len(bodies)))
+            else:
+                return Outcome(name, True)
+        raise AssertionError("unreachable: the second attempt never recreates")
+
+    async def _chat(
+        self, name: str, app_name: str, app: AppSettings, group: Group, userids: list[str], key: str
+    ) -> str | Outcome:
+        """The group's chat id: cached, or created now for the members with a DingTalk user id."""
+        async with self._chats.lock(key):
+            if cached := await self._chats.get(key):
+                return cached
+            title = (group.name.strip() or f"{group.id}/{group.level}")[:CHAT_NAME_CHARS]
+            body = {"name": title, "owner": userids[0], "useridlist": userids}
+            reply, raw = await self._post(app_name, app, "/chat/create", body)
+            if isinstance(reply, Failure):
+                rejected = named_in(str(raw.get("errmsg", "")), userids)
+                named = f"; rejected userids: {', '.join(rejected)}" if rejected else ""
+                return _failed(name, Code.DINGTALK_CHAT, reply, "chat/create: ", named)
+            chatid = reply.get("chatid")
+            if not isinstance(chatid, str) or not chatid:
+                return Outcome(name, False, Code.DINGTALK_CHAT, True, Reason.REJECTED, "chat/create: no chatid")
+            await self._chats.put(key, chatid)
+            logger.info("%s: created chat %s for group %s/%s", name, chatid, *group.key)
+            return chatid
+
+    async def _post(self, app_name: str, app: AppSettings, path: str, body: Body) -> tuple[Reply | Failure, Reply]:
+        base = self._settings.base_url
+        url = f"{base}{path}"
+
+        async def gettoken() -> Reply | Failure:
+            params = {"appkey": app.appkey, "appsecret": app.appsecret}
+            return await call(self._session, "GET", f"{base}/gettoken", self._delivery.timeout, params=params)
+
+        return await authorized_post(self._tokens, app_name, gettoken, self._session, url, self._delivery.timeout, body)
+
+
+def sign(secret: str, timestamp_ms: int) -> str:
+    """The robot signature, base64 and not yet URL-encoded."""
+    digest = hmac.new(secret.encode(), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _robot_body(message: Message, group: Group, text: str, first: bool) -> Body:
+    """A robot message; mentions go with the first part only, in ``at`` and as "@..." in the text (both needed)."""
+    at: Body = {}
+    if first and group.mention is Mention.ALL:
+        at = {"isAtAll": True}
+    elif first and group.mention is Mention.MEMBERS:
+        at = {
+            "atMobiles": [m.mobile for m in group.members if m.mobile],
+            "atUserIds": [m.dingtalk_userid for m in group.members if m.dingtalk_userid],
+        }
+        # One tag per member (mobile first, which robots resolve in any group), so no one is named twice.
+        tags = [f"@{m.mobile or m.dingtalk_userid}" for m in group.members if m.mobile or m.dingtalk_userid]
+        text = f"{text}\n\n{' '.join(tags)}" if tags else text
+    return {**_msg(message, text), "at": at} if at else _msg(message, text)
+
+
+def _msg(message: Message, text: str) -> Body:
+    if message.format is Format.MARKDOWN:
+        return {"msgtype": "markdown", "markdown": {"title": message.title or text[:64], "text": text}}
+    return {"msgtype": "text", "text": {"content": text}}
+
+
+def _fit(text: str, build: Callable[[str, bool], Body], numbered: bool) -> list[Body] | None:
+    """Bodies of at most MAX_BODY_BYTES as sent, or None if the envelope alone is too big.
+
+    The parts are cut by the text's UTF-8 bytes; JSON escapes (newlines, quotes) make a body a little larger,
+    so the cut is tightened until every body fits.
+    """
+    envelope = _size(build("", True))
+    room = MAX_BODY_BYTES - envelope
+    for _ in range(10):
+        if room < 200:
+            return None
+        bodies = [build(part, i == 0) for i, part in enumerate(split(text, room, numbered))]
+        biggest = max(_size(body) for body in bodies)
+        if biggest <= MAX_BODY_BYTES:
+            return bodies
+        room = room * (MAX_BODY_BYTES - envelope) // (biggest - envelope) - 16
+    return None
+
+
+def _size(body: Body) -> int:
+    return len(encode(body))
+
+
+def _part(i: int, n: int) -> str:
+    return f"part {i}/{n}: " if n > 1 else ""
+
+
+def _failed(name: str, code: Code, failure: Failure, prefix: str = "", suffix: str = "") -> Outcome:
+    """A failed step; a token that cannot be had, or stays refused after one refresh, is the token step's (4000)."""
+    code = Code.DINGTALK_TOKEN if failure.reason is Reason.TOKEN else code
+    return Outcome(name, False, code, failure.retryable, failure.reason, f"{prefix}{failure.detail}{suffix}")
+
+
+def _config(name: str, code: Code, detail: str) -> Outcome:
+    return Outcome(name, False, code, False, Reason.CONFIG, detail)

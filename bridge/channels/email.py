@@ -1,0 +1,147 @@
+"""Email: one multipart/alternative message per alert to the group's members and the target's extra addresses."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import getaddresses, make_msgid
+
+import aiosmtplib
+
+from bridge.channels._http import Failure
+from bridge.codes import Code
+from bridge.config import DeliverySettings, EmailSettings
+from bridge.model import Email, Group, Message, Outcome, Reason, Target, label
+
+logger = logging.getLogger(__name__)
+
+
+class Sender:
+    def __init__(self, settings: EmailSettings, delivery: DeliverySettings) -> None:
+        self._settings = settings
+        self._timeout = delivery.timeout
+
+    async def send(self, target: Target, group: Group, message: Message) -> Outcome:
+        name = label(target)
+        extra = target.to if isinstance(target, Email) else ()
+        recipients, invalid = _recipients(group, extra)
+        skipped = f"; skipped invalid addresses: {', '.join(invalid)}" if invalid else ""
+        if not recipients:
+            failure = Failure(Reason.CONFIG, False, f"no recipients: no member mail and no 'to' address{skipped}")
+            return failure.outcome(name, Code.EMAIL_SEND)
+        try:
+            mail = self._compose(recipients, message)
+        except (ValueError, HeaderParseError) as exc:
+            return Failure(Reason.CONFIG, False, f"cannot build the message: {exc}").outcome(name, Code.EMAIL_SEND)
+        result = await self._submit(mail)
+        if isinstance(result, Failure):
+            logger.warning("email to group %s/%s failed: %s", group.id, group.level, result.detail)
+            return result.outcome(name, Code.EMAIL_SEND)
+        detail = f"{len(recipients) - len(result)} of {len(recipients)} recipients accepted"
+        if result:
+            refused = "; ".join(f"{addr} refused ({r.code} {r.message})" for addr, r in result.items())
+            detail += f"; {self._scrub(refused)}"
+            logger.warning("email to group %s/%s: %s", group.id, group.level, detail)
+        return Outcome(target=name, ok=True, detail=detail + skipped)
+
+    def _compose(self, recipients: list[Address], message: Message) -> EmailMessage:
+        mail = EmailMessage()
+        mail["Subject"] = " ".join(message.title.split())  # a header value may not hold line breaks
+        mail["From"] = self._settings.sender
+        mail["To"] = recipients
+        mail["Date"] = datetime.now(UTC)
+        # An explicit domain: make_msgid would otherwise call socket.getfqdn(), which can block on DNS.
+        domain = next((a.domain for a in mail["From"].addresses if a.domain), "localhost")
+        mail["Message-ID"] = make_msgid(domain=domain)
+        mail.set_content(message.body)
+        if message.html:
+            mail.add_alternative(message.html, subtype="html")
+        return mail
+
+    async def _submit(self, mail: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse] | Failure:
+        """The refused recipients of a delivered message, or why it was not delivered."""
+        s = self._settings
+        try:
+            refused, _ = await aiosmtplib.send(
+                mail,
+                hostname=s.host,
+                port=s.port,
+                username=s.username or None,
+                password=s.password if s.username else None,
+                timeout=self._timeout,
+                use_tls=s.security == "tls",
+                start_tls=s.security == "starttls",
+                validate_certs=s.validate_certs,
+            )
+        except aiosmtplib.SMTPException as exc:
+            failure = _classify(exc, self._timeout)
+            return Failure(failure.reason, failure.retryable, self._scrub(failure.detail))
+        except ssl.SSLCertVerificationError as exc:  # raised bare on STARTTLS, wrapped with implicit TLS
+            return _untrusted(exc)
+        except OSError as exc:  # TLS and socket errors that aiosmtplib lets through
+            return Failure(Reason.NETWORK, True, self._scrub(f"{type(exc).__name__}: {exc}"))
+        return refused
+
+    def _scrub(self, text: str) -> str:
+        """Servers should never echo a password, but a detail is logged and shown, so make sure."""
+        return text.replace(self._settings.password, "***") if self._settings.password else text
+
+
+def _recipients(group: Group, extra: tuple[str, ...]) -> tuple[list[Address], list[str]]:
+    """Members (with their names) then the extra addresses, each once; and the addresses that do not parse."""
+    candidates = [(*_one_address(m.mail, m.name), m.mail) for m in group.members if m.mail.strip()]
+    candidates += [(*_one_address(entry), entry) for entry in extra]
+    seen: set[str] = set()
+    valid: list[Address] = []
+    invalid: list[str] = []
+    for display, addr, written in candidates:
+        try:
+            address = Address(display_name=display.strip(), addr_spec=addr.strip())
+        except (ValueError, IndexError, HeaderParseError):  # what the header parser raises for a bad addr-spec
+            address = None
+        if address is None or not address.username or not address.domain:
+            invalid.append(repr(written))
+        elif address.addr_spec.lower() not in seen:
+            seen.add(address.addr_spec.lower())
+            valid.append(address)
+    return valid, invalid
+
+
+def _one_address(text: str, name: str = "") -> tuple[str, str]:
+    """``ops@x`` or ``值班 <ops@x>``; anything else (two addresses in one entry, say) gives an empty address."""
+    found = getaddresses([text])
+    if len(found) != 1:
+        return "", ""
+    display, addr = found[0]
+    return name or display, addr
+
+
+def _classify(exc: aiosmtplib.SMTPException, timeout: float) -> Failure:
+    """Timeouts, lost connections and 4xx replies may pass if tried again; 5xx replies and setup errors will not."""
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        return Failure(Reason.TIMEOUT, True, f"no answer within {timeout:g}s: {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = "; ".join(f"{r.recipient} ({r.code} {r.message})" for r in exc.recipients)
+        temporary = bool(exc.recipients) and all(400 <= r.code < 500 for r in exc.recipients)
+        return Failure(Reason.REJECTED, temporary, f"all recipients refused: {refused}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        temporary = 400 <= exc.code < 500
+        reply = f"{exc.code} {exc.message}"
+        if isinstance(exc, aiosmtplib.SMTPAuthenticationError) and not temporary:
+            return Failure(Reason.CONFIG, False, f"login refused (check email.username and email.password): {reply}")
+        return Failure(Reason.REJECTED, temporary, f"{type(exc).__name__}: {reply}")
+    if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+        return _untrusted(exc.__cause__)
+    if isinstance(exc, aiosmtplib.SMTPConnectError | aiosmtplib.SMTPServerDisconnected):
+        return Failure(Reason.NETWORK, True, exc.message)
+    # STARTTLS or AUTH not offered, SMTPUTF8 not supported: the settings do not fit the server.
+    return Failure(Reason.CONFIG, False, exc.message)
+
+
+def _untrusted(exc: ssl.SSLCertVerificationError) -> Failure:
+    hint = "trust its CA, or set email.validate_certs: false"
+    return Failure(Reason.CONFIG, False, f"the server's certificate is not trusted ({exc.verify_message}); {hint}")

@@ -1,0 +1,212 @@
+"""WeCom (企业微信): app messages to members, app group chats (appchat) and group robot webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from bridge.channels._chats import Chats, authorized_post, named_in
+from bridge.channels._http import Failure, Reply, Tokens, call, checked
+from bridge.codes import Code
+from bridge.config import DeliverySettings, WeComSettings
+from bridge.config import WeComApp as AppSettings
+from bridge.model import (
+    Format,
+    Group,
+    Mention,
+    Message,
+    Outcome,
+    Reason,
+    Target,
+    WeComApp,
+    WeComAppChat,
+    WeComRobot,
+    label,
+)
+from bridge.render import split
+from bridge.store import Store
+
+logger = logging.getLogger(__name__)
+
+APP_CONTENT_BYTES = 2048  # message/send and appchat/send, text and markdown alike
+ROBOT_CONTENT_BYTES = {Format.TEXT: 2048, Format.MARKDOWN: 4096}
+MAX_RECIPIENTS = 1000  # touser
+CHAT_NAME_CHARS = 50
+ALL_INVALID = 81013  # every recipient is invalid; invaliduser lists them
+CHAT_EXISTS = 86215
+CHAT_GONE_ERRCODES = frozenset({86003, 40050, 49008})  # chatid不存在, chatid不存在, 群已经解散
+Body = dict[str, Any]
+
+
+class Sender:
+    def __init__(
+        self, settings: WeComSettings, delivery: DeliverySettings, session: aiohttp.ClientSession, store: Store
+    ) -> None:
+        self._settings = settings
+        self._delivery = delivery
+        self._session = session
+        self._tokens = Tokens(store, "wecom")
+        self._chats = Chats(store, "wecom")
+
+    async def send(self, target: Target, group: Group, message: Message) -> Outcome:
+        if isinstance(target, WeComRobot):
+            return await self._robot(target, group, message)
+        if isinstance(target, WeComApp | WeComAppChat):
+            app = self._settings.apps.get(target.app)
+            if app is None:
+                return _config(label(target), Code.WECOM_TOKEN, f"no app {target.app!r} under wecom.apps in the config")
+            if isinstance(target, WeComApp):
+                return await self._app(target, app, group, message)
+            return await self._appchat(target, app, group, message)
+        return _config(label(target), Code.WECOM_SEND, f"not a WeCom target: {target.kind}")
+
+    # -- app message to members --
+
+    async def _app(self, target: WeComApp, app: AppSettings, group: Group, message: Message) -> Outcome:
+        name = label(target)
+        userids = _userids(group)
+        if not userids:
+            return _config(name, Code.WECOM_SEND, "no member of the group has a wecom_userid")
+        if len(userids) > MAX_RECIPIENTS:
+            return _config(name, Code.WECOM_SEND, f"{len(userids)} members; message/send takes {MAX_RECIPIENTS}")
+        invalid: dict[str, None] = {}  # ordered, across parts
+        parts = self._parts(message.body, APP_CONTENT_BYTES)
+        for i, part in enumerate(parts, 1):
+            body = {"touser": "|".join(userids), "agentid": app.agentid, **_content(message.format, part)}
+            reply, raw = await self._post(target.app, app, "/cgi-bin/message/send", body)
+            if isinstance(reply, Failure):
+                named = f"; invalid users: {raw.get('invaliduser')}" if raw.get("errcode") == ALL_INVALID else ""
+                return _failed(name, reply, _part(i, len(parts)), named)
+            invalid |= dict.fromkeys(u for u in str(reply.get("invaliduser", "")).split("|") if u)
+        if invalid:
+            logger.warning("%s: not delivered to invalid users %s", name, "|".join(invalid))
+            return Outcome(name, True, detail=f"delivered, except to invalid users: {'|'.join(invalid)}")
+        return Outcome(name, True)
+
+    # -- app group chat --
+
+    async def _appchat(self, target: WeComAppChat, app: AppSettings, group: Group, message: Message) -> Outcome:
+        name = label(target)
+        userids = _userids(group)
+        if len(userids) < 2:
+            return _config(name, Code.WECOM_SEND, "an app chat needs at least 2 members with a wecom_userid")
+        key = self._chats.key(target.app, group, userids)
+        parts = self._parts(message.body, APP_CONTENT_BYTES)
+        for attempt in (1, 2):
+            chatid = await self._chat(name, target.app, app, group, userids, key, recreate=attempt == 2)
+            if isinstance(chatid, Outcome):
+                return chatid
+            for i, part in enumerate(parts, 1):
+                body = {"chatid": chatid, "safe": 0, **_content(message.format, part)}
+                reply, raw = await self._post(target.app, app, "/cgi-bin/appchat/send", body)
+                if not isinstance(reply, Failure):
+                    continue
+                if raw.get("errcode") in CHAT_GONE_ERRCODES and attempt == 1:
+                    logger.info("%s: chat %s of group %s/%s is gone; creating it again", name, chatid, *group.key)
+                    await self._chats.forget(key)
+                    break
+                return _failed(name, reply, _part(i, len(parts)))
+            else:
+                return Outcome(name, True)
+        raise AssertionError("unreachable: the second attempt never recreates")
+
+    async def _chat(
+        self, name: str, app_name: str, app: AppSettings, group: Group, userids: list[str], key: str, recreate: bool
+    ) -> str | Outcome:
+        """The group's chat id: cached, or created now.
+
+        A first chat gets an id derived from the cache key, so a lost cache finds it again (86215, exists);
+        a chat created again after the first was dissolved gets a fresh id from WeCom.
+        """
+        async with self._chats.lock(key):
+            if cached := await self._chats.get(key):
+                return cached
+            derived = hashlib.sha256(key.encode()).hexdigest()[:32]
+            title = (group.name.strip() or f"{group.id}/{group.level}")[:CHAT_NAME_CHARS]
+            body: Body = {"name": title, "owner": userids[0], "userlist": userids}
+            if not recreate:
+                body["chatid"] = derived
+            reply, raw = await self._post(app_name, app, "/cgi-bin/appchat/create", body)
+            if isinstance(reply, Failure) and raw.get("errcode") == CHAT_EXISTS and not recreate:
+                reply = {"chatid": derived}
+            if isinstance(reply, Failure):
+                rejected = named_in(str(raw.get("errmsg", "")), userids)
+                named = f"; rejected userids: {', '.join(rejected)}" if rejected else ""
+                return _failed(name, reply, "appchat/create: ", named)
+            chatid = reply.get("chatid")
+            if not isinstance(chatid, str) or not chatid:
+                return Outcome(name, False, Code.WECOM_SEND, True, Reason.REJECTED, "appchat/create: no chatid")
+            await self._chats.put(key, chatid)
+            logger.info("%s: chat %s for group %s/%s", name, chatid, *group.key)
+            return chatid
+
+    # -- group robot --
+
+    async def _robot(self, target: WeComRobot, group: Group, message: Message) -> Outcome:
+        name = label(target)
+        if not URL(target.webhook).absolute:
+            return _config(name, Code.WECOM_SEND, "the robot webhook is not an absolute URL")
+        userids = _userids(group)
+        tags = ""  # markdown mentions live in the content, so they take room from it
+        if message.format is Format.MARKDOWN and group.mention is Mention.MEMBERS and userids:
+            tags = "\n" + " ".join(f"<@{u}>" for u in userids)
+        parts = self._parts(message.body, ROBOT_CONTENT_BYTES[message.format] - len(tags.encode()))
+        for i, part in enumerate(parts, 1):
+            body = _content(message.format, part + tags if i == 1 else part)
+            if i == 1 and message.format is Format.TEXT:
+                body["text"] |= _text_mentions(group)
+            reply = checked(await call(self._session, "POST", target.webhook, self._delivery.timeout, body=body))
+            if isinstance(reply, Failure):
+                return _failed(name, reply, _part(i, len(parts)))
+        return Outcome(name, True)
+
+    # -- shared --
+
+    def _parts(self, text: str, limit: int) -> list[str]:
+        return split(text, limit, self._delivery.split)
+
+    async def _post(self, app_name: str, app: AppSettings, path: str, body: Body) -> tuple[Reply | Failure, Reply]:
+        base = self._settings.base_url
+        url = f"{base}{path}"
+
+        async def gettoken() -> Reply | Failure:
+            params = {"corpid": app.corpid, "corpsecret": app.corpsecret}
+            return await call(self._session, "GET", f"{base}/cgi-bin/gettoken", self._delivery.timeout, params=params)
+
+        return await authorized_post(self._tokens, app_name, gettoken, self._session, url, self._delivery.timeout, body)
+
+
+def _userids(group: Group) -> list[str]:
+    return list(dict.fromkeys(m.wecom_userid for m in group.members if m.wecom_userid))
+
+
+def _content(fmt: Format, text: str) -> Body:
+    return {"msgtype": fmt.value, fmt.value: {"content": text}}
+
+
+def _text_mentions(group: Group) -> Body:
+    """Robot text mentions, each member once: by user id, or by mobile when the member has none."""
+    if group.mention is Mention.ALL:
+        return {"mentioned_list": ["@all"]}
+    if group.mention is Mention.MEMBERS:
+        mobiles = [m.mobile for m in group.members if m.mobile and not m.wecom_userid]
+        return {"mentioned_list": _userids(group), "mentioned_mobile_list": mobiles}
+    return {}
+
+
+def _part(i: int, n: int) -> str:
+    return f"part {i}/{n}: " if n > 1 else ""
+
+
+def _failed(name: str, failure: Failure, prefix: str = "", suffix: str = "") -> Outcome:
+    """A failed step; a token that cannot be had, or stays refused after one refresh, is the token step's (4003)."""
+    code = Code.WECOM_TOKEN if failure.reason is Reason.TOKEN else Code.WECOM_SEND
+    return Outcome(name, False, code, failure.retryable, failure.reason, f"{prefix}{failure.detail}{suffix}")
+
+
+def _config(name: str, code: Code, detail: str) -> Outcome:
+    return Outcome(name, False, code, False, Reason.CONFIG, detail)

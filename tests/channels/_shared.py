@@ -1,0 +1,56 @@
+"""Helpers the channel tests share: which HTTP statuses are worth a retry, and the check that no secret leaked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from bridge import config
+from bridge.store import Store, open_store
+
+# An upstream's HTTP status -> whether trying again could help (rate limits and server trouble, not refusals).
+STATUS_RETRYABLE: dict[int, bool] = {
+    429: True,
+    500: True,
+    502: True,
+    503: True,
+    504: True,
+    400: False,
+    401: False,
+    403: False,
+    404: False,
+}
+
+
+def assert_no_secret(secrets: str | Iterable[str], *texts: str) -> None:
+    """No secret (one, or several), raw or URL-encoded, appears in any of the texts (logs, details, reprs)."""
+    for secret in [secrets] if isinstance(secrets, str) else secrets:
+        assert len(secret) >= 4, f"{secret!r} is too short to be a meaningful secret in a leak test"
+        for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+            for text in texts:
+                assert form not in text, f"a secret leaked into: {text[:500]}"
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Every captured record as formatted text, tracebacks included, plus its message and raw arguments."""
+    texts = [caplog.text]
+    for record in caplog.records:
+        texts += [record.getMessage(), repr(record.args), str(record.exc_text or "")]
+    return texts
+
+
+# The loader's defaults, so that tests keep up with settings added later.
+DEFAULTS = config.parse({}, "test.yaml")
+
+
+def delivery(timeout: float = 5.0, split: bool = True) -> config.DeliverySettings:
+    return replace(DEFAULTS.delivery, timeout=timeout, split=split)
+
+
+def sqlite_store(folder: Path) -> Store:
+    """A fresh embedded store in ``folder`` (close it at the end)."""
+    return open_store(replace(DEFAULTS.store, url=f"sqlite:///{folder / 's.db'}", prefix=""))

@@ -1,0 +1,70 @@
+"""A real SMTP server (aiosmtpd) for the tests, recording what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import LoginPassword
+
+from tests.helpers import free_port
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    tls: bool
+    login: str | None
+
+    def message(self) -> EmailMessage:
+        # SMTP carries CRLF; get_content() would keep the CR of each line.
+        parsed = email.message_from_bytes(self.raw.replace(b"\r\n", b"\n"), policy=policy.default)
+        assert isinstance(parsed, EmailMessage)
+        return parsed
+
+
+@dataclass
+class Recorder:
+    """An aiosmtpd handler that keeps what arrives; it can refuse recipients, answer DATA with a code, or stall."""
+
+    refuse: dict[str, str] = field(default_factory=dict)
+    data_reply: str = "250 Message accepted for delivery"
+    stall: float = 0.0
+    received: list[Received] = field(default_factory=list)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.stall:
+            await asyncio.sleep(self.stall)
+        login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+        received = Received(
+            envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, session.ssl is not None, login
+        )
+        self.received.append(received)
+        return self.data_reply
+
+
+@contextmanager
+def smtp_server(handler: Recorder, **options: Any) -> Iterator[int]:
+    """A real aiosmtpd server in its own thread, on a port picked beforehand (its start() cannot use port 0)."""
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
+import aiohttp
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bridge.channels import Sender, dingtalk, email, wecom
 from bridge.codes import Code
 from bridge.config import Settings
-from bridge.dispatch import DryRun
+from bridge.dispatch import Dispatcher, DryRun
 from bridge.gateway import Gateway
 from bridge.ingest import native
+from bridge.model import Channel
+from bridge.outbox import Outbox
 from bridge.render import Renderer
-from bridge.store import open_store
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+from bridge.store import Store, open_store
 
 
 class AnyMethod:
@@ -49,15 +51,31 @@ async def alarm_v2(request: Request) -> Response:
     return native.reply(result.code, result.detail)
 
 
+def senders(settings: Settings, session: aiohttp.ClientSession, store: Store) -> dict[Channel, Sender]:
+    if settings.delivery.dry_run:
+        return dict.fromkeys(Channel, DryRun())
+    return {
+        Channel.DINGTALK: dingtalk.Sender(settings.dingtalk, settings.delivery, session, store),
+        Channel.WECOM: wecom.Sender(settings.wecom, settings.delivery, session, store),
+        Channel.EMAIL: email.Sender(settings.email, settings.delivery),
+    }
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings.store)
-        app.state.gateway = Gateway(settings, store, DryRun(Renderer(TEMPLATES)))
-        try:
-            yield
-        finally:
-            await store.close()
+        async with aiohttp.ClientSession() as session:
+            dispatcher = Dispatcher(senders(settings, session, store), settings.delivery.deadline)
+            outbox = Outbox(store, dispatcher, Renderer(settings.templates), settings.delivery)
+            app.state.gateway = Gateway(settings, store, outbox)
+            worker = asyncio.create_task(outbox.run())
+            try:
+                yield
+            finally:
+                await outbox.stop()
+                await worker
+                await store.close()
 
     routes = [Route(path, AnyMethod(alarm_v2)) for path in ("/alarm_v2", "/alarm_v2/")]
     return Starlette(routes=routes, lifespan=lifespan)

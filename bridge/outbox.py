@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from bridge.config import DeliverySettings, Node, parse_group
 from bridge.dispatch import Dispatcher
 from bridge.model import Alarm, Group, Message, Outcome, Target
-from bridge.render import Renderer
+from bridge.render import Renderer, split
 from bridge.store import Job, State, Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -160,19 +160,30 @@ class Outbox:
             return dict.fromkeys((j.id for j in work.jobs), None)
 
     async def _deliver_now(self, work: _Work) -> dict[str, Outcome | None]:
-        key = rate_key(work.target)
-        if key is not None:
-            limit = self._settings.rate_limits[work.target.kind]
-            wait = await self._store.acquire(key, limit.limit, limit.window)
-            if wait > 0:
-                await self._settle(replace(j, due=time.time() + wait) for j in work.jobs)
-                return dict.fromkeys((j.id for j in work.jobs), None)
+        if not await self._take_slots(work, 1):
+            return dict.fromkeys((j.id for j in work.jobs), None)
         message, count = self._message(work)
+        parts = len(split(message.body, budget(work.target, work.group)))
+        if parts > 1 and not await self._take_slots(work, parts - 1):  # each part is a message upstream
+            return dict.fromkeys((j.id for j in work.jobs), None)
         sent, rest = work.jobs[:count], work.jobs[count:]
         outcome = await self._dispatcher.send(work.target, work.group, message)
         now = time.time()
         await self._settle([*(self._next(j, outcome, now) for j in sent), *(replace(j, due=now) for j in rest)])
         return {**{j.id: outcome for j in sent}, **dict.fromkeys((j.id for j in rest), None)}
+
+    async def _take_slots(self, work: _Work, count: int) -> bool:
+        """Take rate-limit slots for the target; if one is not free, put the jobs back until it is."""
+        key = rate_key(work.target)
+        if key is None:
+            return True
+        limit = self._settings.rate_limits[work.target.kind]
+        for _ in range(count):
+            wait = await self._store.acquire(key, limit.limit, limit.window)
+            if wait > 0:
+                await self._settle(replace(j, due=time.time() + wait) for j in work.jobs)
+                return False
+        return True
 
     def _message(self, work: _Work) -> tuple[Message, int]:
         channel = work.target.channel

@@ -63,7 +63,9 @@ def config_data(store_url: str, **top: Any) -> dict[str, Any]:
                 "level": "3",
                 "name": "seed example",
                 "members": [{"name": "陈敏"}],
-                "channels": [{"type": "dingtalk-robot", "webhook": "https://oapi.dingtalk.com/robot/send?access_token=x"}],
+                "channels": [
+                    {"type": "dingtalk-robot", "webhook": "https://oapi.dingtalk.com/robot/send?access_token=x"}
+                ],
             }
         ],
         "templates": str(TEMPLATES),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.helpers import TEMPLATES
 from bridge.model import Alarm, Group
 from bridge.render import Renderer
+from tests.helpers import TEMPLATES
 
 SEED = Alarm(
     id="chenmin",

@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expire
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
                                  created REAL NOT NULL, data TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (state, created);
 CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 """
@@ -37,6 +37,7 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0
+        self._done_since_trim = 0
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
@@ -117,14 +118,17 @@ class SqliteStore:
         await self._run(lambda c: self._write_jobs(c, rows))
 
     def _write_jobs(self, conn: sqlite3.Connection, rows: list[tuple[str, str, float, float, str]]) -> None:
+        self._done_since_trim += sum(1 for row in rows if row[1] == State.DONE)
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany("INSERT OR REPLACE INTO jobs (id, state, due, created, data) VALUES (?, ?, ?, ?, ?)", rows)
-            conn.execute(
-                "DELETE FROM jobs WHERE state = 'done' AND id IN (SELECT id FROM jobs WHERE state = 'done'"
-                " ORDER BY created DESC LIMIT -1 OFFSET ?)",
-                (self._history,),
-            )
+            if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
+                conn.execute(
+                    "DELETE FROM jobs WHERE state = 'done' AND created < (SELECT created FROM jobs"
+                    " WHERE state = 'done' ORDER BY created DESC LIMIT 1 OFFSET ?)",
+                    (self._history - 1,),
+                )
+                self._done_since_trim = 0
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import replace
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest

@@ -1,0 +1,170 @@
+"""End to end through /alarm_v2: every channel of a group, each failing on its own, and a hanging upstream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from bridge.app import create_app
+from bridge.config import parse
+from tests.fakes._server import FakeServer
+from tests.fakes.dingtalk import DingTalkFake
+from tests.fakes.smtp import Recorder, smtp_server
+from tests.fakes.wecom import WeComFake
+from tests.helpers import config_data, seed_alarm, signed
+
+ROBOT_TOKEN, ROBOT_SECRET = "robot-token-0123456789", "SEC0123456789abcdef"
+APP_KEY, APP_SECRET = "dingappkey", "ding-app-secret-xyz"
+CORP_ID, CORP_SECRET, AGENT_ID = "wwcorp", "wecom-corp-secret-xyz", 1000002
+ROBOT_KEY = "wecom-robot-key-0123456789"
+MEMBERS = [
+    {"name": "陈敏", "mail": "chenmin@example.com", "mobile": "13800000000", "dingtalk_userid": "chenmin",
+     "wecom_userid": "chenmin"},
+    {"name": "王伟", "mail": "wangwei@example.com", "mobile": "13900000000", "dingtalk_userid": "wangwei",
+     "wecom_userid": "wangwei"},
+]  # fmt: skip
+
+
+@dataclass
+class Upstreams:
+    dingtalk: DingTalkFake
+    wecom: WeComFake
+    smtp: Recorder
+    config: dict[str, Any]
+
+    def received(self) -> dict[str, int]:
+        return {
+            "dingtalk-robot": len(self.dingtalk.robot_messages),
+            "dingtalk-app": sum(len(c.messages) for c in self.dingtalk.chats.values()),
+            "wecom-app": len(self.wecom.app_messages),
+            "wecom-appchat": sum(len(c.messages) for c in self.wecom.chats.values()),
+            "wecom-robot": len(self.wecom.robot_messages),
+            "email": len(self.smtp.received),
+        }
+
+
+@pytest.fixture
+def upstreams(tmp_path: Path) -> Iterator[Upstreams]:
+    dingtalk, wecom, smtp = DingTalkFake(), WeComFake(), Recorder()
+    dingtalk.add_robot(ROBOT_TOKEN, ROBOT_SECRET)
+    dingtalk.add_app(APP_KEY, APP_SECRET)
+    wecom.add_app(CORP_ID, CORP_SECRET, AGENT_ID)
+    wecom.add_robot(ROBOT_KEY)
+    for fake in (dingtalk, wecom):
+        fake.add_user("chenmin", "wangwei")
+    with FakeServer(dingtalk.app()) as dt, FakeServer(wecom.app()) as wc, smtp_server(smtp) as smtp_port:
+        group = {
+            "id": "chenmin",
+            "level": "3",
+            "name": "数据组",
+            "members": MEMBERS,
+            "channels": [
+                {"type": "dingtalk-robot", "webhook": f"{dt.url}/robot/send?access_token={ROBOT_TOKEN}",
+                 "secret": ROBOT_SECRET},
+                {"type": "dingtalk-app", "app": "corp"},
+                {"type": "wecom-app", "app": "corp"},
+                {"type": "wecom-appchat", "app": "corp"},
+                {"type": "wecom-robot", "webhook": f"{wc.url}/cgi-bin/webhook/send?key={ROBOT_KEY}"},
+                {"type": "email"},
+            ],
+        }  # fmt: skip
+        data = config_data(
+            f"sqlite:///{tmp_path / 's.db'}",
+            groups=[group],
+            delivery={"timeout": "1s", "deadline": "2s", "reply_wait": "10s", "backoff": "1h"},
+            dingtalk={"base_url": dt.url, "apps": {"corp": {"appkey": APP_KEY, "appsecret": APP_SECRET}}},
+            wecom={"base_url": wc.url, "apps": {"corp": {"corpid": CORP_ID, "corpsecret": CORP_SECRET,
+                                                          "agentid": AGENT_ID}}},
+            email={"host": "127.0.0.1", "port": smtp_port, "security": "plain", "sender": "告警 <alarm@example.com>"},
+        )  # fmt: skip
+        yield Upstreams(dingtalk, wecom, smtp, data)
+
+
+def post(upstreams: Upstreams, **changes: str) -> dict[str, Any]:
+    with TestClient(create_app(parse(upstreams.config, "test.yaml"))) as client:
+        response = client.post("/alarm_v2", content=json.dumps(signed(seed_alarm(**changes))))
+        reply: dict[str, Any] = response.json()
+        return reply
+
+
+def test_one_alarm_reaches_every_channel_exactly_once(upstreams: Upstreams) -> None:
+    assert post(upstreams) == {"code": 0}
+    assert upstreams.received() == dict.fromkeys(upstreams.received(), 1)
+    robot = upstreams.dingtalk.robot_messages[0].body
+    assert robot["msgtype"] == "text"
+    assert robot["text"]["content"].startswith("部门:du-srv\n环境:prod\n告警业务:陈敏测试alert_business")
+    (chat,) = upstreams.dingtalk.chats.values()
+    assert sorted(chat.useridlist) == ["chenmin", "wangwei"]
+    assert "告警业务:陈敏测试alert_business" in chat.messages[0].msg["text"]["content"]
+    assert sorted(upstreams.wecom.app_messages[0].delivered) == ["chenmin", "wangwei"]
+    assert "异常说明:陈敏测试之异常说明" in upstreams.wecom.robot_messages[0].content
+    mail = upstreams.smtp.received[0].message()
+    assert mail["Subject"] == "【高】陈敏测试alert_business"
+    assert sorted(upstreams.smtp.received[0].rcpt_tos) == ["chenmin@example.com", "wangwei@example.com"]
+
+
+def test_markdown_groups_get_markdown_where_the_channel_has_it(upstreams: Upstreams) -> None:
+    upstreams.config["groups"][0]["format"] = "markdown"
+    assert post(upstreams) == {"code": 0}
+    robot = upstreams.dingtalk.robot_messages[0].body
+    assert robot["msgtype"] == "markdown"
+    assert robot["markdown"]["title"] == "【高】陈敏测试alert_business"
+    assert "**异常说明**: 陈敏测试之异常说明" in robot["markdown"]["text"]
+    assert upstreams.wecom.robot_messages[0].msgtype == "markdown"
+    assert upstreams.wecom.app_messages[0].msgtype == "markdown"
+
+
+@pytest.mark.parametrize(
+    ("break_it", "code", "failed"),
+    [
+        (lambda u: u.dingtalk.add_robot(ROBOT_TOKEN, "SECanother-secret"), 4002, "dingtalk-robot"),
+        (lambda u: u.config["dingtalk"]["apps"]["corp"].update(appsecret="wrong"), 4000, "dingtalk-app"),
+        (lambda u: u.dingtalk.remove_user("wangwei"), 4001, "dingtalk-app"),
+        (lambda u: u.config["wecom"]["apps"]["corp"].update(corpsecret="wrong"), 4003, "wecom-app wecom-appchat"),
+        (lambda u: u.wecom.remove_robot(ROBOT_KEY), 4004, "wecom-robot"),
+        (lambda u: u.smtp.refuse.update({"chenmin@example.com": "550 no", "wangwei@example.com": "550 no"}), 4005,
+         "email"),
+    ],
+)  # fmt: skip
+def test_one_failing_channel_gives_its_code_and_the_others_still_deliver(
+    upstreams: Upstreams, break_it: Any, code: int, failed: str
+) -> None:
+    break_it(upstreams)
+    reply = post(upstreams)
+    assert reply["code"] == code
+    assert all(kind in reply["msg"] for kind in failed.split())
+    received = upstreams.received()
+    assert all(n == 1 for kind, n in received.items() if kind not in failed.split()), received
+    if code == 4001:
+        assert "wangwei" in reply["msg"]  # the member who left is named
+    for secret in (ROBOT_TOKEN, ROBOT_SECRET, APP_SECRET, CORP_SECRET, ROBOT_KEY):
+        assert secret not in reply["msg"]
+
+
+def test_the_first_failed_channel_in_dingtalk_wecom_email_order_gives_the_code(upstreams: Upstreams) -> None:
+    upstreams.smtp.refuse.update({"chenmin@example.com": "550 no", "wangwei@example.com": "550 no"})
+    upstreams.wecom.remove_robot(ROBOT_KEY)
+    reply = post(upstreams)
+    assert reply["code"] == 4004
+    assert "wecom-robot" in reply["msg"] and "email" in reply["msg"]
+
+
+def test_a_hanging_upstream_does_not_hold_back_the_others(upstreams: Upstreams) -> None:
+    upstreams.dingtalk.hang(30)
+    try:
+        reply = post(upstreams)
+    finally:
+        upstreams.dingtalk.unhang()
+    assert reply["code"] == 4000 or reply["code"] == 4002  # the token call or the robot hung first
+    assert "retrying" in reply["msg"]
+    received = upstreams.received()
+    assert {k: received[k] for k in ("wecom-app", "wecom-appchat", "wecom-robot", "email")} == dict.fromkeys(
+        ("wecom-app", "wecom-appchat", "wecom-robot", "email"), 1
+    )
+    assert received["dingtalk-robot"] == 0

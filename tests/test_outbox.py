@@ -1,0 +1,178 @@
+"""Durable delivery in one process: retries until the upstream recovers, dead letters, and storm digests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from bridge.app import create_app
+from bridge.config import parse
+from bridge.gateway import Gateway
+from bridge.model import Alarm
+from bridge.store import State
+from tests.fakes._server import FakeServer
+from tests.fakes.dingtalk import DingTalkFake
+from tests.helpers import config_data, seed_alarm, signed, write_config
+
+TOKEN = "outbox-robot-token"
+MARKER = re.compile(r"alarm-(\d{5})")
+
+
+def robot_config(store_url: str, robot_url: str, **delivery: Any) -> dict[str, Any]:
+    group = {
+        "id": "chenmin",
+        "level": "3",
+        "channels": [{"type": "dingtalk-robot", "webhook": f"{robot_url}/robot/send?access_token={TOKEN}"}],
+    }
+    settings = {"timeout": "300ms", "deadline": "1s", "backoff": "100ms", "backoff_max": "400ms", "poll": "50ms",
+                # failed attempts count against the limit too; these tests make many, and few messages arrive
+                "rate_limits": {"dingtalk-robot": {"limit": 500, "window": "3s"}}}  # fmt: skip
+    return config_data(store_url, groups=[group], delivery=settings | delivery)
+
+
+def alarm(n: int) -> dict[str, str]:
+    return signed(seed_alarm(exception_spec=f"alarm-{n:05d}"))
+
+
+def markers(fake: DingTalkFake) -> Counter[int]:
+    return Counter(int(m) for message in fake.robot_messages for m in MARKER.findall(message.content))
+
+
+@pytest.fixture
+def robot() -> Iterator[tuple[DingTalkFake, str]]:
+    fake = DingTalkFake(robot_rate=20, robot_window=3.0)
+    fake.add_robot(TOKEN)
+    with FakeServer(fake.app()) as server:
+        yield fake, server.url
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_an_upstream_failing_with_5xx_then_recovering_gets_each_alarm_once(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    fake.fail_next(4, 502)
+    with TestClient(create_app(parse(robot_config(f"sqlite:///{tmp_path / 's.db'}", url), "t.yaml"))) as client:
+        reply = client.post("/alarm_v2", content=json.dumps(alarm(1))).json()
+        assert reply["code"] == 4002
+        assert "HTTP 502 (retrying)" in reply["msg"]
+        fake.robot_messages.wait_for(1)
+        time.sleep(0.5)
+    assert markers(fake) == {1: 1}
+
+
+def test_timeouts_then_recovery_deliver_each_alarm_once(robot: tuple[DingTalkFake, str], tmp_path: Path) -> None:
+    fake, url = robot
+    fake.hang(0.6)  # longer than the 300ms call timeout; the upstream then refuses, so nothing half-arrives
+    fake.fail_next(10_000, 503)
+    with TestClient(create_app(parse(robot_config(f"sqlite:///{tmp_path / 's.db'}", url), "t.yaml"))) as client:
+        for n in range(5):
+            reply = client.post("/alarm_v2", content=json.dumps(alarm(n))).json()
+            assert reply["code"] == 4002, reply
+        time.sleep(1.0)
+        fake.unhang()
+        time.sleep(0.7)  # the requests still hanging in the fake end with their 503
+        fake.fail_next(0)
+        wait_until(lambda: len(markers(fake)) == 5)
+        time.sleep(0.5)
+    assert markers(fake) == dict.fromkeys(range(5), 1)
+
+
+def run_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "bridge", "deliveries", "--config", str(config), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=30)
+
+
+def test_a_refused_delivery_is_dead_lettered_listed_and_can_be_retried(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url)
+    data["groups"][0]["channels"][0]["webhook"] += "-unknown"
+    path = write_config(tmp_path / "c.yaml", data)
+    with TestClient(create_app(parse(data, str(path)))) as client:
+        reply = client.post("/alarm_v2", content=json.dumps(alarm(7))).json()
+        assert reply["code"] == 4002
+        assert "errcode 300001" in reply["msg"] and "retrying" not in reply["msg"]
+    listed = run_cli(path, "--failed")
+    assert listed.returncode == 0
+    (line,) = listed.stdout.splitlines()
+    assert "dead" in line and "chenmin/3 dingtalk-robot" in line and "errcode 300001" in line
+    job_id = line.split()[0]
+    fake.add_robot(TOKEN + "-unknown")
+    assert run_cli(path, "retry", job_id).returncode == 0
+    with TestClient(create_app(parse(data, str(path)))):
+        fake.robot_messages.wait_for(1)
+    assert markers(fake) == {7: 1}
+    assert run_cli(path, "--failed").stdout == ""
+    assert run_cli(path, "retry", "no-such-id").returncode == 1
+
+
+def test_retryable_failures_are_dead_lettered_after_the_maximum_age(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    fake.fail_next(10_000, 500)
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, max_age="600ms")
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        assert client.post("/alarm_v2", content=json.dumps(alarm(1))).json()["code"] == 4002
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        assert client.portal is not None
+        portal = client.portal
+        wait_until(lambda: len(portal.call(store.jobs, State.DEAD, 10)) == 1, timeout=10)
+        (dead,) = portal.call(store.jobs, State.DEAD, 10)
+        assert dead.attempts >= 3 and dead.detail == "HTTP 500"
+    assert len(fake.robot_messages) == 0
+
+
+def test_a_storm_is_shaped_to_the_robot_limit_and_merged_into_digests(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot  # the fake robot allows 20 messages in any 3 s, then blocks for 10 minutes
+    count = 10_000
+    limits = {"dingtalk-robot": {"limit": 20, "window": "3.3s"}}
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, rate_limits=limits, deadline="5s", timeout="5s")
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
+
+        async def storm() -> list[int]:
+            gate = asyncio.Semaphore(200)
+
+            async def one(n: int) -> int:
+                async with gate:
+                    fields = {k: v for k, v in alarm(n).items() if k != "sign"}
+                    return int((await gateway.accept(Alarm.from_fields(fields))).code)
+
+            return await asyncio.gather(*(one(n) for n in range(count)))
+
+        assert client.portal is not None
+        started = time.monotonic()
+        codes = client.portal.call(storm)
+        assert time.monotonic() - started < 60, "the storm took longer than a minute to accept"
+        assert set(codes) == {0}
+        wait_until(lambda: sum(markers(fake).values()) >= count, timeout=240)
+        time.sleep(0.5)
+    seen = markers(fake)
+    assert fake.too_fast == 0
+    assert seen == dict.fromkeys(range(count), 1), "every alarm in exactly one message"
+    arrivals = [m.at for m in fake.robot_messages]
+    assert max(sum(1 for t in arrivals if a <= t < a + 3.0) for a in arrivals) <= 20
+    assert len(arrivals) < count / 20  # merged, not one message per alarm
+    assert all(len(json.dumps(m.body, ensure_ascii=False).encode()) <= 20_000 for m in fake.robot_messages)

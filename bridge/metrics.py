@@ -1,0 +1,72 @@
+"""The gateway's Prometheus metrics, defined once on the default registry and moved where things happen."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from bridge import __version__
+
+# no *_created series: the text format turns them into extra gauges that nobody queries
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+ALARMS_RECEIVED = Counter(
+    "alarm_bridge_alarms_received_total",
+    "Alarms received, by source (native | alertmanager) and the reply code they got.",
+    ["source", "code"],
+)
+DELIVERIES = Counter(
+    "alarm_bridge_deliveries_total",
+    "Deliveries to one channel target, by outcome reason (ok on success).",
+    ["channel", "reason"],
+)
+DELIVERY_DURATION = Histogram(
+    "alarm_bridge_delivery_duration_seconds",
+    "Time to deliver to one channel target, retries included.",
+    ["channel"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0),
+)
+RETRIES = Counter("alarm_bridge_retries_total", "Delivery attempts repeated after a retryable failure.", ["channel"])
+DEAD_LETTERS = Counter(
+    "alarm_bridge_dead_letters_total", "Deliveries given up on after every retry failed.", ["channel"]
+)
+OUTBOX_DEPTH = Gauge("alarm_bridge_outbox_depth", "Deliveries waiting to be sent or retried.")
+RATE_LIMIT_WAITS = Counter(
+    "alarm_bridge_rate_limit_waits_total", "Sends delayed to stay within an upstream rate limit.", ["channel"]
+)
+DEDUP_HITS = Counter(
+    "alarm_bridge_dedup_hits_total", "Alarms dropped as duplicates within the dedup window.", ["source"]
+)
+STORE_ERRORS = Counter("alarm_bridge_store_errors_total", "Store calls that failed or timed out.")
+TOKEN_REFRESHES = Counter(
+    "alarm_bridge_token_refreshes_total", "Upstream access tokens fetched or refreshed.", ["vendor"]
+)
+TEMPLATE_ERRORS = Counter("alarm_bridge_template_errors_total", "Templates that failed to render.")
+CONFIG_RELOADS = Counter("alarm_bridge_config_reloads_total", "Config reload attempts, by result.", ["result"])
+CONFIG_LAST_RELOAD_SUCCESSFUL = Gauge(
+    "alarm_bridge_config_last_reload_successful", "Whether the last config reload attempt succeeded (1) or not (0)."
+)
+CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP = Gauge(
+    "alarm_bridge_config_last_reload_success_timestamp_seconds",
+    "Unix time of the last successful config load.",
+)
+BUILD_INFO = Info("alarm_bridge_build", "The gateway's version and the Python that runs it.")
+
+BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
+for _result in ("success", "failure"):  # both series exist from the start, so rate() and increase() see the first one
+    CONFIG_RELOADS.labels(result=_result)
+CONFIG_LAST_RELOAD_SUCCESSFUL.set(1)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The default registry in the text exposition format, and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -99,6 +99,27 @@ class EmailSettings:
 
 
 @dataclass(frozen=True)
+class AlertmanagerSettings:
+    bearer_token: str  # what Alertmanager's http_config sends: a bearer token, or basic auth
+    username: str
+    password: str
+    auth_disabled: bool  # explicitly accept unauthenticated webhooks (a warning is logged at start)
+    rules: Path  # a folder of *.yaml rule files
+    timezone: str  # times in messages are shown in this zone
+    per_alert: bool  # one message per alert instead of one per notification
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    users: Mapping[str, str]  # login name -> password hash (alarm-bridge hash-password)
+    api_tokens: Mapping[str, str]  # token name -> token, for /api/v1
+    session_secret: str  # signs session cookies; when empty, a random one per start (sessions end on restart)
+    login_attempts: int  # failed logins allowed per client address within login_window
+    login_window: float
+
+
+@dataclass(frozen=True)
 class Settings:
     path: str
     store: StoreSettings
@@ -109,6 +130,9 @@ class Settings:
     wecom: WeComSettings
     email: EmailSettings
     templates: Path
+    alertmanager: AlertmanagerSettings
+    web: WebSettings
+    reload_enabled: bool  # POST /-/reload re-reads the config (SIGHUP always does)
     groups: tuple[Group, ...]
 
 
@@ -265,7 +289,10 @@ def load(path: str | Path) -> Settings:
 
 def parse(data: object, file: str) -> Settings:
     top = Node(file, "", data)
-    top.only("store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "groups")
+    top.only(
+        "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "alertmanager",
+        "web", "reload_enabled", "groups",
+    )  # fmt: skip
     store = top.child("store")
     store.only("url", "timeout", "prefix", "history")
     native = top.child("native")
@@ -316,6 +343,9 @@ def parse(data: object, file: str) -> Settings:
         wecom=_wecom(top.child("wecom")),
         email=_email(top.child("email")),
         templates=Path(file).parent / top.text("templates", "templates"),
+        alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
+        web=_web(top.child("web")),
+        reload_enabled=top.flag("reload_enabled", False),
         groups=tuple(groups.values()),
     )
 
@@ -363,6 +393,33 @@ def _app(node: Node, cls: type[T]) -> T:
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     node.only(*names)
     return cls(**{n: node.integer(n, _MISSING, minimum=1) if n == "agentid" else node.text(n) for n in names})
+
+
+def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
+    node.only("bearer_token", "username", "password", "auth_disabled", "rules", "timezone", "per_alert",
+              "max_body_bytes")  # fmt: skip
+    return AlertmanagerSettings(
+        bearer_token=node.text("bearer_token", ""),
+        username=node.text("username", ""),
+        password=node.text("password", ""),
+        auth_disabled=node.flag("auth_disabled", False),
+        rules=base / node.text("rules", "rules"),
+        timezone=node.text("timezone", "Asia/Shanghai"),
+        per_alert=node.flag("per_alert", False),
+        max_body_bytes=node.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024),
+    )
+
+
+def _web(node: Node) -> WebSettings:
+    node.only("users", "api_tokens", "session_secret", "login_attempts", "login_window")
+    users, tokens = node.child("users"), node.child("api_tokens")
+    return WebSettings(
+        users={str(name): users.text(str(name)) for name in users.data},
+        api_tokens={str(name): tokens.text(str(name)) for name in tokens.data},
+        session_secret=node.text("session_secret", ""),
+        login_attempts=node.integer("login_attempts", 5, minimum=1),
+        login_window=node.duration("login_window", 300.0),
+    )
 
 
 def _email(node: Node) -> EmailSettings:

@@ -31,8 +31,11 @@ class Gateway:
     async def find_group(self, id: str, level: str) -> Group | None:
         return self._provisioned.get((id, level)) or await self.store.get_group(id, level)
 
-    async def accept(self, alarm: Alarm) -> Result:
-        """Find the group, claim the dedup window, write the jobs; then wait for the first attempt (bounded)."""
+    async def accept(self, alarm: Alarm, wait: float | None = None) -> Result:
+        """Find the group, claim the dedup window, write the jobs; then wait for the first attempt.
+
+        ``wait`` bounds that wait (default ``delivery.reply_wait``); 0 answers as soon as the jobs are written.
+        """
         claim = f"dedup:{alarm.fingerprint()}"
         try:
             async with asyncio.timeout(self.settings.store.timeout):
@@ -49,7 +52,8 @@ class Gateway:
             return Result(Code.STORE_DOWN)
         if not jobs:
             return Result(Code.OK, "the group has no channels")
-        attempt = await self.outbox.attempt(alarm, group, jobs)
+        wait = self.settings.delivery.reply_wait if wait is None else wait
+        attempt = await self.outbox.attempt(alarm, group, jobs, wait)
         failed = [o for o in attempt.outcomes if not o.ok]
         notes = [f"{o.target}: {o.detail}{' (retrying)' if o.retryable else ''}" for o in failed]
         if attempt.waiting:

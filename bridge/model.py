@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 REQUIRED_FIELDS = ("id", "level", "dep", "env", "sign", "alert_level", "alert_time", "alert_business")
 OPTIONAL_FIELDS = (
@@ -40,16 +40,23 @@ class Alarm:
     status: str = ""
     notes: str = ""
     others: str = ""
+    source: str = "native"  # which templates render it: templates/<source>/...
+    extra: Mapping[str, Any] = field(default_factory=dict)  # more template context, e.g. an Alertmanager notification
+    identity: str = ""  # when set, what the dedup window compares instead of the fields
 
     @classmethod
     def from_fields(cls, values: Mapping[str, str]) -> Alarm:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        known: dict[str, Any] = {k: v for k, v in values.items() if k in names}
+        return cls(**known)
 
     def fingerprint(self) -> str:
-        """Identity for the dedup window: every field except the alarm's time."""
-        content = {k: v for k, v in asdict(self).items() if k != "alert_time"}
-        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+        """Identity for the dedup window: every field except the alarm's time (or the given identity)."""
+        if self.identity:
+            content: dict[str, Any] = {"id": self.id, "level": self.level, "identity": self.identity}
+        else:
+            content = {k: v for k, v in asdict(self).items() if k not in ("alert_time", "extra", "identity")}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
 class Channel(StrEnum):

@@ -94,11 +94,11 @@ class Outbox:
         await self._store.enqueue(jobs, lease=self._settings.lease)
         return jobs
 
-    async def attempt(self, alarm: Alarm, group: Group, jobs: list[Job]) -> Attempt:
-        """The first attempt at enqueued jobs; it goes on in the background past the reply bound."""
+    async def attempt(self, alarm: Alarm, group: Group, jobs: list[Job], wait: float) -> Attempt:
+        """The first attempt at enqueued jobs, awaited up to ``wait`` seconds; it goes on in the background."""
         warnings = [w for t in group.targets for w in self._renderer.message(alarm, group, t.channel)[1]]
         attempt = self._spawn(self._process(jobs))
-        done, _ = await asyncio.wait({attempt}, timeout=self._settings.reply_wait)
+        done, _ = await asyncio.wait({attempt}, timeout=wait) if wait > 0 else (set(), set())
         if not done:
             return Attempt([], len(jobs), sorted(set(warnings)))
         outcomes = [o for o in attempt.result() if o is not None]

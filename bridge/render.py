@@ -41,13 +41,14 @@ class Renderer:
 
     def message(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:
         """The message one channel sends, and the errors of any broken override (the default was used)."""
-        names = {"title": "native/title.j2"}
+        folder = alarm.source
+        names = {"title": f"{folder}/title.j2"}
         if channel is Channel.EMAIL:
-            names |= {"body": "native/text.j2", "html": "native/email.html.j2"}
+            names |= {"body": f"{folder}/text.j2", "html": f"{folder}/email.html.j2"}
         elif group.format is Format.MARKDOWN:
-            names |= {"body": f"native/{channel}.md.j2"}
+            names |= {"body": f"{folder}/{channel}.md.j2"}
         else:
-            names |= {"body": "native/text.j2"}
+            names |= {"body": f"{folder}/text.j2"}
         parts = {part: self.render(name, alarm, group) for part, name in names.items()}
         fmt = Format.MARKDOWN if "md.j2" in names["body"] else Format.TEXT
         message = Message(
@@ -69,7 +70,7 @@ class Renderer:
         listed = list(alarms[: len(bodies)])
         extra = {"alarms": listed, "bodies": bodies, "format": fmt.value}
         title, _ = self.render("native/digest_title.j2", listed[0], group, **extra)
-        body, _ = self.render("native/digest.j2", listed[0], group, **extra)
+        body, _ = self.render("native/digest.j2", listed[0], group, **extra)  # one digest layout for every source
         return Message(title=title, body=body, format=fmt), len(listed)
 
 

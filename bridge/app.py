@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -65,7 +66,10 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = open_store(settings.store)
-        async with aiohttp.ClientSession() as session:
+        tls = ssl.create_default_context()
+        if settings.delivery.ca_file:
+            tls.load_verify_locations(settings.delivery.ca_file)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=200)) as session:
             dispatcher = Dispatcher(senders(settings, session, store), settings.delivery.deadline)
             outbox = Outbox(store, dispatcher, Renderer(settings.templates), settings.delivery)
             app.state.gateway = Gateway(settings, store, outbox)

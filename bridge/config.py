@@ -60,6 +60,7 @@ class DeliverySettings:
     batch: int  # jobs leased at a time (and at most merged into one digest)
     shutdown: float  # on SIGTERM, how long in-flight deliveries may finish
     rate_limits: Mapping[str, RateLimit]  # per target type, shared by every replica
+    ca_file: str  # extra CA certificates to trust for HTTPS upstreams (a private proxy, test servers)
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ def parse(data: object, file: str) -> Settings:
     delivery = top.child("delivery")
     delivery.only(
         "dry_run", "timeout", "deadline", "split", "reply_wait", "max_age", "backoff", "backoff_max",
-        "lease", "poll", "batch", "shutdown", "rate_limits",
+        "lease", "poll", "batch", "shutdown", "rate_limits", "ca_file",
     )  # fmt: skip
     deadline = delivery.duration("deadline", 30.0)
     groups: dict[tuple[str, str], Group] = {}
@@ -338,6 +339,7 @@ def parse(data: object, file: str) -> Settings:
             batch=delivery.integer("batch", 500, minimum=1),
             shutdown=delivery.duration("shutdown", 10.0),
             rate_limits=_rate_limits(delivery.child("rate_limits")),
+            ca_file=delivery.text("ca_file", ""),
         ),
         dingtalk=_dingtalk(top.child("dingtalk")),
         wecom=_wecom(top.child("wecom")),

@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bridge import metrics, ops
 from bridge.channels import Sender, dingtalk, email, wecom
 from bridge.codes import Code
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher, DryRun
 from bridge.gateway import Gateway
 from bridge.ingest import native
+from bridge.logs import RequestIdMiddleware
 from bridge.model import Channel
 from bridge.outbox import Outbox
 from bridge.render import Renderer
@@ -47,8 +54,10 @@ async def alarm_v2(request: Request) -> Response:
         return native.reply(Code.BAD_PARAMS, f"body over {limit} bytes")
     parsed = native.parse(body, gateway.settings.native)
     if isinstance(parsed, native.Rejection):
+        metrics.ALARMS_RECEIVED.labels(source="native", code=str(int(parsed.code))).inc()
         return native.reply(parsed.code, parsed.detail)
     result = await gateway.accept(parsed)
+    metrics.ALARMS_RECEIVED.labels(source="native", code=str(int(result.code))).inc()
     return native.reply(result.code, result.detail)
 
 
@@ -70,10 +79,22 @@ def create_app(settings: Settings) -> Starlette:
         if settings.delivery.ca_file:
             tls.load_verify_locations(settings.delivery.ca_file)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=200)) as session:
-            dispatcher = Dispatcher(senders(settings, session, store), settings.delivery.deadline)
-            outbox = Outbox(store, dispatcher, Renderer(settings.templates), settings.delivery)
+
+            def dispatcher(current: Settings) -> Dispatcher:
+                return Dispatcher(senders(current, session, store), current.delivery.deadline)
+
+            outbox = Outbox(store, dispatcher(settings), Renderer(settings.templates), settings.delivery)
+
+            def apply(new: Settings) -> None:
+                outbox.reconfigure(dispatcher(new), Renderer(new.templates), new.delivery)
+                app.state.gateway = Gateway(new, store, outbox)
+
             app.state.gateway = Gateway(settings, store, outbox)
+            app.state.reload = lambda: ops.reload(app.state.gateway.settings, apply)
+            metrics.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.set(time.time())
             worker = asyncio.create_task(outbox.run())
+            with contextlib.suppress(ValueError, RuntimeError):  # signals reach only the main thread's loop
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: spawn(app.state.reload()))
             try:
                 yield
             finally:
@@ -81,5 +102,12 @@ def create_app(settings: Settings) -> Starlette:
                 await worker
                 await store.close()
 
-    routes = [Route(path, AnyMethod(alarm_v2)) for path in ("/alarm_v2", "/alarm_v2/")]
-    return Starlette(routes=routes, lifespan=lifespan)
+    background: set[asyncio.Task[str]] = set()
+
+    def spawn(work: Coroutine[Any, Any, str]) -> None:
+        task = asyncio.create_task(work)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    routes = [Route(path, AnyMethod(alarm_v2)) for path in ("/alarm_v2", "/alarm_v2/")] + ops.routes
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])

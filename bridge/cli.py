@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, config
+from bridge import __version__, config, logs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--config", **config_option)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", default=8080, type=int)
+    serve.add_argument("--log-format", choices=("text", "json"), default="text")
 
     check = commands.add_parser("check-config", help="validate a config file; exit 1 on any error")
     check.add_argument("file", type=Path)
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return _serve(args.config, args.host, args.port)
+        return _serve(args.config, args.host, args.port, args.log_format)
     if args.command == "check-config":
         return _check(args.file)
     if args.command == "send":
@@ -71,7 +72,7 @@ def _load(path: Path) -> config.Settings | None:
         return None
 
 
-def _serve(path: Path, host: str, port: int) -> int:
+def _serve(path: Path, host: str, port: int, log_format: str) -> int:
     import uvicorn
 
     from bridge.app import create_app
@@ -79,7 +80,7 @@ def _serve(path: Path, host: str, port: int) -> int:
     settings = _load(path)
     if settings is None:
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(log_format, getattr(logging, os.environ.get("ALARM_BRIDGE_LOG_LEVEL", "INFO").upper(), logging.INFO))
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_config=None)
     return 0
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
+from bridge import metrics
 from bridge.channels import Sender
 from bridge.codes import Code
 from bridge.model import Channel, Group, Message, Outcome, Reason, Target, label
@@ -31,6 +33,13 @@ class Dispatcher:
 
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         """One target's delivery, bounded by the deadline, so a hanging upstream delays nothing else."""
+        started = time.monotonic()
+        outcome = await self._send(target, group, message)
+        metrics.DELIVERIES.labels(channel=target.channel, reason=outcome.reason).inc()
+        metrics.DELIVERY_DURATION.labels(channel=target.channel).observe(time.monotonic() - started)
+        return outcome
+
+    async def _send(self, target: Target, group: Group, message: Message) -> Outcome:
         code = SEND_CODES[target.channel]
         try:
             async with asyncio.timeout(self._deadline):

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from bridge import metrics
 from bridge.codes import Code
 from bridge.config import Settings
 from bridge.model import Alarm, Group
@@ -44,10 +45,12 @@ class Gateway:
                     return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
                 window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
                 if window > 0 and not await self.store.put_new(claim, "1", window):
+                    metrics.DEDUP_HITS.labels(source=alarm.source).inc()
                     return Result(Code.DUPLICATE, f"within the {window:g}s window")
                 jobs = await self.outbox.enqueue(alarm, group)
         except (StoreError, TimeoutError) as exc:
             logger.warning("store unavailable: %s", exc or "timed out")
+            metrics.STORE_ERRORS.inc()
             await self._forget(claim)
             return Result(Code.STORE_DOWN)
         if not jobs:

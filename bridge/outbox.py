@@ -19,9 +19,10 @@ from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
+from bridge import metrics
 from bridge.config import DeliverySettings, Node, parse_group
 from bridge.dispatch import Dispatcher
-from bridge.model import Alarm, Group, Message, Outcome, Target
+from bridge.model import Alarm, Channel, Group, Message, Outcome, Target
 from bridge.render import Renderer, split
 from bridge.store import Job, State, Store, StoreError
 
@@ -76,6 +77,10 @@ class Outbox:
         self._wake = asyncio.Event()
         self._stopping = False
 
+    def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
+        """A reloaded config: deliveries from now on use the new senders, templates and settings."""
+        self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
+
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
@@ -113,6 +118,7 @@ class Outbox:
             try:
                 jobs = await self._store.lease(self._settings.batch, lease=self._settings.lease)
             except StoreError as exc:
+                metrics.STORE_ERRORS.inc()
                 logger.warning("outbox: cannot lease jobs: %s", exc)
                 jobs = []
             if jobs:
@@ -156,6 +162,7 @@ class Outbox:
             await asyncio.shield(self._settle(replace(j, due=time.time()) for j in work.jobs))
             raise
         except StoreError as exc:  # the lease runs out and the jobs come back
+            metrics.STORE_ERRORS.inc()
             logger.warning("outbox: cannot record a delivery: %s", exc)
             return dict.fromkeys((j.id for j in work.jobs), None)
 
@@ -169,7 +176,8 @@ class Outbox:
         sent, rest = work.jobs[:count], work.jobs[count:]
         outcome = await self._dispatcher.send(work.target, work.group, message)
         now = time.time()
-        await self._settle([*(self._next(j, outcome, now) for j in sent), *(replace(j, due=now) for j in rest)])
+        settled = [self._next(j, outcome, now, work.target.channel) for j in sent]
+        await self._settle([*settled, *(replace(j, due=now) for j in rest)])
         return {**{j.id: outcome for j in sent}, **dict.fromkeys((j.id for j in rest), None)}
 
     async def _take_slots(self, work: _Work, count: int) -> bool:
@@ -181,6 +189,7 @@ class Outbox:
         for _ in range(count):
             wait = await self._store.acquire(key, limit.limit, limit.window)
             if wait > 0:
+                metrics.RATE_LIMIT_WAITS.labels(channel=work.target.channel).inc()
                 await self._settle(replace(j, due=time.time() + wait) for j in work.jobs)
                 return False
         return True
@@ -191,15 +200,17 @@ class Outbox:
             return self._renderer.message(work.alarms[0], work.group, channel)[0], 1
         return self._renderer.digest(work.alarms, work.group, channel, budget(work.target, work.group))
 
-    def _next(self, job: Job, outcome: Outcome, now: float) -> Job:
+    def _next(self, job: Job, outcome: Outcome, now: float, channel: Channel) -> Job:
         """The job after an attempt: done, pending again after a backoff, or dead."""
         attempts = job.attempts + 1
         job = replace(job, attempts=attempts, detail=outcome.detail, updated=now)
         if outcome.ok:
             return replace(job, state=State.DONE)
         if outcome.retryable and now - job.created < self._settings.max_age:
+            metrics.RETRIES.labels(channel=channel).inc()
             delay = min(self._settings.backoff_max, self._settings.backoff * 2 ** (attempts - 1))
             return replace(job, due=now + delay * random.uniform(0.5, 1.0))
+        metrics.DEAD_LETTERS.labels(channel=channel).inc()
         logger.warning("outbox: job %s dead after %d attempts: %s", job.id, attempts, outcome.detail)
         return replace(job, state=State.DEAD)
 

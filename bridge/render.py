@@ -9,6 +9,7 @@ from pathlib import Path
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
+from bridge import metrics
 from bridge.model import Alarm, Channel, Format, Group, Message
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Renderer:
             except TemplateError as exc:
                 error = f"template override {name!r} of group {group.id}/{group.level} failed: {exc}"
                 logger.error("%s; using the default", error)
+                metrics.TEMPLATE_ERRORS.inc()
         return self._env.get_template(name).render(context).strip(), error
 
     def message(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from bridge import metrics
 from bridge.model import Outcome, Reason
 from bridge.store import Store, StoreError
 
@@ -117,6 +118,7 @@ class Tokens:
             reply = checked(await fetch())
             if isinstance(reply, Failure):
                 return Failure(Reason.TOKEN, reply.retryable, f"gettoken: {reply.detail}")
+            metrics.TOKEN_REFRESHES.labels(vendor=self._vendor).inc()
             token = str(reply.get("access_token", ""))
             if not token:
                 return Failure(Reason.TOKEN, True, "gettoken: the reply has no access_token")

@@ -1,0 +1,79 @@
+"""What operators and orchestrators call: health, readiness, metrics, and reloading the config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from bridge import config, metrics
+from bridge.gateway import Gateway
+from bridge.store import StoreError
+
+logger = logging.getLogger(__name__)
+
+
+async def healthy(request: Request) -> Response:
+    return PlainTextResponse("OK")
+
+
+async def ready(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        async with asyncio.timeout(gateway.settings.store.timeout):
+            await gateway.store.ping()
+    except (StoreError, TimeoutError):
+        metrics.STORE_ERRORS.inc()
+        return PlainTextResponse("store unreachable", status_code=503)
+    return PlainTextResponse("OK")
+
+
+async def scrape(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    try:
+        async with asyncio.timeout(gateway.settings.store.timeout):
+            metrics.OUTBOX_DEPTH.set(await gateway.store.depth())
+    except (StoreError, TimeoutError):
+        metrics.STORE_ERRORS.inc()
+    body, content_type = metrics.exposition()
+    return Response(body, media_type=content_type)
+
+
+async def reload_endpoint(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    if not gateway.settings.reload_enabled:
+        return PlainTextResponse("reloading over HTTP is off (reload_enabled: false); send SIGHUP", status_code=403)
+    error = await request.app.state.reload()
+    return PlainTextResponse(error or "OK", status_code=500 if error else 200)
+
+
+async def reload(current: config.Settings, apply: Callable[[config.Settings], None]) -> str:
+    """Read the config file again and apply it; an invalid one is refused, the old one stays. The error, or ''."""
+    try:
+        settings = await asyncio.to_thread(config.load, current.path)
+        if settings.store != current.store:
+            raise config.ConfigError(f"{current.path}: store: changing the store needs a restart")
+        apply(settings)
+    except config.ConfigError as exc:
+        metrics.CONFIG_RELOADS.labels(result="failure").inc()
+        metrics.CONFIG_LAST_RELOAD_SUCCESSFUL.set(0)
+        logger.error("config reload refused, the running config stays: %s", exc)
+        return str(exc)
+    metrics.CONFIG_RELOADS.labels(result="success").inc()
+    metrics.CONFIG_LAST_RELOAD_SUCCESSFUL.set(1)
+    metrics.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.set(time.time())
+    logger.info("config reloaded from %s", current.path)
+    return ""
+
+
+routes = [
+    Route("/-/healthy", healthy, methods=["GET", "HEAD"]),
+    Route("/-/ready", ready, methods=["GET", "HEAD"]),
+    Route("/metrics", scrape),
+    Route("/-/reload", reload_endpoint, methods=["POST", "PUT"]),
+]

@@ -1,0 +1,164 @@
+"""Operating the gateway: health and readiness, metrics that move, config reload by HTTP and SIGHUP, logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from bridge.app import create_app
+from bridge.config import load, parse
+from bridge.logs import JsonFormatter
+from tests.fakes._server import FakeServer
+from tests.fakes.dingtalk import DingTalkFake
+from tests.helpers import config_data, free_port, gateway_process, seed_alarm, signed, write_config
+
+
+def samples(client: TestClient | None = None, text: str = "") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = text or (client.get("/metrics").text if client else "")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_health_and_readiness(tmp_path: Path) -> None:
+    with TestClient(create_app(parse(config_data(f"sqlite:///{tmp_path / 's.db'}"), "t.yaml"))) as client:
+        assert client.get("/-/healthy").text == "OK"
+        assert client.get("/-/ready").status_code == 200
+    unreachable = parse(config_data(f"redis://127.0.0.1:{free_port()}/0"), "t.yaml")
+    with TestClient(create_app(unreachable)) as client:
+        assert client.get("/-/healthy").status_code == 200
+        assert client.get("/-/ready").status_code == 503
+
+
+def test_metrics_move_after_a_mix_of_alarms_and_failures(tmp_path: Path) -> None:
+    fake = DingTalkFake()
+    fake.add_robot("good-token")
+    with FakeServer(fake.app()) as server:
+        data = config_data(f"sqlite:///{tmp_path / 's.db'}", delivery={"backoff": "1h", "timeout": "1s"})
+        data["groups"][0]["channels"] = [
+            {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token=good-token"},
+            {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token=bad-token"},
+            {"type": "wecom-robot", "webhook": f"http://127.0.0.1:{free_port()}/cgi-bin/webhook/send?key=k"},
+        ]
+        data["groups"][0]["templates"] = {"native/text.j2": "{{ alarm.nope }}"}
+        with TestClient(create_app(parse(data, "t.yaml"))) as client:
+            before = samples(client)
+            assert client.post("/alarm_v2", content=json.dumps(signed(seed_alarm()))).json()["code"] == 4002
+            assert client.post("/alarm_v2", content=json.dumps(signed(seed_alarm()))).json()["code"] == 1010
+            assert client.post("/alarm_v2", content=b"{").json()["code"] == 1002
+            after = samples(client)
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("alarm_bridge_alarms_received_total", source="native", code="4002") == 1
+    assert moved("alarm_bridge_alarms_received_total", source="native", code="1010") == 1
+    assert moved("alarm_bridge_alarms_received_total", source="native", code="1002") == 1
+    assert moved("alarm_bridge_dedup_hits_total", source="native") == 1
+    assert moved("alarm_bridge_deliveries_total", channel="dingtalk", reason="ok") == 1
+    assert moved("alarm_bridge_deliveries_total", channel="dingtalk", reason="rejected") == 1
+    assert moved("alarm_bridge_deliveries_total", channel="wecom", reason="network") == 1
+    assert moved("alarm_bridge_dead_letters_total", channel="dingtalk") == 1
+    assert moved("alarm_bridge_retries_total", channel="wecom") == 1
+    assert moved("alarm_bridge_template_errors_total") >= 1
+    assert moved("alarm_bridge_delivery_duration_seconds_count", channel="dingtalk") == 2
+    assert value(after, "alarm_bridge_outbox_depth") == 1  # the WeCom robot's retry waits
+    assert value(after, "alarm_bridge_build_info", version="0.1.0", python=platform.python_version()) == 1
+
+
+def test_sighup_applies_a_good_config_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    data = config_data(f"sqlite:///{tmp_path / 's.db'}")
+    path = write_config(tmp_path / "config.yaml", data)
+    alarm = json.dumps(signed(seed_alarm(level="9")))
+    with gateway_process(path) as url:
+        process_id = int(requests.get(url + "/-/healthy", timeout=5).headers.get("x-request-id", "0") and 0) or _pid(
+            url
+        )
+
+        def reloads(result: str) -> float:
+            return value(
+                samples(text=requests.get(url + "/metrics", timeout=5).text),
+                "alarm_bridge_config_reloads_total",
+                result=result,
+            )
+
+        assert requests.post(url + "/alarm_v2", data=alarm, timeout=5).json()["code"] == 3001
+        path.write_text("store: [broken", encoding="utf-8")
+        os.kill(process_id, signal.SIGHUP)
+        wait_for(lambda: reloads("failure") == 1)
+        assert requests.post(url + "/alarm_v2", data=alarm, timeout=5).json()["code"] == 3001  # old config stays
+        data["groups"].append({"id": "chenmin", "level": "9"})
+        write_config(path, data)
+        os.kill(process_id, signal.SIGHUP)
+        wait_for(lambda: reloads("success") == 1)
+        assert requests.post(url + "/alarm_v2", data=alarm, timeout=5).json()["code"] == 0
+        found = samples(text=requests.get(url + "/metrics", timeout=5).text)
+        assert value(found, "alarm_bridge_config_last_reload_successful") == 1
+
+
+def _pid(url: str) -> int:
+    """The gateway's process id, from the port it listens on."""
+    port = url.rsplit(":", 1)[1]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"serve" in cmdline and port.encode() in cmdline:
+                return int(entry.name)
+    raise LookupError(port)
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_http_reload_only_when_enabled(tmp_path: Path) -> None:
+    data = config_data(f"sqlite:///{tmp_path / 's.db'}")
+    path = write_config(tmp_path / "config.yaml", data)
+    with TestClient(create_app(load(path))) as client:
+        assert client.post("/-/reload").status_code == 403
+    data["reload_enabled"] = True
+    write_config(path, data)
+    with TestClient(create_app(load(path))) as client:
+        assert client.post("/-/reload").status_code == 200
+        data["store"] = {"url": "redis://127.0.0.1:6379/0"}
+        path.write_text(yaml.safe_dump(data), encoding="utf-8")
+        refused = client.post("/-/reload")
+        assert refused.status_code == 500 and "needs a restart" in refused.text
+
+
+def test_json_logs_carry_the_request_id_and_no_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with TestClient(create_app(parse(config_data(f"sqlite:///{tmp_path / 's.db'}"), "t.yaml"))) as client:
+        with caplog.at_level(logging.INFO):
+            response = client.post(
+                "/alarm_v2", content=json.dumps(signed(seed_alarm())), headers={"X-Request-Id": "abc123"}
+            )
+        assert response.headers["x-request-id"] == "abc123"
+        assert client.get("/-/healthy").headers["x-request-id"] != "abc123"
+    record = next(r for r in caplog.records if "dry-run delivery" in r.getMessage())
+    line = json.loads(JsonFormatter().format(record))
+    assert line["request_id"] == "abc123" and line["level"] == "INFO" and "\n" not in JsonFormatter().format(record)
+    assert "YYLmfY6IRdjZMQ1" not in caplog.text

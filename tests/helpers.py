@@ -110,9 +110,8 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listening on port {port}")
 
 
-@contextmanager
-def gateway_process(config_path: Path) -> Iterator[str]:
-    """`alarm-bridge serve` in a subprocess; yields its base URL."""
+def start_gateway(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`alarm-bridge serve` in a subprocess, once it listens; the caller ends it. Its log is beside the config."""
     port = free_port()
     command = [sys.executable, "-m", "bridge", "serve", "--config", str(config_path), "--port", str(port)]
     log = config_path.with_suffix(f".{port}.log")
@@ -120,10 +119,21 @@ def gateway_process(config_path: Path) -> Iterator[str]:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
+    except TimeoutError:
+        process.kill()
+        raise
+    return process, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def gateway_process(config_path: Path) -> Iterator[str]:
+    """`alarm-bridge serve` in a subprocess; yields its base URL."""
+    process, url = start_gateway(config_path)
+    try:
+        yield url
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        process.wait(timeout=30)
 
 
 def post(url: str, body: bytes | str) -> requests.Response:

@@ -49,20 +49,21 @@ def stop(process: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTERM)
     return 0 if code == -signal.SIGTERM else code
 
 
-def delivered_exactly_once(fake: DingTalkFake, count: int) -> None:
+def delivered_exactly_once(fake: DingTalkFake, count: int, capsys: pytest.CaptureFixture[str]) -> None:
     wait_until(lambda: len(markers(fake)) >= count, timeout=120)
     time.sleep(1.0)  # anything delivered twice would arrive by now
     seen = markers(fake)
     duplicates = sum(n - 1 for n in seen.values())
     messages = len(fake.robot_messages)
-    print(f"alarms delivered: {len(seen)}, duplicate deliveries: {duplicates}, upstream messages: {messages}")
+    with capsys.disabled():  # the figure is reported on every run, not only when the test fails
+        print(f"\n  alarms delivered: {len(seen)}, duplicate deliveries: {duplicates}, upstream messages: {messages}")
     assert seen == dict.fromkeys(range(count), 1)
     assert fake.too_fast == 0
 
 
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_alarms_accepted_by_a_killed_gateway_are_all_delivered_once(
-    robot: tuple[DingTalkFake, str], tmp_path: Path, store: str
+    robot: tuple[DingTalkFake, str], tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake, url = robot
     store_url = f"sqlite:///{tmp_path / 's.db'}" if store == "sqlite" else REDIS_URL
@@ -80,7 +81,7 @@ def test_alarms_accepted_by_a_killed_gateway_are_all_delivered_once(
         fake.fail_next(0)
         if second is None:  # the embedded store: the same gateway starts again
             second, _ = start_gateway(path)
-        delivered_exactly_once(fake, COUNT)
+        delivered_exactly_once(fake, COUNT, capsys)
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
@@ -88,7 +89,9 @@ def test_alarms_accepted_by_a_killed_gateway_are_all_delivered_once(
                 process.wait()
 
 
-def test_two_replicas_deliver_each_alarm_once_per_channel(robot: tuple[DingTalkFake, str], tmp_path: Path) -> None:
+def test_two_replicas_deliver_each_alarm_once_per_channel(
+    robot: tuple[DingTalkFake, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake, url = robot
     path = config(tmp_path, REDIS_URL, url)
     (a, a_url), (b, b_url) = start_gateway(path), start_gateway(path)
@@ -99,7 +102,7 @@ def test_two_replicas_deliver_each_alarm_once_per_channel(robot: tuple[DingTalkF
             assert post_all(second, range(n, n + 1)) == [1010]
         for n in range(100, 200):  # different alarms, alternately
             assert post_all(a_url if n % 2 else b_url, range(n, n + 1)) == [0]
-        delivered_exactly_once(fake, 200)
+        delivered_exactly_once(fake, 200, capsys)
     finally:
         for process in (a, b):
             stop(process)

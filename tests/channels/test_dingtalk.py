@@ -3,8 +3,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
@@ -16,7 +15,7 @@ from bridge.config import DingTalkSettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Member, Mention, Message, Outcome, Reason, Target
 from bridge.render import TRUNCATED
 from bridge.store import Store
-from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, logged, sqlite_store
+from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, logged
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake, robot_sign
 from tests.helpers import free_port
@@ -53,19 +52,6 @@ def fake() -> DingTalkFake:
 def url(fake: DingTalkFake) -> Iterator[str]:
     with FakeServer(fake.app()) as server:
         yield server.url
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = sqlite_store(tmp_path)
-    yield store
-    await store.close()
 
 
 @pytest.fixture

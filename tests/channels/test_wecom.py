@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -65,19 +65,6 @@ def fake() -> WeComFake:
 def url(fake: WeComFake) -> Iterator[str]:
     with FakeServer(fake.app()) as server:
         yield server.url
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = sqlite_store(tmp_path)
-    yield store
-    await store.close()
 
 
 @pytest.fixture

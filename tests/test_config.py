@@ -98,6 +98,14 @@ def test_groups_read_every_part() -> None:
     assert parsed.source == "site.yaml (groups[0])"
 
 
+def test_the_example_config_for_the_local_fakes_is_valid() -> None:
+    settings = config.load(EXAMPLE.with_name("alarm-bridge.fakes.yaml"))
+    assert settings.delivery.dry_run is False
+    assert {t.kind for t in settings.groups[0].targets} == {
+        "dingtalk-robot", "dingtalk-app", "wecom-app", "wecom-appchat", "wecom-robot", "email"
+    }  # fmt: skip
+
+
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "bridge", "check-config", str(path)], capture_output=True, text=True, timeout=30

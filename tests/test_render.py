@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bridge.model import Alarm, Group
+from pathlib import Path
+
+import pytest
+
+from bridge.model import Alarm, Channel, Format, Group
 from bridge.render import Renderer
 from tests.helpers import TEMPLATES
 
@@ -68,3 +72,41 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
         text, error = Renderer(TEMPLATES).render("native/text.j2", SEED, group)
         assert text.startswith("部门:xx\n"), source
         assert "native/text.j2" in error
+
+
+GOLDEN = Path(__file__).parent / "golden"
+FULL = Alarm(
+    **{**SEED.__dict__, "dep": "du-srv", "env": "prod", "alert_host": "du-ftp-qd-2", "alert_ip": "10.27.23.65"}
+)
+MARKDOWN_GROUP = Group(id="chenmin", level="3", name="陈敏测试告警组", format=Format.MARKDOWN)
+
+
+@pytest.mark.parametrize("name", ["title", "text", "dingtalk.md", "wecom.md", "email.html"])
+def test_every_default_template_matches_its_golden_file(name: str) -> None:
+    text, error = Renderer(TEMPLATES).render(f"native/{name}.j2", FULL, MARKDOWN_GROUP)
+    assert error == ""
+    assert text + "\n" == (GOLDEN / f"native-{name}.txt").read_text(encoding="utf-8")
+
+
+def test_the_digest_matches_its_golden_file() -> None:
+    resolved = Alarm(**{**FULL.__dict__, "alert_level": "低", "exception_spec": "恢复"})
+    message, count = Renderer(TEMPLATES).digest([FULL, resolved], MARKDOWN_GROUP, Channel.DINGTALK, 18000)
+    assert count == 2
+    expected = (GOLDEN / "native-digest-markdown.txt").read_text(encoding="utf-8")
+    assert f"{message.title}\n---\n{message.body}\n" == expected
+
+
+def test_a_digest_lists_only_what_fits_in_the_budget() -> None:
+    alarms = [Alarm(**{**FULL.__dict__, "exception_spec": f"第 {n} 分区"}) for n in range(100)]
+    message, count = Renderer(TEMPLATES).digest(alarms, MARKDOWN_GROUP, Channel.WECOM, 2000)
+    assert 1 < count < 100
+    assert len(message.body.encode()) <= 2000
+    assert f"第 {count - 1} 分区" in message.body and f"第 {count} 分区" not in message.body
+
+
+def test_html_is_escaped_in_email_and_not_in_text() -> None:
+    hostile = Alarm(**{**FULL.__dict__, "exception_spec": "<script>alert(1)</script>"})
+    html, _ = Renderer(TEMPLATES).render("native/email.html.j2", hostile, MARKDOWN_GROUP)
+    text, _ = Renderer(TEMPLATES).render("native/text.j2", hostile, MARKDOWN_GROUP)
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "异常说明:<script>alert(1)</script>" in text

@@ -101,7 +101,8 @@ class Outbox:
 
     async def attempt(self, alarm: Alarm, group: Group, jobs: list[Job], wait: float) -> Attempt:
         """The first attempt at enqueued jobs, awaited up to ``wait`` seconds; it goes on in the background."""
-        warnings = [w for t in group.targets for w in self._renderer.message(alarm, group, t.channel)[1]]
+        channels = {t.channel for t in group.targets} if group.templates else set()  # only overrides can fail
+        warnings = [w for c in channels for w in self._renderer.message(alarm, group, c)[1]]
         attempt = self._spawn(self._process(jobs))
         done, _ = await asyncio.wait({attempt}, timeout=wait) if wait > 0 else (set(), set())
         if not done:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge import metrics
@@ -26,6 +26,7 @@ class Renderer:
             lstrip_blocks=True,
             undefined=StrictUndefined,
         )
+        self._overrides: dict[str, Template] = {}
 
     def render(self, name: str, alarm: Alarm, group: Group, **extra: object) -> tuple[str, str]:
         """The rendered text and, when a group's override failed and the default was used, why."""
@@ -34,7 +35,9 @@ class Renderer:
         error = ""
         if override is not None:
             try:
-                return self._env.from_string(override).render(context).strip(), ""
+                if override not in self._overrides:  # compiling is the costly part; overrides rarely change
+                    self._overrides[override] = self._env.from_string(override)
+                return self._overrides[override].render(context).strip(), ""
             except TemplateError as exc:
                 error = f"template override {name!r} of group {group.id}/{group.level} failed: {exc}"
                 logger.error("%s; using the default", error)

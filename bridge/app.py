@@ -25,7 +25,7 @@ from bridge.codes import Code
 from bridge.config import Settings
 from bridge.dispatch import Dispatcher, DryRun
 from bridge.gateway import Gateway
-from bridge.ingest import native
+from bridge.ingest import alertmanager, native
 from bridge.logs import RequestIdMiddleware
 from bridge.model import Channel
 from bridge.outbox import Outbox
@@ -110,4 +110,5 @@ def create_app(settings: Settings) -> Starlette:
         task.add_done_callback(background.discard)
 
     routes = [Route(path, AnyMethod(alarm_v2)) for path in ("/alarm_v2", "/alarm_v2/")] + ops.routes
+    routes += alertmanager.routes(settings)
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])

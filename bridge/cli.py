@@ -49,19 +49,53 @@ def main(argv: list[str] | None = None) -> int:
     deliveries.add_argument("--limit", type=int, default=50)
     deliveries.add_argument("retry", nargs="*", metavar="retry ID", help="put a delivery back in the outbox")
 
+    rules = commands.add_parser("rules", help="`rules test FILE label=value ...`: an alert's routes and alarm")
+    rules.add_argument("action", choices=["test"])
+    rules.add_argument("file", type=Path, help="a rules file, e.g. rules/default.yaml")
+    rules.add_argument("labels", nargs="*", metavar="label=value")
+    rules.add_argument("--annotation", action="append", default=[], metavar="name=value")
+    rules.add_argument("--resolved", action="store_true", help="the alert has resolved")
+    rules.add_argument("--timezone", default="Asia/Shanghai")
+
+    commands.add_parser("hash-password", help="print a password hash for web.users (password from stdin or a prompt)")
+
     args = parser.parse_args(argv)
+    if args.command == "hash-password":
+        return _hash_password()
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.log_format)
     if args.command == "check-config":
         return _check(args.file)
     if args.command == "send":
         return _send(args.url, args.secret, args.json, args.fields)
+    if args.command == "rules":
+        return _rules_test(args.file, args.labels, args.annotation, args.resolved, args.timezone)
     settings = _load(args.config)
     if settings is None:
         return 2
     if args.command == "render":
         return asyncio.run(_render(settings, json.loads(args.alarm.read_text(encoding="utf-8"))))
     return asyncio.run(_deliveries(settings, args.failed, args.limit, args.retry))
+
+
+def _hash_password() -> int:
+    """A hash for ``web.users``: the password typed twice at a prompt, or the first line of what is piped in."""
+    import getpass
+
+    from bridge.web.auth import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("alarm-bridge: the two passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        print("alarm-bridge: a password needs at least 8 characters", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
 
 
 def _load(path: Path) -> config.Settings | None:
@@ -86,10 +120,18 @@ def _serve(path: Path, host: str, port: int, log_format: str) -> int:
 
 
 def _check(path: Path) -> int:
+    from bridge.ingest import alertmanager
+
     settings = _load(path)
     if settings is None:
         return 1
-    print(f"{path}: ok ({len(settings.native.departments)} departments, {len(settings.groups)} groups)")
+    try:
+        rulesets = alertmanager.check(settings)
+    except config.ConfigError as exc:
+        print(f"alarm-bridge: {exc}", file=sys.stderr)
+        return 1
+    counts = f"{len(settings.native.departments)} departments, {len(settings.groups)} groups, {len(rulesets)} rulesets"
+    print(f"{path}: ok ({counts})")
     return 0
 
 
@@ -113,6 +155,28 @@ def _send(url: str, secret: str, json_file: Path | None, pairs: list[str]) -> in
         return 0 if json.loads(text).get("code") == 0 else 1
     except (ValueError, AttributeError):
         return 1
+
+
+def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved: bool, timezone: str) -> int:
+    from bridge import rules
+    from bridge.ingest import alertmanager
+
+    pairs: list[dict[str, str]] = [{}, {}]
+    for items, found in zip((labels, annotations), pairs, strict=True):
+        for item in items:
+            name, sep, value = item.partition("=")
+            if not sep:
+                print(f"alarm-bridge: expected name=value, got {item!r}", file=sys.stderr)
+                return 2
+            found[name] = value
+    try:
+        ruleset = rules.load_file(path)
+        explained = alertmanager.explain(ruleset, pairs[0], pairs[1], resolved, timezone)
+    except config.ConfigError as exc:
+        print(f"alarm-bridge: {exc}", file=sys.stderr)
+        return 2
+    print(explained)
+    return 0
 
 
 async def _render(settings: config.Settings, fields: dict[str, str]) -> int:

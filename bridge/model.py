@@ -186,6 +186,8 @@ class Message:
     body: str
     format: Format
     html: str = ""
+    mobiles: tuple[str, ...] = ()  # the alarm's own mentions (the template already wrote them into the body)
+    userids: tuple[str, ...] = ()
 
 
 class Reason(StrEnum):

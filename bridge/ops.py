@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from bridge import config, metrics
 from bridge.gateway import Gateway
+from bridge.ingest import alertmanager
 from bridge.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ async def reload(current: config.Settings, apply: Callable[[config.Settings], No
         settings = await asyncio.to_thread(config.load, current.path)
         if settings.store != current.store:
             raise config.ConfigError(f"{current.path}: store: changing the store needs a restart")
+        await asyncio.to_thread(alertmanager.check, settings)  # broken rules refuse the reload too
         apply(settings)
     except config.ConfigError as exc:
         metrics.CONFIG_RELOADS.labels(result="failure").inc()

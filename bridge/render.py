@@ -56,8 +56,14 @@ class Renderer:
             names |= {"body": f"{folder}/text.j2"}
         parts = {part: self.render(name, alarm, group) for part, name in names.items()}
         fmt = Format.MARKDOWN if "md.j2" in names["body"] else Format.TEXT
+        mentions = alarm.extra.get("mentions", {})
         message = Message(
-            title=parts["title"][0], body=parts["body"][0], format=fmt, html=parts.get("html", ("", ""))[0]
+            title=parts["title"][0],
+            body=parts["body"][0],
+            format=fmt,
+            html=parts.get("html", ("", ""))[0],
+            mobiles=tuple(mentions.get("mobiles", ())),
+            userids=tuple(mentions.get("userids", ())),
         )
         return message, [error for _, error in parts.values() if error]
 

@@ -161,6 +161,9 @@ def _robot_body(message: Message, group: Group, text: str, first: bool) -> Body:
         # One tag per member (mobile first, which robots resolve in any group), so no one is named twice.
         tags = [f"@{m.mobile or m.dingtalk_userid}" for m in group.members if m.mobile or m.dingtalk_userid]
         text = f"{text}\n\n{' '.join(tags)}" if tags else text
+    if first and (message.mobiles or message.userids):  # the alarm's own mentions: already in the text
+        at["atMobiles"] = [*at.get("atMobiles", []), *message.mobiles]
+        at["atUserIds"] = [*at.get("atUserIds", []), *message.userids]
     return {**_msg(message, text), "at": at} if at else _msg(message, text)
 
 

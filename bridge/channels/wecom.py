@@ -158,7 +158,7 @@ class Sender:
         for i, part in enumerate(parts, 1):
             body = _content(message.format, part + tags if i == 1 else part)
             if i == 1 and message.format is Format.TEXT:
-                body["text"] |= _text_mentions(group)
+                body["text"] |= _text_mentions(group, message)
             reply = checked(await call(self._session, "POST", target.webhook, self._delivery.timeout, body=body))
             if isinstance(reply, Failure):
                 return _failed(name, reply, _part(i, len(parts)))
@@ -188,14 +188,16 @@ def _content(fmt: Format, text: str) -> Body:
     return {"msgtype": fmt.value, fmt.value: {"content": text}}
 
 
-def _text_mentions(group: Group) -> Body:
-    """Robot text mentions, each member once: by user id, or by mobile when the member has none."""
+def _text_mentions(group: Group, message: Message) -> Body:
+    """Robot text mentions, each member once (by user id, or by mobile when the member has none), and the alarm's."""
+    userids, mobiles = list(message.userids), list(message.mobiles)
     if group.mention is Mention.ALL:
-        return {"mentioned_list": ["@all"]}
-    if group.mention is Mention.MEMBERS:
-        mobiles = [m.mobile for m in group.members if m.mobile and not m.wecom_userid]
-        return {"mentioned_list": _userids(group), "mentioned_mobile_list": mobiles}
-    return {}
+        userids = ["@all"]
+    elif group.mention is Mention.MEMBERS:
+        userids = list(dict.fromkeys([*_userids(group), *userids]))
+        mobiles = list(dict.fromkeys([m.mobile for m in group.members if m.mobile and not m.wecom_userid] + mobiles))
+    mentions = {"mentioned_list": userids, "mentioned_mobile_list": mobiles}
+    return {k: v for k, v in mentions.items() if v}
 
 
 def _part(i: int, n: int) -> str:

@@ -343,3 +343,13 @@ async def test_app_failure_leaks_no_secret(
     assert [(o.ok, o.code) for o in outcomes] == [(False, Code.DINGTALK_SEND), (False, Code.DINGTALK_TOKEN)]
     texts = [*logged(caplog), *(o.detail for o in outcomes), *(repr(o) for o in outcomes)]
     assert_no_secret([APPSECRET, "rotated-app-secret", token, "access_token="], *texts)
+
+
+async def test_an_alarms_own_mentions_go_into_at_without_tagging_twice(
+    fake: DingTalkFake, url: str, make: Make
+) -> None:
+    message = Message("t", "磁盘满\n\n@13700000000 @oncall", Format.TEXT, mobiles=("13700000000",), userids=("oncall",))
+    assert (await make().send(plain_robot(url), GROUP, message)).ok
+    [sent] = fake.robot_messages
+    assert sent.body["at"] == {"atMobiles": ["13700000000"], "atUserIds": ["oncall"]}
+    assert sent.body["text"]["content"] == "磁盘满\n\n@13700000000 @oncall"

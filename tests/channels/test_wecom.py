@@ -368,3 +368,11 @@ async def test_app_failure_leaks_no_secret(
     assert [(o.ok, o.code) for o in outcomes] == [(False, Code.WECOM_SEND), (False, Code.WECOM_TOKEN)]
     texts = [*logged(caplog), *(o.detail for o in outcomes), *(repr(o) for o in outcomes)]
     assert_no_secret([CORPSECRET, "stale-corp-secret", token, "access_token="], *texts)
+
+
+async def test_robot_text_carries_an_alarms_own_mentions(fake: WeComFake, url: str, make: Make) -> None:
+    message = Message("t", "磁盘满", Format.TEXT, mobiles=("13700000000",), userids=("oncall",))
+    assert (await make().send(robot(url), GROUP, message)).ok
+    [sent] = fake.robot_messages
+    assert sent.body["text"]["mentioned_list"] == ["oncall"]
+    assert sent.body["text"]["mentioned_mobile_list"] == ["13700000000"]

@@ -1,0 +1,151 @@
+"""End to end with the real Alertmanager: alerts posted to it reach the fake DingTalk robot through the gateway."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fakes._server import FakeServer
+from tests.fakes.alertmanager import Alertmanager, alertmanager, binary, now
+from tests.fakes.dingtalk import DingTalkFake
+from tests.helpers import config_data, free_port, gateway_process, require_binary, write_config
+from tests.test_gateway import redis_server
+
+TOKEN = "e2e-bearer-token"
+ROBOT = "e2e-robot-token"
+RULES = {
+    "routes": [{"matchers": ['severity=~"critical|warning"'], "target": {"id": "chenmin", "level": "3"}}],
+    "fallback": {"target": {"id": "chenmin", "level": "3"}, "fields": {"others": "text:fallback"}},
+}
+
+
+@dataclass
+class Setup:
+    robot: DingTalkFake
+    config: Path
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    binary()  # skip (or fail under CI=true) before starting anything
+    fake = DingTalkFake(robot_rate=1000)
+    fake.add_robot(ROBOT)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "default.yaml").write_text(yaml.safe_dump(RULES), encoding="utf-8")
+    with FakeServer(fake.app()) as server:
+        group = {
+            "id": "chenmin",
+            "level": "3",
+            "channels": [{"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token={ROBOT}"}],
+        }
+        data: dict[str, Any] = config_data(
+            f"sqlite:///{tmp_path / 's.db'}",
+            groups=[group],
+            delivery={"dry_run": False, "timeout": "2s", "deadline": "3s", "backoff": "200ms", "poll": "100ms"},
+            alertmanager={"bearer_token": TOKEN, "rules": str(rules), "timezone": "UTC"},
+        )
+        yield Setup(fake, write_config(tmp_path / "config.yaml", data))
+
+
+def texts(fake: DingTalkFake) -> list[str]:
+    return [m.content for m in fake.robot_messages]
+
+
+def assert_no_more(fake: DingTalkFake, count: int, seconds: float) -> None:
+    """Nothing beyond ``count`` messages arrives for a few of Alertmanager's group intervals."""
+    time.sleep(seconds)
+    assert len(fake.robot_messages) == count, texts(fake)
+
+
+def disk_alert(**changes: Any) -> dict[str, Any]:
+    return {
+        "labels": {"alertname": "E2EDiskFull", "instance": "db1:9100", "severity": "critical"},
+        "annotations": {"summary": "disk full on db1"},
+        "generatorURL": "http://prom.example:9090/graph?g0.expr=disk",
+        **changes,
+    }
+
+
+def test_a_firing_then_a_resolved_notification_reach_the_robot_once_each(setup: Setup, tmp_path: Path) -> None:
+    with gateway_process(setup.config) as gateway:
+        http_config = {"authorization": {"credentials": TOKEN}}
+        with alertmanager(tmp_path / "am", f"{gateway}/alertmanager", http_config) as am:
+            am.post_alerts(disk_alert(startsAt=now(), endsAt=now(3600)))
+            (firing,) = setup.robot.robot_messages.wait_for(1, timeout=20)
+            assert firing.content.startswith("【高】E2EDiskFull 告警中\n")
+            assert "【告警中 1 条】\n1. [高] E2EDiskFull @ db1:9100\n   disk full on db1\n" in firing.content
+            assert f"静默: {am.url}/#/silences/new?filter=" in firing.content
+            assert "来源: http://prom.example:9090/graph?g0.expr=disk" in firing.content
+
+            am.post_alerts(disk_alert(startsAt=now(-60), endsAt=now()))  # the same alert, resolved now
+            resolved = setup.robot.robot_messages.wait_for(2, timeout=20)[1]
+            assert resolved.content.startswith("【高】E2EDiskFull 已恢复\n")
+            assert "【已恢复 1 条】" in resolved.content and "【告警中" not in resolved.content
+            assert_no_more(setup.robot, 2, seconds=5)  # two more group intervals: nothing is sent again
+    assert "Notify success" in am.logs()
+
+
+def test_while_the_gateway_answers_5xx_alertmanager_retries_and_the_alert_arrives_once(
+    setup: Setup, tmp_path: Path
+) -> None:
+    require_binary("redis-server")
+    port = free_port()
+    data = yaml.safe_load(setup.config.read_text(encoding="utf-8"))
+    data["store"] = {"url": f"redis://127.0.0.1:{port}/0", "timeout": "500ms"}  # down until started below
+    config = write_config(setup.config, data)
+    with gateway_process(config) as gateway:
+        http_config = {"authorization": {"credentials": TOKEN}}
+        with alertmanager(tmp_path / "am", f"{gateway}/alertmanager", http_config) as am:
+            am.post_alerts(disk_alert(startsAt=now(), endsAt=now(3600)))
+            deadline = time.monotonic() + 20
+            while "unexpected status code 503" not in am.logs():
+                assert time.monotonic() < deadline, am.logs()
+                time.sleep(0.1)
+            time.sleep(2)  # a few more of Alertmanager's retries meet the 503 too
+            assert len(setup.robot.robot_messages) == 0
+            with redis_server(port):
+                (message,) = setup.robot.robot_messages.wait_for(1, timeout=30)
+                assert "【告警中 1 条】" in message.content
+                assert_no_more(setup.robot, 1, seconds=5)
+    (attempts,) = re.findall(r'msg="Notify success" attempts=(\d+)', am.logs())
+    assert int(attempts) >= 3  # the first ones met the 503
+
+
+def test_an_ha_pairs_two_copies_of_a_notification_are_delivered_once(setup: Setup, tmp_path: Path) -> None:
+    with gateway_process(setup.config) as gateway:
+        http_config = {"authorization": {"credentials": TOKEN}}
+        with (
+            alertmanager(tmp_path / "am1", f"{gateway}/alertmanager", http_config) as first,
+            alertmanager(tmp_path / "am2", f"{gateway}/alertmanager", http_config) as second,
+        ):
+            alert = disk_alert(startsAt=now(), endsAt=now(3600))  # Prometheus sends the same alert to both
+            first.post_alerts(alert)
+            second.post_alerts(alert)
+            _wait_for_log(first, "Notify success")
+            _wait_for_log(second, "Notify success")
+            assert_no_more(setup.robot, 1, seconds=3)
+    assert first.url != second.url  # so the two payloads differed in externalURL
+
+
+def test_wrong_credentials_are_refused_and_nothing_is_delivered(setup: Setup, tmp_path: Path) -> None:
+    with gateway_process(setup.config) as gateway:
+        http_config = {"basic_auth": {"username": "alertmanager", "password": "wrong"}}
+        with alertmanager(tmp_path / "am", f"{gateway}/alertmanager", http_config) as am:
+            am.post_alerts(disk_alert(startsAt=now(), endsAt=now(3600)))
+            _wait_for_log(am, "unexpected status code 401")
+    assert len(setup.robot.robot_messages) == 0
+
+
+def _wait_for_log(am: Alertmanager, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in am.logs():
+        assert time.monotonic() < deadline, am.logs()
+        time.sleep(0.1)

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge import metrics, ops
+from bridge import metrics, ops, web
 from bridge.channels import Sender, dingtalk, email, wecom
 from bridge.codes import Code
 from bridge.config import Settings
@@ -111,4 +111,5 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = [Route(path, AnyMethod(alarm_v2)) for path in ("/alarm_v2", "/alarm_v2/")] + ops.routes
     routes += alertmanager.routes(settings)
+    routes += web.routes()
     return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])

@@ -1,0 +1,244 @@
+"""What happened to alarms: the outbox's jobs read back as alarms with one delivery per target, and test alarms.
+
+Job payloads hold the whole group, robot webhooks included: only names, states and details are read out of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, tzinfo
+
+from bridge.codes import Code
+from bridge.gateway import Gateway, Result
+from bridge.model import OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm, Group
+from bridge.store import Job, State, Store
+
+SCANNED = 2000  # the newest deliveries the page and the API look through
+_REJECTED = re.compile(r"(?:rejected userids: ([^;]+)$|invalid users: ([^;\s]+))")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    job: str
+    target: str  # the target's type and app, never its webhook
+    state: State
+    attempts: int
+    code: int | None  # 0 when delivered, the seed's 4000..4005 when it failed, None before the first attempt
+    detail: str
+    updated: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.job,
+            "target": self.target,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "code": self.code,
+            "detail": self.detail,
+            "updated": self.updated,
+        }
+
+
+@dataclass
+class AlarmRecord:
+    id: str
+    created: float
+    group: tuple[str, str]
+    group_name: str
+    fields: dict[str, str]  # the alarm's native fields
+    deliveries: list[Delivery] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        states = {d.state for d in self.deliveries}
+        for state in (State.DEAD, State.PENDING):
+            if state in states:
+                return state.value
+        return State.DONE.value
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "created": self.created,
+            "group": {"id": self.group[0], "level": self.group[1], "name": self.group_name},
+            "state": self.state,
+            "alarm": self.fields,
+            "deliveries": [d.to_dict() for d in self.deliveries],
+        }
+
+
+def code_of(kind: str, state: State, attempts: int, detail: str) -> int | None:
+    """The seed's code for a delivery, from its target type and the step its detail names."""
+    if state is State.DONE:
+        return int(Code.OK)
+    if attempts == 0:
+        return None
+    if kind.startswith("dingtalk"):
+        if detail.startswith("gettoken") or "token" in detail.split(":")[0]:
+            return int(Code.DINGTALK_TOKEN)
+        return int(Code.DINGTALK_CHAT if detail.startswith("chat/create") else Code.DINGTALK_SEND)
+    if kind.startswith("wecom"):
+        return int(Code.WECOM_TOKEN if detail.startswith("gettoken") else Code.WECOM_SEND)
+    return int(Code.EMAIL_SEND)
+
+
+def _label(target: dict[str, object]) -> str:
+    app = target.get("app")
+    return f"{target['type']} {app}" if app else str(target["type"])
+
+
+def records(jobs: Iterable[Job]) -> list[AlarmRecord]:
+    """Jobs (one per alarm and target) as alarms, newest first."""
+    found: dict[str, AlarmRecord] = {}
+    for job in jobs:
+        data = json.loads(job.payload)
+        group, alarm = data["group"], data["alarm"]
+        target = group["channels"][data["target"]]
+        alarm_id = job.id.rpartition(":")[0] or job.id
+        record = found.get(alarm_id)
+        if record is None:
+            names = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
+            values = {k: str(alarm[k]) for k in names if isinstance(alarm.get(k), str) and alarm[k]}
+            record = found[alarm_id] = AlarmRecord(
+                alarm_id, job.created, (group["id"], group["level"]), group.get("name", ""), values
+            )
+        record.created = min(record.created, job.created)
+        code = code_of(str(target["type"]), job.state, job.attempts, job.detail)
+        record.deliveries.append(
+            Delivery(job.id, _label(target), job.state, job.attempts, code, job.detail, job.updated or job.created)
+        )
+    for record in found.values():
+        record.deliveries.sort(key=lambda d: int(d.job.rpartition(":")[2]) if d.job.rpartition(":")[2].isdigit() else 0)
+    return sorted(found.values(), key=lambda r: r.created, reverse=True)
+
+
+@dataclass(frozen=True)
+class Filters:
+    group: str = ""  # "id" or "id/level"
+    code: int | None = None
+    state: str = ""  # pending | done | dead: an alarm with any delivery in that state
+    since: float | None = None
+    until: float | None = None
+
+    def match(self, record: AlarmRecord) -> bool:
+        gid, level = record.group
+        if self.group and self.group not in (gid, f"{gid}/{level}"):
+            return False
+        if self.code is not None and all(d.code != self.code for d in record.deliveries):
+            return False
+        if self.state and all(d.state.value != self.state for d in record.deliveries):
+            return False
+        if self.since is not None and record.created < self.since:
+            return False
+        return self.until is None or record.created <= self.until
+
+
+async def recent(store: Store, filters: Filters = Filters(), limit: int = 200) -> list[AlarmRecord]:
+    return [r for r in records(await store.jobs(None, SCANNED)) if filters.match(r)][:limit]
+
+
+def last_alarms(found: Sequence[AlarmRecord]) -> dict[tuple[str, str], float]:
+    last: dict[tuple[str, str], float] = {}
+    for record in found:
+        last.setdefault(record.group, record.created)
+    return last
+
+
+def rejected_userids(found: Sequence[AlarmRecord], group: Group, zone: tzinfo) -> dict[str, str]:
+    """User ids DingTalk or WeCom refused in the latest attempt of each of the group's targets -> which and when."""
+    seen: set[str] = set()
+    flagged: dict[str, str] = {}
+    for record in found:  # newest first
+        if record.group != group.key:
+            continue
+        for delivery in record.deliveries:
+            if delivery.attempts == 0 or delivery.target in seen:
+                continue
+            seen.add(delivery.target)
+            match = _REJECTED.search(delivery.detail)
+            if match:
+                ids = re.split(r"\s*[,|]\s*", (match[1] or match[2]).strip())
+                when = datetime.fromtimestamp(delivery.updated, zone).strftime("%Y-%m-%d %H:%M")
+                for userid in ids:
+                    flagged.setdefault(userid, f"{delivery.target} rejected it at {when}")
+    return flagged
+
+
+def test_alarm(group: Group, who: str, dep: str, env: str, alert_level: str, business: str, zone: tzinfo) -> Alarm:
+    """A test alarm for the group; its own identity, so that the dedup window never holds it back."""
+    return Alarm(
+        id=group.id,
+        level=group.level,
+        dep=dep,
+        env=env,
+        alert_level=alert_level,
+        alert_time=datetime.now(zone).strftime("%Y-%m-%d %H:%M:%S"),
+        alert_business=business or "alarm-bridge 测试告警 / test alarm",
+        notes=f"测试告警, sent by {who} from alarm-bridge's configuration page",
+        identity=f"test:{uuid.uuid4().hex}",
+    )
+
+
+async def send_test(gateway: Gateway, alarm: Alarm) -> tuple[Result, list[Delivery]]:
+    """The test alarm through the real delivery path, and each target's delivery as far as it got."""
+    result = await gateway.accept(alarm)
+    jobs = await gateway.store.jobs(None, 200)
+    jobs = [j for j in jobs if json.loads(j.payload)["alarm"].get("identity") == alarm.identity]
+    found = records(jobs)
+    return result, found[0].deliveries if found else []
+
+
+async def retry(store: Store, job_id: str) -> Job | None:
+    """A dead delivery back in the outbox as new (as `alarm-bridge deliveries retry` does); None if not dead."""
+    job = await store.job(job_id)
+    if job is None or job.state is not State.DEAD:
+        return None
+    now = time.time()
+    job = replace(job, state=State.PENDING, due=now, created=now, attempts=0)
+    await store.settle([job])
+    return job
+
+
+SAMPLES: dict[str, dict[str, str]] = {
+    "seed": {
+        "dep": "du-srv",
+        "env": "prod",
+        "alert_level": "高",
+        "alert_time": "2018-01-1 01:01:01",
+        "alert_business": "陈敏测试alert_business",
+        "alert_function": "陈敏测试alert_function",
+        "exception_spec": "陈敏测试之异常说明",
+    },
+    "full": {
+        "dep": "du-op",
+        "env": "prod",
+        "alert_level": "中",
+        "alert_time": "2024-05-20 09:30:00",
+        "alert_business": "订单服务",
+        "alert_function": "支付回调",
+        "alert_host": "pay-api-03",
+        "alert_ip": "10.0.3.17",
+        "exception_spec": "TimeoutError: 支付网关 5 秒无响应",
+        "status": "firing",
+        "notes": "已自动重试 3 次",
+        "others": "trace_id=4bf92f3577b34da6",
+    },
+    "low": {
+        "dep": "du-fe",
+        "env": "dev",
+        "alert_level": "低",
+        "alert_time": "2024-05-20 23:59:59",
+        "alert_business": "静态资源",
+        "exception_spec": "CDN 命中率低于 80%",
+    },
+}
+SAMPLE_NAMES = {"seed": "the seed's example (高)", "full": "every field (中)", "low": "few fields (低)"}
+
+
+def sample_alarm(name: str, group: Group) -> Alarm:
+    return Alarm.from_fields({**SAMPLES[name], "id": group.id, "level": group.level})

@@ -1,0 +1,304 @@
+"""The OpenAPI 3.1 document of /api/v1, written by hand; a test holds it to the routes that exist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge import __version__
+from bridge.model import TARGET_TYPES
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _ok(description: str, schema: dict[str, Any] | None = None, status: str = "200") -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description}
+    if schema is not None:
+        answer["content"] = {JSON: {"schema": schema}}
+    return {status: answer}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    text = {
+        "400": "a parameter or the body is malformed",
+        "401": "no valid API token",
+        "403": "the group is provisioned from the config file and read-only",
+        "404": "no such group",
+        "409": "the group already exists, or the delivery is not dead",
+        "413": "the body is too large",
+        "422": "the group is not valid; `fields` names each wrong field",
+        "503": "the store is unavailable",
+    }
+    return {
+        s: {"description": text[s], "content": {JSON: {"schema": _ref("Error")}}} for s in ("401", *statuses, "503")
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+KEY_PARAMETERS = [
+    {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "description": "the owner's mail prefix",
+        "schema": {"type": "string"},
+    },
+    {"name": "level", "in": "path", "required": True, "description": "the group number", "schema": {"type": "string"}},
+]
+GROUP_BODY = {"required": True, "content": {JSON: {"schema": _ref("Group")}}}
+
+STRING = {"type": "string"}
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": STRING,
+            "fields": {
+                "type": "object",
+                "additionalProperties": STRING,
+                "description": "field path (e.g. channels[0].webhook) -> what is wrong",
+            },
+        },
+    },
+    "Member": {
+        "type": "object",
+        "required": ["name"],
+        "properties": {k: STRING for k in ("name", "mail", "mobile", "dingtalk_userid", "wecom_userid")},
+        "additionalProperties": False,
+    },
+    "Channel": {
+        "type": "object",
+        "required": ["type"],
+        "description": (
+            "A target. `webhook` (robots) and `secret` (dingtalk-robot sign secret) are write-only: replies show "
+            "them masked (`...?access_token=****`, `SEC****`). On PUT, a masked or missing value keeps the value "
+            "of the channel at the same position with the same type; an empty `secret` removes it."
+        ),
+        "properties": {
+            "type": {"enum": list(TARGET_TYPES)},
+            "webhook": STRING,
+            "secret": STRING,
+            "app": {"type": "string", "description": "an app under dingtalk.apps or wecom.apps in the config"},
+            "to": {"type": "array", "items": STRING, "description": "email: addresses besides the members' mail"},
+        },
+        "additionalProperties": False,
+    },
+    "Group": {
+        "type": "object",
+        "required": ["id", "level"],
+        "properties": {
+            "id": STRING,
+            "level": STRING,
+            "name": STRING,
+            "members": {"type": "array", "items": _ref("Member")},
+            "channels": {"type": "array", "items": _ref("Channel")},
+            "format": {"enum": ["text", "markdown"]},
+            "mention": {"enum": ["none", "members", "all"]},
+            "dedup_window": {"type": ["number", "string"], "description": "seconds, or 30s, 5m, 1h; absent: global"},
+            "templates": {
+                "type": "object",
+                "additionalProperties": STRING,
+                "description": "template name (native/text.j2) -> Jinja2 override",
+            },
+            "source": {"type": "string", "readOnly": True, "description": "where the group comes from"},
+            "provisioned": {"type": "boolean", "readOnly": True, "description": "from the config file: read-only"},
+        },
+    },
+    "Delivery": {
+        "type": "object",
+        "properties": {
+            "id": STRING,
+            "target": {"type": "string", "description": "the target's type and app (never its webhook)"},
+            "state": {"enum": ["pending", "done", "dead"]},
+            "attempts": {"type": "integer"},
+            "code": {"type": ["integer", "null"], "description": "0 delivered, 4000..4005 failed, null not tried"},
+            "detail": STRING,
+            "updated": {"type": "number"},
+        },
+    },
+    "Alarm": {
+        "type": "object",
+        "properties": {
+            "id": STRING,
+            "created": {"type": "number", "description": "seconds since the epoch"},
+            "group": {"type": "object", "properties": {"id": STRING, "level": STRING, "name": STRING}},
+            "state": {"enum": ["pending", "done", "dead"], "description": "dead if any delivery is, then pending"},
+            "alarm": {"type": "object", "additionalProperties": STRING, "description": "the native fields"},
+            "deliveries": {"type": "array", "items": _ref("Delivery")},
+        },
+    },
+    "AuditEntry": {
+        "type": "object",
+        "properties": {
+            "number": {"type": "integer"},
+            "at": {"type": "number"},
+            "who": STRING,
+            "action": STRING,
+            "target": STRING,
+            "detail": STRING,
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    group_list = {"type": "object", "properties": {"groups": {"type": "array", "items": _ref("Group")}}}
+    test_body = {
+        "type": "object",
+        "properties": {k: STRING for k in ("dep", "env", "alert_level", "alert_business")},
+        "additionalProperties": STRING,
+    }
+    test_reply = {
+        "type": "object",
+        "properties": {
+            "code": {"type": "integer"},
+            "msg": STRING,
+            "deliveries": {"type": "array", "items": _ref("Delivery")},
+        },
+    }
+    paths: dict[str, Any] = {
+        "/groups": {
+            "get": {
+                "summary": "List every group (provisioned and stored)",
+                "operationId": "listGroups",
+                "parameters": [_query("q", "search in id, level, name and member names")],
+                "responses": {**_ok("the groups", group_list), **_errors()},
+            },
+            "post": {
+                "summary": "Create a group",
+                "operationId": "createGroup",
+                "requestBody": GROUP_BODY,
+                "responses": {**_ok("created", _ref("Group"), "201"), **_errors("400", "409", "413", "422")},
+            },
+        },
+        "/groups/{id}/{level}": {
+            "parameters": KEY_PARAMETERS,
+            "get": {
+                "summary": "One group",
+                "operationId": "getGroup",
+                "responses": {**_ok("the group", _ref("Group")), **_errors("404")},
+            },
+            "put": {
+                "summary": "Create or replace a group",
+                "operationId": "putGroup",
+                "requestBody": GROUP_BODY,
+                "responses": {
+                    **_ok("replaced", _ref("Group")),
+                    **_ok("created", _ref("Group"), "201"),
+                    **_errors("400", "403", "413", "422"),
+                },
+            },
+            "delete": {
+                "summary": "Delete a group",
+                "operationId": "deleteGroup",
+                "responses": {**_ok("deleted", None, "204"), **_errors("403", "404")},
+            },
+        },
+        "/groups/{id}/{level}/test": {
+            "parameters": KEY_PARAMETERS,
+            "post": {
+                "summary": "Send a test alarm through the real delivery path",
+                "operationId": "testGroup",
+                "requestBody": {"required": False, "content": {JSON: {"schema": test_body}}},
+                "responses": {
+                    **_ok("the reply code and each channel's delivery", test_reply),
+                    **_errors("400", "404", "413", "422"),
+                },
+            },
+        },
+        "/alarms": {
+            "get": {
+                "summary": "Recent alarms with each channel's delivery, newest first",
+                "operationId": "listAlarms",
+                "parameters": [
+                    _query("group", "id or id/level"),
+                    _query("code", "alarms with a delivery that has this code", {"type": "integer"}),
+                    _query("state", "alarms with a delivery in this state", {"enum": ["pending", "done", "dead"]}),
+                    _query("since", "seconds since the epoch, or ISO 8601"),
+                    _query("until", "seconds since the epoch, or ISO 8601"),
+                    _query("limit", "at most this many (default 100, at most 1000)", {"type": "integer"}),
+                ],
+                "responses": {
+                    **_ok(
+                        "the alarms",
+                        {"type": "object", "properties": {"alarms": {"type": "array", "items": _ref("Alarm")}}},
+                    ),
+                    **_errors("400"),
+                },
+            },
+        },
+        "/deliveries/{job}/retry": {
+            "parameters": [{"name": "job", "in": "path", "required": True, "schema": STRING}],
+            "post": {
+                "summary": "Put a dead delivery back in the outbox",
+                "operationId": "retryDelivery",
+                "responses": {**_ok("back in the outbox", {"type": "object"}), **_errors("409")},
+            },
+        },
+        "/preview": {
+            "get": {
+                "summary": "What a channel would receive for a sample alarm",
+                "operationId": "preview",
+                "parameters": [
+                    _query("group", "ID/LEVEL"),
+                    _query("channel", "dingtalk, wecom or email"),
+                    _query("sample", "seed, full or low"),
+                ],
+                "responses": {**_ok("the rendered message", {"type": "object"}), **_errors("400", "404")},
+            },
+        },
+        "/audit": {
+            "get": {
+                "summary": "The audit log, newest first",
+                "operationId": "auditLog",
+                "parameters": [
+                    _query("limit", "default 100", {"type": "integer"}),
+                    _query("before", "entries numbered below this", {"type": "integer"}),
+                ],
+                "responses": {
+                    **_ok(
+                        "the entries",
+                        {"type": "object", "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}},
+                    ),
+                    **_errors("400"),
+                },
+            },
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "responses": {**_ok("the OpenAPI document", {"type": "object"}), **_errors()},
+            },
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "alarm-bridge configuration API", "version": __version__},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"token": []}],
+        "components": {
+            "securitySchemes": {
+                "token": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a token from web.api_tokens in the config",
+                }
+            },
+            "schemas": SCHEMAS,
+        },
+        "paths": paths,
+    }

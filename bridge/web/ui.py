@@ -1,0 +1,298 @@
+"""The configuration page under /ui: groups, a template preview, test alarms, recent alarms and the audit log."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from bridge.codes import Code
+from bridge.gateway import Gateway
+from bridge.model import ALERT_LEVELS, Channel, Group
+from bridge.render import Renderer
+from bridge.store import StoreError
+from bridge.web import activity, audit, auth, forms, groups
+from bridge.web.pages import Page, display_zone, error_page, page, read_form, render, secured, see_other
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+
+
+async def stylesheet(request: Request) -> Response:
+    """The one public file besides the login page: it holds no data."""
+    return FileResponse(STATIC / "style.css", media_type="text/css", headers={"Cache-Control": "max-age=300"})
+
+
+def _safe_next(target: str) -> str:
+    """Only a page of ours: never another site (``//evil`` or an absolute URL)."""
+    return target if target.startswith("/ui/") and not target.startswith("//") and "\\" not in target else "/ui/groups"
+
+
+async def login(request: Request) -> Response:
+    try:
+        return await _login(request)
+    except (StoreError, TimeoutError) as exc:
+        logger.warning("web: store unavailable: %s", exc or "timed out")
+        return error_page(request, 503, "Store unavailable", "The store did not answer; try again shortly.")
+
+
+async def _login(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    web = gateway.settings.web
+    token, new_token = auth.login_token(request)
+    next_page = _safe_next(request.query_params.get("next", ""))
+
+    def show(status: int = 200, error: str = "", user: str = "") -> Response:
+        response = render(request, "login.html", status, token=token, next=next_page, error=error, name=user,
+                          no_users=not web.users)  # fmt: skip
+        if new_token:
+            auth.set_cookie(request, response, auth.LOGIN_COOKIE, token, 3600)
+        return response
+
+    if request.method == "GET":
+        if await auth.current_session(request, web, gateway.store):
+            return secured(see_other(next_page))
+        return show()
+    form = await read_form(request) or {}
+    user, password = (form.get("user") or [""])[0], (form.get("password") or [""])[0]
+    if new_token or not auth.csrf_ok(token, (form.get("csrf") or [""])[0]):
+        return show(403, "The login form expired: please try again.", user)
+    address = auth.client_address(request)
+    slot = await auth.reserve_login(gateway.store, web, address)
+    if slot is None:
+        logger.warning("web: login refused for %s: too many failed logins", address)
+        minutes = max(1, round(web.login_window / 60))
+        return show(429, f"Too many failed logins from your address: try again in up to {minutes} minutes.", user)
+    if not await auth.check_login(web, user, password):
+        logger.warning("web: failed login for %r from %s", user[:64], address)
+        return show(401, "Wrong user name or password.", user)
+    await gateway.store.delete(slot)
+    response = see_other(next_page)
+    await auth.start_session(request, response, web, gateway.store, user)
+    response.delete_cookie(auth.LOGIN_COOKIE, path=auth.COOKIE_PATH)
+    await audit.record(gateway.store, user, "login", address)
+    return secured(response)
+
+
+@page
+async def logout(p: Page) -> Response:
+    response = see_other("/ui/login")
+    await auth.end_session(p.request, response, p.gateway.store, p.session)
+    await audit.record(p.gateway.store, p.session.user, "logout", auth.client_address(p.request))
+    return response
+
+
+@page
+async def home(p: Page) -> Response:
+    return see_other("/ui/groups")
+
+
+@page
+async def group_list(p: Page) -> Response:
+    query = p.query("q").strip().lower()
+    rows = []
+    last = activity.last_alarms(await activity.recent(p.gateway.store, limit=activity.SCANNED))
+    for group, provisioned in await groups.everything(p.gateway):
+        text = " ".join([group.id, group.level, group.name, *(m.name for m in group.members)]).lower()
+        if query and query not in text:
+            continue
+        rows.append({"group": group, "provisioned": provisioned, "last": last.get(group.key)})
+    return p.render("groups.html", rows=rows, q=p.query("q"), notice=p.query("notice"))
+
+
+def _group_context(p: Page, form: forms.GroupForm, group: Group | None, provisioned: bool) -> dict[str, Any]:
+    settings = p.gateway.settings
+    return {
+        "form": form,
+        "group": group,
+        "provisioned": provisioned,
+        "template_names": forms.template_names(settings.templates),
+        "defaults": _defaults(settings.templates),
+        "apps": {"dingtalk": sorted(settings.dingtalk.apps), "wecom": sorted(settings.wecom.apps)},
+        "departments": sorted(settings.native.departments) or ["test"],
+        "environments": sorted(settings.native.environments),
+        "alert_levels": ALERT_LEVELS,
+        "global_window": settings.dedup_window,
+        "rejected": {},
+    }
+
+
+def _defaults(folder: Path) -> dict[str, str]:
+    return {name: (folder / name).read_text(encoding="utf-8") for name in forms.template_names(folder)}
+
+
+@page
+async def group_new(p: Page) -> Response:
+    context = _group_context(p, forms.from_group(None), None, False)
+    if p.request.method == "GET":
+        return p.render("group.html", **context)
+    names = forms.template_names(p.gateway.settings.templates)
+    posted = forms.read(p.form, names, None)
+    result = groups.build(posted.data, None, p.gateway.settings, posted.refs, names)
+    if isinstance(result, Group) and await groups.find(p.gateway, result.id, result.level):
+        result = {"id": f"a group {result.id}/{result.level} already exists"}
+    if not isinstance(result, Group):
+        posted.form.errors = forms.form_errors(result)
+        context["form"] = forms.with_blank_rows(posted.form)
+        return p.render("group.html", status=400, **context)
+    await groups.save(p.gateway, p.session.user, result, None)
+    return see_other(f"{_url(result)}?notice=created")
+
+
+def _url(group: Group) -> str:
+    return "/ui/groups/" + "/".join(quote(v, safe="") for v in group.key)
+
+
+@page
+async def group_page(p: Page) -> Response:
+    found = await groups.find(p.gateway, p.request.path_params["id"], p.request.path_params["level"])
+    if found is None:
+        return p.error(404, "No such group", "There is no such group: it may have been deleted.")
+    group, provisioned = found
+    form = forms.from_group(group, groups.version(group), blank_rows=not provisioned)
+    context = _group_context(p, form, group, provisioned)
+    recent = await activity.recent(p.gateway.store, activity.Filters(group=f"{group.id}/{group.level}"), limit=500)
+    context |= {"rejected": activity.rejected_userids(recent, group, display_zone(p.gateway)), "recent": recent[:5]}
+    notice = {"created": "Group created.", "saved": "Saved.", "unchanged": "Nothing changed."}.get(p.query("notice"))
+    if p.request.method == "GET":
+        return p.render("group.html", notice=notice, **context)
+    if provisioned:
+        return p.error(403, "Read-only group", f"This group is provisioned from {group.source}: change it there.")
+    if p.value("version") != groups.version(group):
+        context["form"].errors[""] = (
+            "Someone changed this group after you opened it, so your changes were not saved. "
+            "This is the group as it is now."
+        )
+        return p.render("group.html", status=409, **context)
+    names = forms.template_names(p.gateway.settings.templates)
+    posted = forms.read(p.form, names, group)
+    posted.data.update(id=group.id, level=group.level)
+    result = groups.build(posted.data, group, p.gateway.settings, posted.refs, names)
+    if not isinstance(result, Group):
+        posted.form.errors = forms.form_errors(result)
+        posted.form.values |= {"id": group.id, "level": group.level}
+        context["form"] = forms.with_blank_rows(posted.form)
+        return p.render("group.html", status=400, **context)
+    if result == group:
+        return see_other(f"{_url(group)}?notice=unchanged")
+    await groups.save(p.gateway, p.session.user, result, group)
+    return see_other(f"{_url(group)}?notice=saved")
+
+
+@page
+async def group_delete(p: Page) -> Response:
+    found = await groups.find(p.gateway, p.request.path_params["id"], p.request.path_params["level"])
+    if found is None:
+        return p.error(404, "No such group", "There is no such group: it may have been deleted already.")
+    group, provisioned = found
+    if provisioned:
+        return p.error(403, "Read-only group", f"This group is provisioned from {group.source}: change it there.")
+    await groups.remove(p.gateway, p.session.user, group)
+    return see_other(f"/ui/groups?notice=deleted+{group.id}/{group.level}")
+
+
+@page
+async def group_test(p: Page) -> Response:
+    found = await groups.find(p.gateway, p.request.path_params["id"], p.request.path_params["level"])
+    if found is None:
+        return p.error(404, "No such group", "There is no such group: it may have been deleted.")
+    group, _ = found
+    level = p.value("alert_level", "低")
+    alarm = activity.test_alarm(
+        group, p.session.user, p.value("dep", "test"), p.value("env", "dev"),
+        level if level in ALERT_LEVELS else "低", p.value("alert_business").strip(), display_zone(p.gateway),
+    )  # fmt: skip
+    result, deliveries = await activity.send_test(p.gateway, alarm)
+    await audit.record(p.gateway.store, p.session.user, "test.send", f"{group.id}/{group.level}",
+                       f"code {int(result.code)}")  # fmt: skip
+    return p.render("test_result.html", group=group, result=result, meaning=result.code.meaning,
+                    deliveries=deliveries, alarm=alarm)  # fmt: skip
+
+
+@page
+async def preview(p: Page) -> Response:
+    everything = await groups.everything(p.gateway)
+    choice = p.query("group") or (f"{everything[0][0].id}/{everything[0][0].level}" if everything else "")
+    group = next((g for g, _ in everything if f"{g.id}/{g.level}" == choice), None)
+    default_channel = group.targets[0].channel.value if group and group.targets else Channel.DINGTALK.value
+    channel = p.query("channel") or default_channel
+    sample = p.query("sample") if p.query("sample") in activity.SAMPLES else "seed"
+    message, errors, alarm = None, list[str](), None
+    if group is not None and channel in tuple(Channel):
+        alarm = activity.sample_alarm(sample, group)
+        message, errors = Renderer(p.gateway.settings.templates).message(alarm, group, Channel(channel))
+    return p.render("preview.html", groups=[g for g, _ in everything], choice=choice, group=group, channel=channel,
+                    channels=[c.value for c in Channel], sample=sample, samples=activity.SAMPLE_NAMES,
+                    message=message, errors=errors, alarm=alarm)  # fmt: skip
+
+
+def _time(value: str, p: Page) -> float | None:
+    """A datetime-local value, in the page's time zone."""
+    return datetime.fromisoformat(value).replace(tzinfo=display_zone(p.gateway)).timestamp() if value else None
+
+
+@page
+async def alarm_list(p: Page) -> Response:
+    problems = []
+    code_text = p.query("code").strip()
+    try:
+        since, until = _time(p.query("since"), p), _time(p.query("until"), p)
+    except ValueError:
+        since = until = None
+        problems.append("times are written 2024-05-20T09:30")
+    if code_text and not code_text.isdigit():
+        problems.append("a code is a number such as 0 or 4001")
+    filters = activity.Filters(
+        group=p.query("group").strip(),
+        code=int(code_text) if code_text.isdigit() else None,
+        state=p.query("state") if p.query("state") in ("pending", "done", "dead") else "",
+        since=since,
+        until=until,
+    )
+    found = await activity.recent(p.gateway.store, filters, limit=200)
+    codes = {int(c): c.meaning for c in Code if c >= Code.DINGTALK_TOKEN or c is Code.OK}
+    return p.render("alarms.html", alarms=found, filters=filters, query=p.request.query_params, problems=problems,
+                    codes=codes, scanned=activity.SCANNED, notice=p.query("notice"))  # fmt: skip
+
+
+@page
+async def delivery_retry(p: Page) -> Response:
+    job_id = p.request.path_params["job"]
+    job = await activity.retry(p.gateway.store, job_id)
+    if job is None:
+        return p.error(409, "Not retried", "Only a dead delivery can be retried; this one is not dead (any more).")
+    await audit.record(p.gateway.store, p.session.user, "delivery.retry", job_id)
+    return see_other("/ui/alarms?notice=retrying")
+
+
+@page
+async def audit_log(p: Page) -> Response:
+    before = p.query("before")
+    entries = await audit.entries(p.gateway.store, 100, int(before) if before.isdigit() else None)
+    return p.render("audit.html", entries=entries)
+
+
+KEY = "/ui/groups/{id}/{level}"
+routes = [
+    Route("/ui/static/style.css", stylesheet, methods=["GET"]),
+    Route("/ui/login", login, methods=["GET", "POST"]),
+    Route("/ui/logout", logout, methods=["POST"]),
+    Route("/ui", home, methods=["GET"]),
+    Route("/ui/", home, methods=["GET"]),
+    Route("/ui/groups", group_list, methods=["GET"]),
+    Route("/ui/groups/new", group_new, methods=["GET", "POST"]),
+    Route(KEY, group_page, methods=["GET", "POST"]),
+    Route(f"{KEY}/delete", group_delete, methods=["POST"]),
+    Route(f"{KEY}/test", group_test, methods=["POST"]),
+    Route("/ui/preview", preview, methods=["GET"]),
+    Route("/ui/alarms", alarm_list, methods=["GET"]),
+    Route("/ui/deliveries/{job}/retry", delivery_retry, methods=["POST"]),
+    Route("/ui/audit", audit_log, methods=["GET"]),
+]

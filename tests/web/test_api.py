@@ -1,0 +1,162 @@
+"""The JSON API: groups CRUD with write-only secrets, validation by field, test alarms, and its OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from bridge.web import api
+from tests.channels._shared import assert_no_secret
+from tests.helpers import seed_alarm, signed
+from tests.web._web import AUTH, ROBOT_SECRET, SECRETS, WEBHOOK, robot_group, sqlite_client
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    with sqlite_client(tmp_path) as c:
+        yield c
+
+
+def stored_target(client: TestClient, index: int = 0) -> Any:
+    store = client.app.state.gateway.store  # type: ignore[attr-defined]
+    group = client.portal.call(store.get_group, "ops", "1")  # type: ignore[union-attr]
+    return group.targets[index]
+
+
+def test_create_read_list_delete(client: TestClient) -> None:
+    created = client.post("/api/v1/groups", json=robot_group(), headers=AUTH)
+    assert created.status_code == 201
+    body = created.json()
+    assert body["channels"][0] == {
+        "type": "dingtalk-robot",
+        "webhook": "https://oapi.dingtalk.com/robot/send?access_token=****",
+        "secret": "SEC****",
+    }
+    assert body["source"] == "store" and body["provisioned"] is False
+    assert client.get("/api/v1/groups/ops/1", headers=AUTH).json() == body
+    listed = client.get("/api/v1/groups", headers=AUTH).json()["groups"]
+    assert [(g["id"], g["provisioned"]) for g in listed] == [("chenmin", True), ("ops", False)]
+    assert [g["id"] for g in client.get("/api/v1/groups?q=王伟", headers=AUTH).json()["groups"]] == ["ops"]
+    assert client.post("/api/v1/groups", json=robot_group(), headers=AUTH).status_code == 409
+    assert client.delete("/api/v1/groups/ops/1", headers=AUTH).status_code == 204
+    assert client.get("/api/v1/groups/ops/1", headers=AUTH).status_code == 404
+    assert client.delete("/api/v1/groups/ops/1", headers=AUTH).status_code == 404
+    assert_no_secret(SECRETS, created.text, json.dumps(listed))
+
+
+def test_put_keeps_masked_and_missing_secrets_and_an_empty_secret_clears_it(client: TestClient) -> None:
+    client.post("/api/v1/groups", json=robot_group(), headers=AUTH)
+    read_back = client.get("/api/v1/groups/ops/1", headers=AUTH).json()
+    assert client.put("/api/v1/groups/ops/1", json=read_back | {"name": "改"}, headers=AUTH).status_code == 200
+    assert stored_target(client).webhook == WEBHOOK and stored_target(client).secret == ROBOT_SECRET
+    without = read_back | {"channels": [{"type": "dingtalk-robot"}, {"type": "email"}]}
+    client.put("/api/v1/groups/ops/1", json=without, headers=AUTH)
+    assert stored_target(client).webhook == WEBHOOK and stored_target(client).secret == ROBOT_SECRET
+    cleared = read_back | {"channels": [{"type": "dingtalk-robot", "secret": ""}]}
+    client.put("/api/v1/groups/ops/1", json=cleared, headers=AUTH)
+    assert stored_target(client).webhook == WEBHOOK and stored_target(client).secret == ""
+
+
+def test_a_masked_webhook_for_a_new_channel_is_refused(client: TestClient) -> None:
+    client.post("/api/v1/groups", json=robot_group(), headers=AUTH)
+    moved = robot_group(channels=[{"type": "email"}, {"type": "wecom-robot", "webhook": "https://x/send?key=****"}])
+    reply = client.put("/api/v1/groups/ops/1", json=moved, headers=AUTH)
+    assert reply.status_code == 422
+    assert reply.json()["fields"] == {
+        "channels[1].webhook": "is masked, and there is none to keep here: enter the whole value"
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "fields"),
+    [
+        ({"members": [{"mail": "a@b.c"}]}, {"members[0].name": "is required"}),
+        ({"members": [{"name": "x", "phone": "1"}]}, {"members[0].phone": "unknown key"}),
+        ({"channels": [{"type": "pager"}]}, {"channels[0].type": "expected one of"}),
+        ({"channels": [{"type": "wecom-app", "app": "nope"}]}, {"channels[0].app": "no app 'nope' under wecom.apps"}),
+        ({"format": "html"}, {"format": "expected one of text, markdown"}),
+        ({"templates": {"native/nope.j2": "x"}}, {"templates.native/nope.j2": "no template"}),
+        ({"templates": {"native/text.j2": "{{ x"}}, {"templates.native/text.j2": "line 1"}),
+        ({"colour": "red"}, {"colour": "unknown key"}),
+        ({"id": ""}, {"id": "is required"}),
+    ],
+)
+def test_invalid_groups_get_422_naming_each_field(
+    client: TestClient, changes: dict[str, Any], fields: dict[str, str]
+) -> None:
+    reply = client.post("/api/v1/groups", json=robot_group(**changes), headers=AUTH)
+    assert reply.status_code == 422
+    found = reply.json()["fields"]
+    assert set(found) == set(fields), found
+    assert all(fields[k] in found[k] for k in fields), found
+    assert client.get("/api/v1/groups/ops/1", headers=AUTH).status_code == 404
+
+
+def test_malformed_bodies(client: TestClient) -> None:
+    post = client.post
+    assert post("/api/v1/groups", content=b"{", headers=AUTH).status_code == 400
+    assert post("/api/v1/groups", content=b"[]", headers=AUTH).status_code == 422
+    assert post("/api/v1/groups", content=b" " * (1024 * 1024 + 1), headers=AUTH).status_code == 413
+    reply = client.put("/api/v1/groups/ops/1", json=robot_group(id="other"), headers=AUTH)
+    assert reply.status_code == 422 and "id" in reply.json()["fields"]
+
+
+def test_put_creates_and_provisioned_groups_are_read_only(client: TestClient) -> None:
+    assert client.put("/api/v1/groups/ops/1", json=robot_group(), headers=AUTH).status_code == 201
+    assert client.put("/api/v1/groups/ops/1", json=robot_group(), headers=AUTH).status_code == 200
+    seed = client.get("/api/v1/groups/chenmin/3", headers=AUTH).json()
+    assert seed["provisioned"] is True and seed["source"] == "test.yaml (groups[0])"
+    assert client.put("/api/v1/groups/chenmin/3", json=seed, headers=AUTH).status_code == 403
+    assert client.delete("/api/v1/groups/chenmin/3", headers=AUTH).status_code == 403
+
+
+def test_a_group_from_the_api_is_used_by_alarm_v2_at_once_and_tested(client: TestClient) -> None:
+    alarm = json.dumps(signed(seed_alarm(id="ops", level="1")))
+    assert client.post("/alarm_v2", content=alarm).json()["code"] == 3001
+    client.post("/api/v1/groups", json=robot_group(), headers=AUTH)
+    assert client.post("/alarm_v2", content=alarm).json() == {"code": 0}
+    reply = client.post("/api/v1/groups/ops/1/test", json={"alert_level": "高"}, headers=AUTH)
+    assert reply.status_code == 200
+    body = reply.json()
+    assert body["code"] == 0 and [d["target"] for d in body["deliveries"]] == ["dingtalk-robot", "email"]
+    assert all(d["state"] == "done" and d["code"] == 0 for d in body["deliveries"])
+    bad = client.post("/api/v1/groups/ops/1/test", json={"alert_level": "urgent"}, headers=AUTH)
+    assert bad.status_code == 422
+    alarms = client.get("/api/v1/alarms?group=ops/1", headers=AUTH).json()["alarms"]
+    assert [a["alarm"]["alert_level"] for a in alarms] == ["高", "高"]
+    assert alarms[0]["group"] == {"id": "ops", "level": "1", "name": "运维组"}
+
+
+def test_preview(client: TestClient) -> None:
+    reply = client.get("/api/v1/preview?group=chenmin/3&channel=wecom&sample=low", headers=AUTH).json()
+    assert reply["message"]["title"] == "【低】静态资源" and reply["errors"] == []
+    assert client.get("/api/v1/preview?group=x/1", headers=AUTH).status_code == 404
+    assert client.get("/api/v1/preview?group=chenmin/3&channel=fax", headers=AUTH).status_code == 400
+
+
+def test_the_openapi_document_describes_exactly_the_routes(client: TestClient) -> None:
+    document = client.get("/api/v1/openapi.json", headers=AUTH).json()
+    assert document["openapi"].startswith("3.1") and document["servers"] == [{"url": "/api/v1"}]
+    described = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "delete", "patch")
+    }
+    real = set()
+    for route in api.routes:
+        assert isinstance(route, Route)
+        real |= {(m, route.path.removeprefix("/api/v1")) for m in route.methods or () if m != "HEAD"}
+    assert described == real
+    for item in document["paths"].values():
+        for operation in (v for k, v in item.items() if k != "parameters"):
+            assert "401" in operation["responses"] and operation["operationId"]
+    schemas = document["components"]["schemas"]
+    refs = {r for r in json.dumps(document).split('"$ref": "#/components/schemas/')[1:]}
+    assert {r.split('"')[0] for r in refs} <= set(schemas)

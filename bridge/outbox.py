@@ -204,7 +204,7 @@ class Outbox:
     def _next(self, job: Job, outcome: Outcome, now: float, channel: Channel) -> Job:
         """The job after an attempt: done, pending again after a backoff, or dead."""
         attempts = job.attempts + 1
-        job = replace(job, attempts=attempts, detail=outcome.detail, updated=now)
+        job = replace(job, attempts=attempts, detail=outcome.detail, updated=now, code=outcome.code)
         if outcome.ok:
             return replace(job, state=State.DONE)
         if outcome.retryable and now - job.created < self._settings.max_age:

@@ -34,6 +34,7 @@ class Job:
     attempts: int = 0
     detail: str = ""
     updated: float = 0.0
+    code: int = 0  # the last attempt's reply code (0 when it delivered)
 
 
 def dump_job(job: Job) -> str:

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 
-from bridge.codes import Code
 from bridge.gateway import Gateway, Result
 from bridge.model import OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm, Group
 from bridge.store import Job, State, Store
@@ -72,19 +71,9 @@ class AlarmRecord:
         }
 
 
-def code_of(kind: str, state: State, attempts: int, detail: str) -> int | None:
-    """The seed's code for a delivery, from its target type and the step its detail names."""
-    if state is State.DONE:
-        return int(Code.OK)
-    if attempts == 0:
-        return None
-    if kind.startswith("dingtalk"):
-        if detail.startswith("gettoken") or "token" in detail.split(":")[0]:
-            return int(Code.DINGTALK_TOKEN)
-        return int(Code.DINGTALK_CHAT if detail.startswith("chat/create") else Code.DINGTALK_SEND)
-    if kind.startswith("wecom"):
-        return int(Code.WECOM_TOKEN if detail.startswith("gettoken") else Code.WECOM_SEND)
-    return int(Code.EMAIL_SEND)
+def code_of(job: Job) -> int | None:
+    """The seed's code of a delivery's last attempt, or None before the first."""
+    return None if job.attempts == 0 else job.code
 
 
 def _label(target: dict[str, object]) -> str:
@@ -108,7 +97,7 @@ def records(jobs: Iterable[Job]) -> list[AlarmRecord]:
                 alarm_id, job.created, (group["id"], group["level"]), group.get("name", ""), values
             )
         record.created = min(record.created, job.created)
-        code = code_of(str(target["type"]), job.state, job.attempts, job.detail)
+        code = code_of(job)
         record.deliveries.append(
             Delivery(job.id, _label(target), job.state, job.attempts, code, job.detail, job.updated or job.created)
         )

@@ -13,7 +13,7 @@ import yaml
 
 from bridge import rules
 from bridge.config import ConfigError
-from bridge.ingest import alertmanager
+from bridge.ingest import alertmanager, payload
 from bridge.model import Alarm
 from tests.helpers import make_settings
 
@@ -108,7 +108,7 @@ def test_routes_are_tried_in_order(labels: dict[str, str], routes: list[str]) ->
     assert [r.name for r in ruleset.match(labels)] == routes
 
 
-def notification(*alerts: dict[str, Any], **top: Any) -> alertmanager.Notification:
+def notification(*alerts: dict[str, Any], **top: Any) -> payload.Notification:
     body = {
         "version": "4",
         "status": "firing",
@@ -121,8 +121,8 @@ def notification(*alerts: dict[str, Any], **top: Any) -> alertmanager.Notificati
         ],
         **top,
     }
-    parsed = alertmanager.parse(json.dumps(body).encode())
-    assert isinstance(parsed, alertmanager.Notification), parsed
+    parsed = payload.parse(json.dumps(body).encode())
+    assert isinstance(parsed, payload.Notification), parsed
     return parsed
 
 

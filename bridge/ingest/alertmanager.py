@@ -16,7 +16,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,141 +31,16 @@ from bridge import metrics, rules
 from bridge.codes import Code
 from bridge.config import AlertmanagerSettings, ConfigError, Settings
 from bridge.gateway import Gateway, Result
+from bridge.ingest import payload
 from bridge.ingest.native import read_body
+from bridge.ingest.payload import Alert, Notification, parse
 from bridge.model import ALERT_LEVELS, Alarm
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RULESET = "default"
 PARALLEL = 16  # alarms of one notification accepted at a time
-_STATUSES = ("firing", "resolved")
 _SPLIT = re.compile(r"[\s,;]+")
-
-
-@dataclass(frozen=True)
-class Alert:
-    status: str
-    labels: Mapping[str, str]
-    annotations: Mapping[str, str]
-    starts_at: str
-    ends_at: str
-    generator_url: str
-    fingerprint: str
-
-
-@dataclass(frozen=True)
-class Notification:
-    receiver: str
-    status: str
-    alerts: tuple[Alert, ...]
-    group_labels: Mapping[str, str]
-    common_labels: Mapping[str, str]
-    common_annotations: Mapping[str, str]
-    external_url: str
-    group_key: str
-    truncated: int
-
-
-class _Invalid(ValueError):
-    pass
-
-
-# -- the payload --
-
-
-def parse(body: bytes) -> Notification | str:
-    """The notification, or what is wrong with the payload (unknown keys are ignored: newer versions add some)."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        return f"the body is not JSON: {str(exc)[:120]}"
-    if not isinstance(data, dict):
-        return f"the body is a JSON {type(data).__name__}, expected an object"
-    version = data.get("version")
-    if version != "4":
-        return f'webhook payload version {version!r} is not supported: alarm-bridge reads version "4"'
-    try:
-        alerts = data.get("alerts")
-        if not isinstance(alerts, list) or not alerts:
-            raise _Invalid("alerts: expected a non-empty list")
-        truncated = data.get("truncatedAlerts") or 0
-        if not isinstance(truncated, int) or isinstance(truncated, bool) or truncated < 0:
-            raise _Invalid("truncatedAlerts: expected a number >= 0")
-        return Notification(
-            receiver=_text(data, "receiver", ""),
-            status=_status(data, "status"),
-            alerts=tuple(_alert(a, f"alerts[{i}]") for i, a in enumerate(alerts)),
-            group_labels=_pairs(data, "groupLabels"),
-            common_labels=_pairs(data, "commonLabels"),
-            common_annotations=_pairs(data, "commonAnnotations"),
-            external_url=_text(data, "externalURL", "").rstrip("/"),
-            group_key=_text(data, "groupKey", ""),
-            truncated=truncated,
-        )
-    except _Invalid as exc:
-        return str(exc)
-
-
-def _alert(data: object, where: str) -> Alert:
-    if not isinstance(data, dict):
-        raise _Invalid(f"{where}: expected an object")
-    labels = _pairs(data, "labels", where)
-    starts_at = _text(data, "startsAt", "", where)
-    ends_at = _text(data, "endsAt", "", where)
-    for key, value in (("startsAt", starts_at), ("endsAt", ends_at)):
-        if value and _parse_time(value) is None:
-            raise _Invalid(f"{where}.{key}: {value[:40]!r} is not an RFC 3339 time")
-    return Alert(
-        status=_status(data, "status", where),
-        labels=labels,
-        annotations=_pairs(data, "annotations", where),
-        starts_at=starts_at,
-        ends_at=ends_at,
-        generator_url=_text(data, "generatorURL", "", where),
-        # before Alertmanager 0.19 there was none: the label set identifies the alert just as well
-        fingerprint=_text(data, "fingerprint", "", where) or json.dumps(sorted(labels.items()), ensure_ascii=False),
-    )
-
-
-def _where(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _text(data: dict[str, Any], key: str, default: str, where: str = "") -> str:
-    value = data.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise _Invalid(f"{_where(where, key)}: expected a string, got {type(value).__name__}")
-    return value
-
-
-def _status(data: dict[str, Any], key: str, where: str = "") -> str:
-    value = _text(data, key, "", where)
-    if value not in _STATUSES:
-        raise _Invalid(f"{_where(where, key)}: expected firing or resolved, got {value[:40]!r}")
-    return value
-
-
-def _pairs(data: dict[str, Any], key: str, where: str = "") -> dict[str, str]:
-    value = data.get(key) or {}
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise _Invalid(f"{_where(where, key)}: expected an object of strings")
-    return value
-
-
-def _parse_time(value: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def _time(value: str) -> datetime | None:
-    """The time, or None when there is none: firing alerts come with endsAt 0001-01-01T00:00:00Z."""
-    parsed = _parse_time(value)
-    return parsed if parsed is not None and parsed.year > 1 else None
 
 
 # -- alarms --
@@ -202,7 +77,7 @@ def _alarm(
     status = "firing" if firing else "resolved"
     target = {k: rules.resolve(route.target.get(k, ()), [_pair(alerts[0])]) for k in rules.TARGET_KEYS}
     views = [_view(notification, route, alerts[i], levels[i], zone, field) for i in range(len(alerts))]
-    starts = [t for a in leading if (t := _time(a.starts_at)) is not None]
+    starts = [t for a in leading if (t := payload.time(a.starts_at)) is not None]
     extra = {
         "receiver": notification.receiver,
         "status": status,
@@ -247,7 +122,7 @@ def _view(
     notification: Notification, route: rules.Route, alert: Alert, level: str, zone: ZoneInfo, field: Any
 ) -> dict[str, Any]:
     """One alert as the templates see it: its own fields, display times and links."""
-    starts, ends = _time(alert.starts_at), _time(alert.ends_at)
+    starts, ends = payload.time(alert.starts_at), payload.time(alert.ends_at)
     return {
         "status": alert.status,
         "labels": dict(alert.labels),

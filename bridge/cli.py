@@ -135,16 +135,26 @@ def _check(path: Path) -> int:
     return 0
 
 
+def _pairs(items: list[str], what: str) -> dict[str, str] | None:
+    """``what=value`` arguments as a dict, or None (and a message) when one has no ``=``."""
+    found: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"alarm-bridge: expected {what}=value, got {item!r}", file=sys.stderr)
+            return None
+        found[key] = value
+    return found
+
+
 def _send(url: str, secret: str, json_file: Path | None, pairs: list[str]) -> int:
     from bridge.client import send
 
+    given = _pairs(pairs, "field")
+    if given is None:
+        return 2
     fields: dict[str, str] = json.loads(json_file.read_text(encoding="utf-8")) if json_file else {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            print(f"alarm-bridge: expected field=value, got {pair!r}", file=sys.stderr)
-            return 2
-        fields[key] = value
+    fields.update(given)
     try:
         text = send(url, fields, secret)
     except (OSError, urllib.error.URLError) as exc:
@@ -161,17 +171,12 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
     from bridge import rules
     from bridge.ingest import alertmanager
 
-    pairs: list[dict[str, str]] = [{}, {}]
-    for items, found in zip((labels, annotations), pairs, strict=True):
-        for item in items:
-            name, sep, value = item.partition("=")
-            if not sep:
-                print(f"alarm-bridge: expected name=value, got {item!r}", file=sys.stderr)
-                return 2
-            found[name] = value
+    label_pairs, annotation_pairs = _pairs(labels, "name"), _pairs(annotations, "name")
+    if label_pairs is None or annotation_pairs is None:
+        return 2
     try:
         ruleset = rules.load_file(path)
-        explained = alertmanager.explain(ruleset, pairs[0], pairs[1], resolved, timezone)
+        explained = alertmanager.explain(ruleset, label_pairs, annotation_pairs, resolved, timezone)
     except config.ConfigError as exc:
         print(f"alarm-bridge: {exc}", file=sys.stderr)
         return 2

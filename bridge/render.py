@@ -68,18 +68,18 @@ class Renderer:
         return message, [error for _, error in parts.values() if error]
 
     def digest(self, alarms: Sequence[Alarm], group: Group, channel: Channel, budget: int) -> tuple[Message, int]:
-        """One message listing the first alarms that fit in ``budget`` UTF-8 bytes (at least one), and how many."""
-        bodies: list[str] = []
-        size = 200  # the digest's own heading and numbering
+        """One message listing, a line each, the first alarms that fit in ``budget`` UTF-8 bytes (at least one)."""
+        lines: list[str] = []
+        size = 100  # the digest's heading
         for alarm in alarms:
-            body = self.message(alarm, group, channel)[0].body
-            size += len(body.encode()) + 16
-            if bodies and size > budget:
+            line = self.render("native/digest_line.j2", alarm, group)[0]
+            size += len(line.encode()) + 8  # numbering and the line break
+            if lines and size > budget:
                 break
-            bodies.append(body)
-        fmt = self.message(alarms[0], group, channel)[0].format
-        listed = list(alarms[: len(bodies)])
-        extra = {"alarms": listed, "bodies": bodies, "format": fmt.value}
+            lines.append(line)
+        listed = list(alarms[: len(lines)])
+        fmt = Format.MARKDOWN if group.format is Format.MARKDOWN and channel is not Channel.EMAIL else Format.TEXT
+        extra = {"alarms": listed, "lines": lines, "format": fmt.value}
         title, _ = self.render("native/digest_title.j2", listed[0], group, **extra)
         body, _ = self.render("native/digest.j2", listed[0], group, **extra)  # one digest layout for every source
         return Message(title=title, body=body, format=fmt), len(listed)

@@ -91,9 +91,9 @@ class Outbox:
         """Write the alarm's jobs, one per target, to the outbox (StoreError if it cannot), leased to us."""
         now = time.time()
         alarm_id = uuid.uuid4().hex
-        payload = {"alarm": asdict(alarm), "group": group.to_dict()}
-        jobs = [
-            Job(id=f"{alarm_id}:{i}", payload=json.dumps({**payload, "target": i}, ensure_ascii=False), created=now)
+        shared = json.dumps({"alarm": asdict(alarm), "group": group.to_dict()}, ensure_ascii=False)
+        jobs = [  # the alarm and group are serialized once; each job adds its target's index
+            Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)
             for i in range(len(group.targets))
         ]
         await self._store.enqueue(jobs, lease=self._settings.lease)
@@ -103,7 +103,8 @@ class Outbox:
         """The first attempt at enqueued jobs, awaited up to ``wait`` seconds; it goes on in the background."""
         channels = {t.channel for t in group.targets} if group.templates else set()  # only overrides can fail
         warnings = [w for c in channels for w in self._renderer.message(alarm, group, c)[1]]
-        attempt = self._spawn(self._process(jobs))
+        works = [_Work(group, target, [job], [alarm]) for job, target in zip(jobs, group.targets, strict=True)]
+        attempt = self._spawn(self._deliver_all(works, jobs))
         done, _ = await asyncio.wait({attempt}, timeout=wait) if wait > 0 else (set(), set())
         if not done:
             return Attempt([], len(jobs), sorted(set(warnings)))
@@ -146,7 +147,10 @@ class Outbox:
             data = json.loads(job.payload)
             key = json.dumps([data["group"]["id"], data["group"]["level"], data["group"]["channels"][data["target"]]])
             batches.setdefault(key, []).append(job)
-        results = await asyncio.gather(*(self._deliver(self._decode(b)) for b in batches.values()))
+        return await self._deliver_all([self._decode(b) for b in batches.values()], jobs)
+
+    async def _deliver_all(self, works: list[_Work], jobs: Sequence[Job]) -> list[Outcome | None]:
+        results = await asyncio.gather(*(self._deliver(w) for w in works))
         by_id = {job_id: outcome for result in results for job_id, outcome in result.items()}
         return [by_id.get(job.id) for job in jobs]
 

@@ -25,6 +25,7 @@ class Renderer:
             trim_blocks=True,
             lstrip_blocks=True,
             undefined=StrictUndefined,
+            auto_reload=False,  # no stat() per message: a config reload makes a new Renderer, which reads them anew
         )
         self._overrides: dict[str, Template] = {}
 

@@ -1,15 +1,21 @@
-"""The embedded store: one SQLite file, used from one worker thread so the event loop never blocks."""
+"""The embedded store: one SQLite file, used from one worker thread so the event loop never blocks.
+
+The thread commits in groups: the calls that queue up while it works run together in one transaction (each
+in a savepoint of its own, so one failing call fails alone), and none is answered before that commit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bridge.model import Group
 from bridge.store.base import Job, State, StoreError, dump_group, dump_job, load_group, load_job
@@ -28,24 +34,69 @@ CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 """
 _PURGE_EVERY = 60.0
+_GROUP_COMMIT = 256  # calls at most in one transaction
+Call = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
 
 
 class SqliteStore:
     def __init__(self, path: str, history: int) -> None:
         self._path = path
         self._history = history
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0
         self._done_since_trim = 0
+        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
+        self._thread.start()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        future: Future[T] = Future()
+        self._calls.put((work, future))
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, work)
+            return await asyncio.wrap_future(future)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite {self._path}: {exc}") from exc
 
-    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _serve(self) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._calls.get()]
+            while len(batch) < _GROUP_COMMIT:
+                try:
+                    batch.append(self._calls.get_nowait())
+                except queue.Empty:
+                    break
+            calls = [call for call in batch if call is not None]
+            stopping = len(calls) < len(batch)  # close() put None
+            ready = [(work, future) for work, future in calls if future.set_running_or_notify_cancel()]
+            if ready:
+                self._commit(ready)
+
+    def _commit(self, batch: list[Call]) -> None:
+        results: list[tuple[Future[Any], object, BaseException | None]] = []
+        try:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
+            for work, future in batch:
+                conn.execute("SAVEPOINT call")
+                try:
+                    results.append((future, work(conn), None))
+                    conn.execute("RELEASE call")
+                except Exception as exc:  # the call fails alone; the thread goes on serving the others
+                    conn.execute("ROLLBACK TO call")
+                    conn.execute("RELEASE call")
+                    results.append((future, None, exc))
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OSError) as exc:
+            self._disconnect()
+            results = [(future, None, exc) for _, future in batch]
+        for future, result, error in results:  # answered only once committed
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+
+    def _connect(self) -> sqlite3.Connection:
         if self._conn is None:  # connect lazily, so a store that comes back is picked up by itself
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=5)
@@ -53,7 +104,12 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
             self._conn = conn
-        return work(self._conn)
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def ping(self) -> None:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
@@ -119,16 +175,14 @@ class SqliteStore:
 
     def _write_jobs(self, conn: sqlite3.Connection, rows: list[tuple[str, str, float, float, str]]) -> None:
         self._done_since_trim += sum(1 for row in rows if row[1] == State.DONE)
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany("INSERT OR REPLACE INTO jobs (id, state, due, created, data) VALUES (?, ?, ?, ?, ?)", rows)
-            if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
-                conn.execute(
-                    "DELETE FROM jobs WHERE state = 'done' AND created < (SELECT created FROM jobs"
-                    " WHERE state = 'done' ORDER BY created DESC LIMIT 1 OFFSET ?)",
-                    (self._history - 1,),
-                )
-                self._done_since_trim = 0
+        conn.executemany("INSERT OR REPLACE INTO jobs (id, state, due, created, data) VALUES (?, ?, ?, ?, ?)", rows)
+        if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
+            conn.execute(
+                "DELETE FROM jobs WHERE state = 'done' AND created < (SELECT created FROM jobs"
+                " WHERE state = 'done' ORDER BY created DESC LIMIT 1 OFFSET ?)",
+                (self._history - 1,),
+            )
+            self._done_since_trim = 0
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
@@ -165,16 +219,14 @@ class SqliteStore:
 
     def _acquire(self, conn: sqlite3.Connection, key: str, limit: int, window: float) -> float:
         now = time.time()
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
-            conn.execute("DELETE FROM slots WHERE key = ? AND at <= ?", (key, now - window))
-            taken = conn.execute("SELECT count(*), min(at) FROM slots WHERE key = ?", (key,)).fetchone()
-            if taken[0] >= limit:
-                return float(taken[1] + window - now)
-            conn.execute("INSERT INTO slots (key, at) VALUES (?, ?)", (key, now))
-            return 0.0
+        conn.execute("DELETE FROM slots WHERE key = ? AND at <= ?", (key, now - window))
+        taken = conn.execute("SELECT count(*), min(at) FROM slots WHERE key = ?", (key,)).fetchone()
+        if taken[0] >= limit:
+            return float(taken[1] + window - now)
+        conn.execute("INSERT INTO slots (key, at) VALUES (?, ?)", (key, now))
+        return 0.0
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._run(lambda c: c.close())
-        self._executor.shutdown(wait=True)
+        self._calls.put(None)
+        await asyncio.to_thread(self._thread.join)
+        self._disconnect()

@@ -72,6 +72,7 @@ class RedisStore:
     def __init__(self, url: str, prefix: str, timeout: float, history: int) -> None:
         self._prefix = prefix
         self._history = history
+        self._done_since_trim = 0
         self._redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
         )
@@ -144,9 +145,11 @@ class RedisStore:
                 pipe.zrem(self._key(DUE), job.id)
                 pipe.zadd(self._key(DONE if job.state is State.DONE else DEAD), {job.id: job.created})
         await self._run(pipe.execute())
-        if any(j.state is State.DONE for j in jobs):
+        self._done_since_trim += sum(1 for j in jobs if j.state is State.DONE)
+        if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
             keys = [self._key(DONE), self._key(CREATED), self._key(JOBS)]
             await self._run(self._trim_script(keys=keys, args=[self._history]))
+            self._done_since_trim = 0
 
     async def job(self, id: str) -> Job | None:
         data = await self._run(self._redis.hget(self._key(JOBS), id))

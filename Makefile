@@ -44,5 +44,18 @@ test: install-test
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The benchmarks (numbers, never pass/fail; not part of `make test`): docs/performance.md. BENCH_ARGS=--quick for a
+# smoke run, BENCH_ARGS=--only=B1,B5 for some of them. Their own tools: Apprise (the B2 reference), py-spy, wrk.
+$(VENV)/.installed-bench: pyproject.toml | $(VENV)/.installed-test
+	$(BIN)/pip install --quiet --disable-pip-version-check 'apprise>=1.9,<3' 'py-spy>=0.3.14,<1'
+	touch $@
+
+bench: install-test $(VENV)/.installed-bench
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; } || \
+		{ echo "bench: please install wrk (Debian package wrk)" >&2; exit 1; }
+	scripts/test-services
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis data test-artifacts

@@ -1,0 +1,110 @@
+"""B1 ingest: POST /alarm_v2 with unique signed alarms under wrk, against the bare Starlette ceiling.
+
+The gateway runs with dry-run delivery to the bench group (DingTalk robot, WeCom robot, email: three jobs per
+alarm, each "delivered" to the log at INFO while the server logs at WARNING), rate limits raised so every alarm
+takes the full path, on a fresh SQLite file and on a fresh Redis prefix. The server is pinned to one core, wrk to
+the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from bench import wrk
+from bench.common import (
+    REDIS_URL,
+    SERVER_CORE,
+    Figure,
+    Section,
+    all_limits,
+    drop_redis_prefix,
+    free_port,
+    gateway_config,
+    new_run,
+    redis_answers,
+    start_gateway,
+    start_server,
+    unavailable,
+    workdir,
+    write_bodies,
+)
+from bench.options import Options
+
+logger = logging.getLogger(__name__)
+
+
+def run(opts: Options) -> Section:
+    section = Section()
+    if not wrk.available():
+        why = "wrk is not installed (make bench installs Debian's wrk)"
+        section.figures += [unavailable("B1", "ingest req/s", "req/s", why, "≥ 0.5× ceiling")]
+        return section
+    targets = ["ceiling", "SQLite"]
+    if redis_answers(REDIS_URL):
+        targets.append("Redis")
+    else:
+        section.figures.append(unavailable("B1", "ingest req/s, Redis", "req/s", f"no Redis at {REDIS_URL}"))
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
+    with workdir(opts.scratch) as tmp:
+        warm = write_bodies(tmp / "warm.txt", new_run(), opts.b1_warm_pool)
+        bodies = write_bodies(tmp / "bodies.txt", new_run(), opts.b1_pool)
+        # Rounds of every target in turn, each on a fresh server and store: other work on the machine then
+        # skews all of them alike, and the median of the rounds is reported.
+        for round_ in range(opts.b1_rounds):
+            for target in targets:
+                logger.info("B1 round %d/%d: %s", round_ + 1, opts.b1_rounds, target)
+                runs[target].append(_measure(target, tmp, warm, bodies, opts))
+    section.details = {"rounds": opts.b1_rounds, "runs": runs}
+    ceiling_rps, ceiling_p99 = _median(runs["ceiling"], "rps"), _median(runs["ceiling"], "p99_ms")
+    for label in targets[1:]:
+        note = "; ".join(n for n in (_note(r) for r in runs[label]) if n)
+        median = f"median of {len(runs[label])} rounds" if len(runs[label]) > 1 else "1 round"
+        section.figures += [
+            Figure("B1", f"ingest req/s, {label}", "req/s", _median(runs[label], "rps"), ceiling_rps,
+                   "bare Starlette", "≥ 0.5× ceiling", note="; ".join(x for x in (median, note) if x)),
+            Figure("B1", f"ingest p99, {label}", "ms", _median(runs[label], "p99_ms"), ceiling_p99,
+                   "bare Starlette", "≤ 3× ceiling", better="lower", note=median),
+        ]  # fmt: skip
+    return section
+
+
+def _measure(target: str, tmp: Path, warm: Path, bodies: Path, opts: Options) -> dict[str, Any]:
+    """One server, warmed up, then measured: wrk's figures, the server's CPU by thread, its memory."""
+    url = REDIS_URL if target == "Redis" else "sqlite"
+    config = None
+    if target == "ceiling":
+        port = free_port()
+        command = [sys.executable, "-m", "bench.baseline_app", "--port", str(port)]
+        server = start_server(command, port, opts.logs / "b1-baseline.log", SERVER_CORE)
+    else:
+        config = gateway_config(tmp, url, dry_run=True, rate_limits=all_limits({"limit": 10**9, "window": "1s"}))
+        server = start_gateway(config, opts.logs / f"b1-gateway-{target.lower()}.log")
+    try:
+        wrk.run(server.url, warm, opts.b1_warmup, opts.b1_connections)
+        before = server.thread_cpu()
+        load = wrk.run(server.url, bodies, opts.b1_seconds, opts.b1_connections)
+        after = server.thread_cpu()
+        memory = server.memory_mb()
+    finally:
+        server.stop()
+        if config is not None and url.startswith("redis"):
+            drop_redis_prefix(url, f"bench:{config.stem}:")
+    busy = {name: (after[name] - before.get(name, 0.0)) / load.seconds for name in after}
+    per_request_ms = 1000 * sum(busy.values()) / load.rps if load.rps else None
+    return {**asdict(load), "cpu_busy_by_thread": busy, "cpu_ms_per_request": per_request_ms, "memory_mb": memory}
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [float(r[key]) for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _note(run: dict[str, Any]) -> str:
+    if run["requests"] > 0 and run["not_ok"] == 0 and run["errors"] == 0:
+        return ""
+    return f"{run['not_ok']} replies not code 0, {run['errors']} socket errors (first: {run['sample'][:80]})"

@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["REQUESTS_CA_BUNDLE"] = args.ca
     logging.basicConfig(level=logging.WARNING)
 
-    import apprise  # type: ignore[import-untyped,unused-ignore]
-    from apprise.plugins.dingtalk import NotifyDingTalk  # type: ignore[import-untyped,unused-ignore]
-    from apprise.plugins.wecombot import NotifyWeComBot  # type: ignore[import-untyped,unused-ignore]
+    import apprise
+    from apprise.plugins.dingtalk import NotifyDingTalk
+    from apprise.plugins.wecombot import NotifyWeComBot
 
     upstreams = Upstreams.from_dict(json.loads(args.upstreams))
     NotifyDingTalk.notify_url = f"{upstreams.dingtalk}/robot/send?access_token={{token}}"

@@ -309,11 +309,11 @@ def test_one_message_per_alert_mode_delivers_every_alert_once_within_the_byte_li
         time.sleep(0.5)
         bridge.robot.unhang()
         deadline = time.monotonic() + 30
-        while len(seen := re.findall(r"@ host(\d+):9100\n", "".join(bridge.texts()))) < 150:
+        while len(seen := re.findall(r"@ host(\d+):9100\b", "".join(bridge.texts()))) < 150:
             assert time.monotonic() < deadline, len(seen)
             time.sleep(0.1)
         time.sleep(0.3)
-    seen = re.findall(r"@ host(\d+):9100\n", "".join(bridge.texts()))
+    seen = re.findall(r"@ host(\d+):9100\b", "".join(bridge.texts()))
     assert sorted(map(int, seen)) == list(range(150))  # each exactly once
     assert all(
         len(json.dumps(m.body, ensure_ascii=False).encode()) <= MAX_BODY_BYTES for m in bridge.robot.robot_messages

@@ -341,8 +341,8 @@ def parse(data: object, file: str) -> Settings:
             rate_limits=_rate_limits(delivery.child("rate_limits")),
             ca_file=delivery.text("ca_file", ""),
         ),
-        dingtalk=_dingtalk(top.child("dingtalk")),
-        wecom=_wecom(top.child("wecom")),
+        dingtalk=DingTalkSettings(*_vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp)),
+        wecom=WeComSettings(*_vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp)),
         email=_email(top.child("email")),
         templates=Path(file).parent / top.text("templates", "templates"),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
@@ -373,22 +373,11 @@ def _rate_limits(node: Node) -> dict[str, RateLimit]:
     return limits
 
 
-def _dingtalk(node: Node) -> DingTalkSettings:
+def _vendor(node: Node, base_url: str, app: type[T]) -> tuple[str, dict[str, T]]:
+    """A chat vendor's section: its base URL and its apps by name."""
     node.only("base_url", "apps")
     apps = node.child("apps")
-    return DingTalkSettings(
-        base_url=node.text("base_url", "https://oapi.dingtalk.com").rstrip("/"),
-        apps={str(name): _app(apps.child(str(name)), DingTalkApp) for name in apps.data},
-    )
-
-
-def _wecom(node: Node) -> WeComSettings:
-    node.only("base_url", "apps")
-    apps = node.child("apps")
-    return WeComSettings(
-        base_url=node.text("base_url", "https://qyapi.weixin.qq.com").rstrip("/"),
-        apps={str(name): _app(apps.child(str(name)), WeComApp) for name in apps.data},
-    )
+    return node.text("base_url", base_url).rstrip("/"), {str(n): _app(apps.child(str(n)), app) for n in apps.data}
 
 
 def _app(node: Node, cls: type[T]) -> T:

@@ -261,11 +261,8 @@ def _members_change(old: Sequence[Member], new: Sequence[Member]) -> list[str]:
 
 async def find(gateway: Gateway, id: str, level: str) -> tuple[Group, bool] | None:
     """The group and whether it is provisioned from the config file (and so read-only here)."""
-    for group in gateway.settings.groups:
-        if group.key == (id, level):
-            return group, True
-    stored = await gateway.store.get_group(id, level)
-    return None if stored is None else (stored, False)
+    group = await gateway.find_group(id, level)
+    return None if group is None else (group, group.source != "store")
 
 
 async def everything(gateway: Gateway) -> list[tuple[Group, bool]]:

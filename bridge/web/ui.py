@@ -146,15 +146,23 @@ async def group_new(p: Page) -> Response:
     return see_other(f"{_url(result)}?notice=created")
 
 
+async def _path_group(p: Page) -> tuple[Group, bool] | Response:
+    """The group the URL names and whether it is provisioned, or the 404 page."""
+    found = await groups.find(p.gateway, p.request.path_params["id"], p.request.path_params["level"])
+    if found is None:
+        return p.error(404, "No such group", "There is no such group: it may have been deleted.")
+    return found
+
+
 def _url(group: Group) -> str:
     return "/ui/groups/" + "/".join(quote(v, safe="") for v in group.key)
 
 
 @page
 async def group_page(p: Page) -> Response:
-    found = await groups.find(p.gateway, p.request.path_params["id"], p.request.path_params["level"])
-    if found is None:
-        return p.error(404, "No such group", "There is no such group: it may have been deleted.")
+    found = await _path_group(p)
+    if isinstance(found, Response):
+        return found
     group, provisioned = found
     form = forms.from_group(group, groups.version(group), blank_rows=not provisioned)
     context = _group_context(p, form, group, provisioned)
@@ -188,9 +196,9 @@ async def group_page(p: Page) -> Response:
 
 @page
 async def group_delete(p: Page) -> Response:
-    found = await groups.find(p.gateway, p.request.path_params["id"], p.request.path_params["level"])
-    if found is None:
-        return p.error(404, "No such group", "There is no such group: it may have been deleted already.")
+    found = await _path_group(p)
+    if isinstance(found, Response):
+        return found
     group, provisioned = found
     if provisioned:
         return p.error(403, "Read-only group", f"This group is provisioned from {group.source}: change it there.")
@@ -200,9 +208,9 @@ async def group_delete(p: Page) -> Response:
 
 @page
 async def group_test(p: Page) -> Response:
-    found = await groups.find(p.gateway, p.request.path_params["id"], p.request.path_params["level"])
-    if found is None:
-        return p.error(404, "No such group", "There is no such group: it may have been deleted.")
+    found = await _path_group(p)
+    if isinstance(found, Response):
+        return found
     group, _ = found
     level = p.value("alert_level", "低")
     alarm = activity.test_alarm(

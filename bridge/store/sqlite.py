@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 """
 _PURGE_EVERY = 60.0
+_BUSY = 5.0  # seconds a call waits for another process's write lock
 _GROUP_COMMIT = 256  # calls at most in one transaction
 Call = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
 
@@ -99,10 +100,12 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:  # connect lazily, so a store that comes back is picked up by itself
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=5)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=_BUSY)
+            try:
+                _prepare(conn)
+            except sqlite3.Error:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 
@@ -230,3 +233,18 @@ class SqliteStore:
         self._calls.put(None)
         await asyncio.to_thread(self._thread.join)
         self._disconnect()
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    deadline = time.monotonic() + _BUSY
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:  # two processes opening a new file at once
+            # Switching to WAL takes a lock that SQLite's busy timeout does not wait for: wait here instead.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)

@@ -83,7 +83,9 @@ def create_app(settings: Settings) -> Starlette:
             def dispatcher(current: Settings) -> Dispatcher:
                 return Dispatcher(senders(current, session, store), current.delivery.deadline)
 
-            outbox = Outbox(store, dispatcher(settings), Renderer(settings.templates), settings.delivery)
+            outbox = Outbox(
+                store, dispatcher(settings), Renderer(settings.templates), settings.delivery, settings.store.timeout
+            )
 
             def apply(new: Settings) -> None:
                 outbox.reconfigure(dispatcher(new), Renderer(new.templates), new.delivery)

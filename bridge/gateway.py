@@ -33,34 +33,36 @@ class Gateway:
         return self._provisioned.get((id, level)) or await self.store.get_group(id, level)
 
     async def accept(self, alarm: Alarm, wait: float | None = None) -> Result:
-        """Find the group, claim the dedup window, write the jobs; then wait for the first attempt.
+        """Find the group, claim the dedup window and write the jobs; then wait for the first attempt.
 
         ``wait`` bounds that wait (default ``delivery.reply_wait``); 0 answers as soon as the jobs are written.
         """
-        claim = f"dedup:{alarm.fingerprint()}"
+        claim = None
         try:
             async with asyncio.timeout(self.settings.store.timeout):
                 group = await self.find_group(alarm.id, alarm.level)
-                if group is None:
-                    return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
-                window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
-                if window > 0 and not await self.store.put_new(claim, "1", window):
-                    metrics.DEDUP_HITS.labels(source=alarm.source).inc()
-                    return Result(Code.DUPLICATE, f"within the {window:g}s window")
-                jobs = await self.outbox.enqueue(alarm, group)
+            if group is None:
+                return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
+            window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
+            claim = f"dedup:{alarm.fingerprint()}" if window > 0 else None
+            admitted = await self.outbox.admit(alarm, group, claim, window)
         except (StoreError, TimeoutError) as exc:
             logger.warning("store unavailable: %s", exc or "timed out")
             metrics.STORE_ERRORS.inc()
-            await self._forget(claim)
+            if claim is not None:
+                await self._forget(claim)
             return Result(Code.STORE_DOWN)
-        if not jobs:
+        if admitted is None:
+            metrics.DEDUP_HITS.labels(source=alarm.source).inc()
+            return Result(Code.DUPLICATE, f"within the {window:g}s window")
+        if not admitted.jobs:
             return Result(Code.OK, "the group has no channels")
         wait = self.settings.delivery.reply_wait if wait is None else wait
-        attempt = await self.outbox.attempt(alarm, group, jobs, wait)
+        attempt = await self.outbox.attempt(alarm, group, admitted, wait)
         failed = [o for o in attempt.outcomes if not o.ok]
         notes = [f"{o.target}: {o.detail}{' (retrying)' if o.retryable else ''}" for o in failed]
         if attempt.waiting:
-            notes.append(f"delivery continues for {attempt.waiting} of {len(jobs)} channels")
+            notes.append(f"delivery continues for {attempt.waiting} of {len(admitted.jobs)} channels")
         code = Code(min(o.code for o in failed)) if failed else Code.OK
         return Result(code, "; ".join(notes + attempt.warnings))
 

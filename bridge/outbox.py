@@ -13,10 +13,10 @@ import hashlib
 import json
 import logging
 import random
+import secrets
 import time
-import uuid
 from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 from bridge import metrics
@@ -24,7 +24,7 @@ from bridge.config import DeliverySettings, Node, parse_group
 from bridge.dispatch import Dispatcher
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Target
 from bridge.render import Renderer, split
-from bridge.store import Job, State, Store, StoreError
+from bridge.store import Admission, Job, State, Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,26 @@ class Attempt:
     outcomes: list[Outcome]  # one per target that was tried
     waiting: int  # targets still in delivery: in flight at the bound, or held back by a rate limit
     warnings: list[str]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An alarm whose jobs are written; its first attempt is under way (shared with the alarms beside it)."""
+
+    jobs: Sequence[Job]
+    attempt: asyncio.Task[dict[str, Outcome | None]]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """An alarm waiting to be written."""
+
+    alarm: Alarm
+    group: Group
+    admission: Admission
+    admitted: asyncio.Future[Admitted | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 @dataclass(frozen=True)
@@ -68,8 +88,13 @@ def rate_key(target: Target) -> str | None:
 
 
 class Outbox:
-    def __init__(self, store: Store, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
+    def __init__(
+        self, store: Store, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings, store_timeout: float
+    ) -> None:
         self._store = store
+        self._store_timeout = store_timeout
+        self._intake: list[_Entry] = []
+        self._writer: asyncio.Task[None] | None = None
         self._dispatcher = dispatcher
         self._renderer = renderer
         self._settings = settings
@@ -87,29 +112,69 @@ class Outbox:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def enqueue(self, alarm: Alarm, group: Group) -> list[Job]:
-        """Write the alarm's jobs, one per target, to the outbox (StoreError if it cannot), leased to us."""
+    async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float) -> Admitted | None:
+        """Write the alarm's jobs, one per target, unless its dedup claim is taken (None then), and start the
+        first attempt; StoreError if the store cannot write them in time.
+
+        Alarms that arrive while a write is under way are written together in the next store call, and their
+        first attempts are made together: one message per target, a digest where several alarms share it.
+        """
+        entry = _Entry(alarm, group, Admission(self._jobs(alarm, group), claim, ttl))
+        self._intake.append(entry)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_intake())
+        return await entry.admitted
+
+    def _jobs(self, alarm: Alarm, group: Group) -> list[Job]:
         now = time.time()
-        alarm_id = uuid.uuid4().hex
+        alarm_id = secrets.token_hex(16)
         shared = json.dumps({"alarm": asdict(alarm), "group": group.to_dict()}, ensure_ascii=False)
-        jobs = [  # the alarm and group are serialized once; each job adds its target's index
+        return [  # the alarm and group are serialized once; each job adds its target's index
             Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)
             for i in range(len(group.targets))
         ]
-        await self._store.enqueue(jobs, lease=self._settings.lease)
-        return jobs
 
-    async def attempt(self, alarm: Alarm, group: Group, jobs: list[Job], wait: float) -> Attempt:
-        """The first attempt at enqueued jobs, awaited up to ``wait`` seconds; it goes on in the background."""
+    async def _write_intake(self) -> None:
+        try:
+            while self._intake:
+                batch, self._intake = self._intake, []
+                try:
+                    async with asyncio.timeout(self._store_timeout):
+                        written = await self._store.admit([e.admission for e in batch], lease=self._settings.lease)
+                except (StoreError, TimeoutError) as exc:
+                    error = exc if isinstance(exc, StoreError) else StoreError("timed out")
+                    for entry in batch:
+                        if not entry.admitted.done():
+                            entry.admitted.set_exception(error)
+                    continue
+                accepted = [e for e, ok in zip(batch, written, strict=True) if ok]
+                attempt = self._first_attempt(accepted)
+                for entry, ok in zip(batch, written, strict=True):
+                    if not entry.admitted.done():  # the caller may have gone: its alarm is delivered all the same
+                        entry.admitted.set_result(Admitted(entry.admission.jobs, attempt) if ok else None)
+        finally:
+            self._writer = None
+
+    def _first_attempt(self, entries: list[_Entry]) -> asyncio.Task[dict[str, Outcome | None]]:
+        works: dict[tuple[int, int], _Work] = {}
+        for entry in entries:
+            for i, (job, target) in enumerate(zip(entry.admission.jobs, entry.group.targets, strict=True)):
+                work = works.setdefault((id(entry.group), i), _Work(entry.group, target, [], []))
+                work.jobs.append(job)
+                work.alarms.append(entry.alarm)
+        return self._spawn(self._deliver_all(list(works.values())))
+
+    async def attempt(self, alarm: Alarm, group: Group, admitted: Admitted, wait: float) -> Attempt:
+        """The first attempt at an admitted alarm, awaited up to ``wait`` seconds; it goes on in the background."""
         channels = {t.channel for t in group.targets} if group.templates else set()  # only overrides can fail
-        warnings = [w for c in channels for w in self._renderer.message(alarm, group, c)[1]]
-        works = [_Work(group, target, [job], [alarm]) for job, target in zip(jobs, group.targets, strict=True)]
-        attempt = self._spawn(self._deliver_all(works, jobs))
-        done, _ = await asyncio.wait({attempt}, timeout=wait) if wait > 0 else (set(), set())
-        if not done:
-            return Attempt([], len(jobs), sorted(set(warnings)))
-        outcomes = [o for o in attempt.result() if o is not None]
-        return Attempt(outcomes, len(jobs) - len(outcomes), sorted(set(warnings)))
+        warnings = sorted({w for c in channels for w in self._renderer.message(alarm, group, c)[1]})
+        if wait > 0:
+            await asyncio.wait({admitted.attempt}, timeout=wait)
+        if not admitted.attempt.done():
+            return Attempt([], len(admitted.jobs), warnings)
+        results = admitted.attempt.result()
+        outcomes = [o for o in (results.get(j.id) for j in admitted.jobs) if o is not None]
+        return Attempt(outcomes, len(admitted.jobs) - len(outcomes), warnings)
 
     async def run(self) -> None:
         """The worker loop: lease due jobs and deliver them, until ``stop``."""
@@ -140,19 +205,18 @@ class Outbox:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
-    async def _process(self, jobs: Sequence[Job]) -> list[Outcome | None]:
-        """Deliver jobs, merged per target; one outcome per job (None where it is still waiting)."""
+    async def _process(self, jobs: Sequence[Job]) -> dict[str, Outcome | None]:
+        """Deliver jobs, merged per target; an outcome per job id (None where it is still waiting)."""
         batches: dict[str, list[Job]] = {}
         for job in jobs:
             data = json.loads(job.payload)
             key = json.dumps([data["group"]["id"], data["group"]["level"], data["group"]["channels"][data["target"]]])
             batches.setdefault(key, []).append(job)
-        return await self._deliver_all([self._decode(b) for b in batches.values()], jobs)
+        return await self._deliver_all([self._decode(b) for b in batches.values()])
 
-    async def _deliver_all(self, works: list[_Work], jobs: Sequence[Job]) -> list[Outcome | None]:
+    async def _deliver_all(self, works: list[_Work]) -> dict[str, Outcome | None]:
         results = await asyncio.gather(*(self._deliver(w) for w in works))
-        by_id = {job_id: outcome for result in results for job_id, outcome in result.items()}
-        return [by_id.get(job.id) for job in jobs]
+        return {job_id: outcome for result in results for job_id, outcome in result.items()}
 
     def _decode(self, jobs: list[Job]) -> _Work:
         data = json.loads(jobs[0].payload)

@@ -37,6 +37,16 @@ class Job:
     code: int = 0  # the last attempt's reply code (0 when it delivered)
 
 
+@dataclass(frozen=True)
+class Admission:
+    """An alarm's jobs, written only if its dedup claim is won (the key is free for ``ttl`` seconds); no claim,
+    always written."""
+
+    jobs: Sequence[Job]
+    claim: str | None = None
+    ttl: float = 0.0
+
+
 def dump_job(job: Job) -> str:
     return json.dumps(job.__dict__, ensure_ascii=False)
 
@@ -69,8 +79,9 @@ class Store(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def enqueue(self, jobs: Sequence[Job], lease: float) -> None:
-        """Add jobs, leased to the caller for ``lease`` seconds: it makes the first attempt itself."""
+    async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
+        """Claim and write each admission in turn (a later one loses a claim an earlier one won): whether each
+        was written. Written jobs are leased to the caller for ``lease`` seconds: it makes the first attempt."""
         ...
 
     async def lease(self, limit: int, lease: float) -> list[Job]:

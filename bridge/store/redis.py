@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.model import Group
-from bridge.store.base import Job, State, StoreError, dump_group, dump_job, load_group, load_job
+from bridge.store.base import Admission, Job, State, StoreError, dump_group, dump_job, load_group, load_job
 
 T = TypeVar("T")
 
@@ -123,9 +123,18 @@ class RedisStore:
     async def delete(self, key: str) -> None:
         await self._run(self._redis.delete(self._key(KV + key)))
 
-    async def enqueue(self, jobs: Sequence[Job], lease: float) -> None:
+    async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
+        claims = [a for a in admissions if a.claim is not None]
+        pipe = self._redis.pipeline(transaction=False)  # in order: a later claim on the same key loses
+        for a in claims:
+            pipe.set(self._key(KV + str(a.claim)), "1", px=max(1, int(a.ttl * 1000)), nx=True)
+        won = iter(await self._run(pipe.execute()) if claims else [])
+        admitted = [a.claim is None or bool(next(won)) for a in admissions]
         due = time.time() + lease
-        await self.settle([replace(j, due=due) for j in jobs])
+        await self.settle(
+            [replace(j, due=due) for a, ok in zip(admissions, admitted, strict=True) if ok for j in a.jobs]
+        )
+        return admitted
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
@@ -134,6 +143,8 @@ class RedisStore:
         return [replace(load_job(str(data)), due=now + lease) for data in found]
 
     async def settle(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
         pipe = self._redis.pipeline(transaction=True)
         for job in jobs:
             pipe.hset(self._key(JOBS), job.id, dump_job(job))

@@ -7,18 +7,18 @@ in a savepoint of its own, so one failing call fails alone), and none is answere
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.model import Group
-from bridge.store.base import Job, State, StoreError, dump_group, dump_job, load_group, load_job
+from bridge.store.base import Admission, Job, State, StoreError, dump_group, dump_job, load_group, load_job
 
 T = TypeVar("T")
 
@@ -36,7 +36,7 @@ CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 _PURGE_EVERY = 60.0
 _BUSY = 5.0  # seconds a call waits for another process's write lock
 _GROUP_COMMIT = 256  # calls at most in one transaction
-Call = tuple[Callable[[sqlite3.Connection], Any], "Future[Any]"]
+Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 class SqliteStore:
@@ -51,10 +51,11 @@ class SqliteStore:
         self._thread.start()
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        future: Future[T] = Future()
-        self._calls.put((work, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._calls.put((work, loop, future))
         try:
-            return await asyncio.wrap_future(future)
+            return await future
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite {self._path}: {exc}") from exc
 
@@ -69,16 +70,16 @@ class SqliteStore:
                     break
             calls = [call for call in batch if call is not None]
             stopping = len(calls) < len(batch)  # close() put None
-            ready = [(work, future) for work, future in calls if future.set_running_or_notify_cancel()]
+            ready = [call for call in calls if not call[2].cancelled()]  # a caller that gave up is skipped
             if ready:
                 self._commit(ready)
 
     def _commit(self, batch: list[Call]) -> None:
-        results: list[tuple[Future[Any], object, BaseException | None]] = []
+        results: list[tuple[asyncio.Future[Any], object, BaseException | None]] = []
         try:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
-            for work, future in batch:
+            for work, _, future in batch:
                 conn.execute("SAVEPOINT call")
                 try:
                     results.append((future, work(conn), None))
@@ -90,12 +91,14 @@ class SqliteStore:
             conn.execute("COMMIT")
         except (sqlite3.Error, OSError) as exc:
             self._disconnect()
-            results = [(future, None, exc) for _, future in batch]
-        for future, result, error in results:  # answered only once committed
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            results = [(future, None, exc) for _, _, future in batch]
+        # Answered only once committed, with one wake-up of each event loop for the whole group.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object, BaseException | None]]] = {}
+        for (_, loop, _), result in zip(batch, results, strict=True):
+            by_loop.setdefault(loop, []).append(result)
+        for loop, answers in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_answer, answers)
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:  # connect lazily, so a store that comes back is picked up by itself
@@ -171,10 +174,16 @@ class SqliteStore:
     async def delete(self, key: str) -> None:
         await self._run(lambda c: c.execute("DELETE FROM kv WHERE key=?", (key,)))
 
-    async def enqueue(self, jobs: Sequence[Job], lease: float) -> None:
+    async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
         due = time.time() + lease
-        rows = [(j.id, j.state.value, due, j.created, dump_job(replace(j, due=due))) for j in jobs]
-        await self._run(lambda c: self._write_jobs(c, rows))
+        return await self._run(lambda c: [self._admit(c, a, due) for a in admissions])
+
+    def _admit(self, conn: sqlite3.Connection, admission: Admission, due: float) -> bool:
+        if admission.claim is not None and not self._put_new(conn, admission.claim, "1", admission.ttl):
+            return False
+        jobs = [replace(j, due=due) for j in admission.jobs]
+        self._write_jobs(conn, [(j.id, j.state.value, due, j.created, dump_job(j)) for j in jobs])
+        return True
 
     def _write_jobs(self, conn: sqlite3.Connection, rows: list[tuple[str, str, float, float, str]]) -> None:
         self._done_since_trim += sum(1 for row in rows if row[1] == State.DONE)
@@ -233,6 +242,16 @@ class SqliteStore:
         self._calls.put(None)
         await asyncio.to_thread(self._thread.join)
         self._disconnect()
+
+
+def _answer(answers: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
+    for future, result, error in answers:
+        if future.cancelled():
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:

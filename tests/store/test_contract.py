@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bridge.config import StoreSettings
 from bridge.model import DingTalkRobot, Email, Format, Group, Member, Mention
-from bridge.store import Job, State, Store, open_store
+from bridge.store import Admission, Job, State, Store, open_store
 from tests.helpers import REDIS_URL
 
 pytestmark = pytest.mark.anyio
@@ -112,6 +112,18 @@ async def test_put_new_succeeds_again_once_expired(store: Store) -> None:
     assert await store.get("dedup:y") == "3"
 
 
+async def test_an_admission_is_written_only_if_its_claim_is_won(store: Store) -> None:
+    first, again, unclaimed = (
+        Admission([job(1)], "dedup:a", 60),
+        Admission([job(2)], "dedup:a", 60),
+        Admission([job(3)]),
+    )
+    assert await store.admit([first, again, unclaimed], lease=0) == [True, False, True]
+    assert await store.admit([Admission([job(4)], "dedup:a", 60)], lease=0) == [False]
+    assert sorted(j.id for j in await store.lease(10, lease=60)) == ["alarm1:0", "alarm3:0"]
+    assert await store.get("dedup:a") is not None
+
+
 async def test_ping(store: Store) -> None:
     await store.ping()
 
@@ -121,7 +133,7 @@ def job(n: int) -> Job:
 
 
 async def test_enqueued_jobs_are_leased_to_their_creator_first(store: Store) -> None:
-    await store.enqueue([job(1), job(2)], lease=0.3)
+    await store.admit([Admission([job(1), job(2)])], lease=0.3)
     assert await store.lease(10, lease=5) == []  # still leased by whoever enqueued them
     assert await store.depth() == 2
     await asyncio.sleep(0.4)  # the creator died: the lease ends and another worker takes the jobs
@@ -132,14 +144,14 @@ async def test_enqueued_jobs_are_leased_to_their_creator_first(store: Store) -> 
 
 
 async def test_a_job_is_leased_to_one_worker_only(store: Store) -> None:
-    await store.enqueue([job(n) for n in range(30)], lease=0)
+    await store.admit([Admission([job(n) for n in range(30)])], lease=0)
     batches = await asyncio.gather(*(store.lease(7, lease=60) for _ in range(10)))
     ids = [j.id for batch in batches for j in batch]
     assert sorted(ids) == sorted(job(n).id for n in range(30))
 
 
 async def test_settled_jobs_leave_the_queue_or_come_back_when_due(store: Store) -> None:
-    await store.enqueue([job(1), job(2), job(3)], lease=0)
+    await store.admit([Admission([job(1), job(2), job(3)])], lease=0)
     one, two, three = sorted(await store.lease(10, lease=60), key=lambda j: j.id)
     now = time.time()
     await store.settle(
@@ -164,7 +176,7 @@ async def test_settled_jobs_leave_the_queue_or_come_back_when_due(store: Store) 
 
 
 async def test_a_dead_job_can_be_made_pending_again(store: Store) -> None:
-    await store.enqueue([job(1)], lease=0)
+    await store.admit([Admission([job(1)])], lease=0)
     (leased,) = await store.lease(1, lease=60)
     await store.settle([replace(leased, state=State.DEAD)])
     await store.settle([replace(leased, state=State.PENDING, due=0)])
@@ -174,7 +186,7 @@ async def test_a_dead_job_can_be_made_pending_again(store: Store) -> None:
 
 async def test_only_the_newest_done_jobs_are_kept(store: Store) -> None:
     jobs = [job(n) for n in range(8)]
-    await store.enqueue(jobs, lease=0)
+    await store.admit([Admission(jobs)], lease=0)
     await store.settle([replace(j, state=State.DONE) for j in jobs[:7]])
     kept = await store.jobs(State.DONE, 100)
     assert [j.id for j in kept] == [f"alarm{n}:0" for n in (6, 5, 4, 3, 2)]  # history=5

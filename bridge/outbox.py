@@ -225,29 +225,47 @@ class Outbox:
         return _Work(group, group.targets[data["target"]], jobs, alarms)
 
     async def _deliver(self, work: _Work) -> dict[str, Outcome | None]:
-        try:
-            return await self._deliver_now(work)
-        except asyncio.CancelledError:  # shutting down: hand the jobs back at once, not when the lease ends
-            await asyncio.shield(self._settle(replace(j, due=time.time()) for j in work.jobs))
-            raise
-        except StoreError as exc:  # the lease runs out and the jobs come back
-            metrics.STORE_ERRORS.inc()
-            logger.warning("outbox: cannot record a delivery: %s", exc)
-            return dict.fromkeys((j.id for j in work.jobs), None)
+        """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so.
 
-    async def _deliver_now(self, work: _Work) -> dict[str, Outcome | None]:
+        When a message fails, the jobs not yet sent share its outcome (and its retry), as the upstream refuses.
+        """
+        results: dict[str, Outcome | None] = {}
+        while work.jobs:
+            try:
+                sent = await self._deliver_one(work)
+            except asyncio.CancelledError:  # shutting down: hand the jobs back at once, not when the lease ends
+                await asyncio.shield(self._settle(replace(j, due=time.time()) for j in work.jobs))
+                raise
+            except StoreError as exc:  # the lease runs out and the jobs come back
+                metrics.STORE_ERRORS.inc()
+                logger.warning("outbox: cannot record a delivery: %s", exc)
+                sent = None
+            if sent is None:
+                return results | dict.fromkeys((j.id for j in work.jobs), None)
+            outcome, count = sent
+            results |= {j.id: outcome for j in work.jobs[:count]}
+            work = _Work(work.group, work.target, work.jobs[count:], work.alarms[count:])
+            if not outcome.ok and work.jobs:
+                now = time.time()
+                await self._settle(self._next(j, outcome, now, work.target.channel) for j in work.jobs)
+                return results | dict.fromkeys((j.id for j in work.jobs), outcome)
+        return results
+
+    async def _deliver_one(self, work: _Work) -> tuple[Outcome, int] | None:
+        """Send one message for the leading jobs and record it: its outcome and how many jobs it carried.
+
+        None if a rate limit holds the jobs back (they are put back until a slot is free).
+        """
         if not await self._take_slots(work, 1):
-            return dict.fromkeys((j.id for j in work.jobs), None)
+            return None
         message, count = self._message(work)
         parts = len(split(message.body, budget(work.target, work.group)))
         if parts > 1 and not await self._take_slots(work, parts - 1):  # each part is a message upstream
-            return dict.fromkeys((j.id for j in work.jobs), None)
-        sent, rest = work.jobs[:count], work.jobs[count:]
+            return None
         outcome = await self._dispatcher.send(work.target, work.group, message)
         now = time.time()
-        settled = [self._next(j, outcome, now, work.target.channel) for j in sent]
-        await self._settle([*settled, *(replace(j, due=now) for j in rest)])
-        return {**{j.id: outcome for j in sent}, **dict.fromkeys((j.id for j in rest), None)}
+        await self._settle(self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count])
+        return outcome, count
 
     async def _take_slots(self, work: _Work, count: int) -> bool:
         """Take rate-limit slots for the target; if one is not free, put the jobs back until it is."""

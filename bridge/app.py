@@ -61,13 +61,15 @@ async def alarm_v2(request: Request) -> Response:
     return native.reply(result.code, result.detail)
 
 
-def senders(settings: Settings, session: aiohttp.ClientSession, store: Store) -> dict[Channel, Sender]:
+def senders(
+    settings: Settings, session: aiohttp.ClientSession, connections: email.Connections, store: Store
+) -> dict[Channel, Sender]:
     if settings.delivery.dry_run:
         return dict.fromkeys(Channel, DryRun())
     return {
         Channel.DINGTALK: dingtalk.Sender(settings.dingtalk, settings.delivery, session, store),
         Channel.WECOM: wecom.Sender(settings.wecom, settings.delivery, session, store),
-        Channel.EMAIL: email.Sender(settings.email, settings.delivery),
+        Channel.EMAIL: email.Sender(settings.email, settings.delivery, connections),
     }
 
 
@@ -78,10 +80,11 @@ def create_app(settings: Settings) -> Starlette:
         tls = ssl.create_default_context()
         if settings.delivery.ca_file:
             tls.load_verify_locations(settings.delivery.ca_file)
+        connections = email.Connections()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=200)) as session:
 
             def dispatcher(current: Settings) -> Dispatcher:
-                return Dispatcher(senders(current, session, store), current.delivery.deadline)
+                return Dispatcher(senders(current, session, connections, store), current.delivery.deadline)
 
             outbox = Outbox(
                 store, dispatcher(settings), Renderer(settings.templates), settings.delivery, settings.store.timeout
@@ -102,6 +105,7 @@ def create_app(settings: Settings) -> Starlette:
             finally:
                 await outbox.stop()
                 await worker
+                await connections.close()
                 await store.close()
 
     background: set[asyncio.Task[str]] = set()

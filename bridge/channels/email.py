@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+import time
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.headerregistry import Address
@@ -11,6 +13,7 @@ from email.message import EmailMessage
 from email.utils import getaddresses, make_msgid
 
 import aiosmtplib
+from aiosmtplib import SMTPResponse
 
 from bridge.channels._http import Failure
 from bridge.codes import Code
@@ -19,11 +22,71 @@ from bridge.model import Email, Group, Message, Outcome, Reason, Target, label
 
 logger = logging.getLogger(__name__)
 
+IDLE = 30.0  # seconds a connection is kept unused for the next mail (servers commonly close after 60 s or more)
+
+
+class Connections:
+    """SMTP connections kept open for the next mail, as the HTTP session keeps HTTPS ones: one per mail in
+    flight at most, reused within ``IDLE`` seconds of their last mail, all closed when the gateway stops."""
+
+    def __init__(self) -> None:
+        self._idle: list[tuple[tuple[EmailSettings, float], aiosmtplib.SMTP, float]] = []
+
+    async def send(
+        self, settings: EmailSettings, command_timeout: float, mail: EmailMessage
+    ) -> dict[str, SMTPResponse]:
+        """Send on a kept connection to the same server, else on a new one; raises what aiosmtplib raises."""
+        key = (settings, command_timeout)
+        while self._idle:
+            kept, client, since = self._idle.pop()
+            if kept != key or time.monotonic() - since > IDLE or not client.is_connected:
+                _drop(client)
+                continue
+            try:
+                return await self._send_on(key, client, mail, connect=False)
+            except aiosmtplib.SMTPServerDisconnected:
+                continue  # the server closed it while idle: the mail goes on another connection
+        client = aiosmtplib.SMTP(
+            hostname=settings.host,
+            port=settings.port,
+            username=settings.username or None,
+            password=settings.password if settings.username else None,
+            timeout=command_timeout,
+            use_tls=settings.security == "tls",
+            start_tls=settings.security == "starttls",
+            validate_certs=settings.validate_certs,
+        )
+        return await self._send_on(key, client, mail, connect=True)
+
+    async def _send_on(
+        self, key: tuple[EmailSettings, float], client: aiosmtplib.SMTP, mail: EmailMessage, connect: bool
+    ) -> dict[str, SMTPResponse]:
+        try:
+            if connect:
+                await client.connect()
+            refused, _ = await client.send_message(mail)
+        except BaseException:
+            _drop(client)  # a connection that failed once is not trusted with the next mail
+            raise
+        self._idle.append((key, client, time.monotonic()))
+        return refused
+
+    async def close(self) -> None:
+        """Say goodbye on every kept connection (QUIT), within a second or two."""
+        idle, self._idle = self._idle, []
+        for _, client, _ in idle:
+            try:
+                async with asyncio.timeout(2):
+                    await client.quit()
+            except (aiosmtplib.SMTPException, TimeoutError, OSError):
+                _drop(client)
+
 
 class Sender:
-    def __init__(self, settings: EmailSettings, delivery: DeliverySettings) -> None:
+    def __init__(self, settings: EmailSettings, delivery: DeliverySettings, connections: Connections) -> None:
         self._settings = settings
         self._timeout = delivery.timeout
+        self._connections = connections
 
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         name = label(target)
@@ -64,19 +127,8 @@ class Sender:
 
     async def _submit(self, mail: EmailMessage) -> dict[str, aiosmtplib.SMTPResponse] | Failure:
         """The refused recipients of a delivered message, or why it was not delivered."""
-        s = self._settings
         try:
-            refused, _ = await aiosmtplib.send(
-                mail,
-                hostname=s.host,
-                port=s.port,
-                username=s.username or None,
-                password=s.password if s.username else None,
-                timeout=self._timeout,
-                use_tls=s.security == "tls",
-                start_tls=s.security == "starttls",
-                validate_certs=s.validate_certs,
-            )
+            return await self._connections.send(self._settings, self._timeout, mail)
         except aiosmtplib.SMTPException as exc:
             failure = _classify(exc, self._timeout)
             return Failure(failure.reason, failure.retryable, self._scrub(failure.detail))
@@ -84,11 +136,17 @@ class Sender:
             return _untrusted(exc)
         except OSError as exc:  # TLS and socket errors that aiosmtplib lets through
             return Failure(Reason.NETWORK, True, self._scrub(f"{type(exc).__name__}: {exc}"))
-        return refused
 
     def _scrub(self, text: str) -> str:
         """Servers should never echo a password, but a detail is logged and shown, so make sure."""
         return text.replace(self._settings.password, "***") if self._settings.password else text
+
+
+def _drop(client: aiosmtplib.SMTP) -> None:
+    """Close a connection at once: no QUIT, no TLS close_notify, nothing left for the event loop to finish."""
+    if isinstance(client.transport, asyncio.Transport):
+        client.transport.abort()
+    client.close()
 
 
 def _recipients(group: Group, extra: tuple[str, ...]) -> tuple[list[Address], list[str]]:

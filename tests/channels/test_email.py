@@ -4,6 +4,7 @@ import logging
 import ssl
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from typing import Any
 
@@ -66,12 +67,28 @@ def server_tls(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     return context
 
 
+_connections: list[email_channel.Connections] = []  # the senders' connections, closed after each test
+
+
+async def hang_up() -> None:
+    """Close the kept connections; a TLS server stopped before them leaves its side of them unclosed."""
+    while _connections:
+        await _connections.pop().close()
+
+
+@pytest.fixture(autouse=True)
+async def close_connections() -> AsyncIterator[None]:
+    yield
+    await hang_up()
+
+
 def sender(port: int, timeout: float = 5.0, **options: Any) -> email_channel.Sender:
     """A sender with settings read the way the config file is read, so new settings keep their defaults."""
     defaults = {"host": "127.0.0.1", "port": port, "security": "plain", "sender": SENDER, "validate_certs": False}
     options = defaults | options
     settings = config.parse({"email": options, "delivery": {"timeout": timeout}}, "test.yaml")
-    return email_channel.Sender(settings.email, settings.delivery)
+    _connections.append(email_channel.Connections())
+    return email_channel.Sender(settings.email, settings.delivery, _connections[-1])
 
 
 def assert_failed(outcome: Outcome, retryable: bool, reason: Reason) -> None:
@@ -105,6 +122,19 @@ async def test_one_multipart_message_reaches_every_recipient_once() -> None:
     to = {a.addr_spec: a.display_name for a in message["To"].addresses}
     assert to == {"chenmin@example.com": "陈敏", "wangwei@example.com": "王伟", "ops@example.com": ""}
     assert message["Date"] and message["Message-ID"].endswith("@example.com>")
+
+
+async def test_consecutive_mails_share_one_connection_until_the_server_closes_it() -> None:
+    handler = Recorder()
+    with smtp_server(handler) as port:
+        one = sender(port)
+        for _ in range(3):
+            assert (await one.send(TARGET, GROUP, MESSAGE)).ok
+    assert len(handler.received) == 3 and len({r.peer for r in handler.received}) == 1
+    with smtp_server(handler, port=port):  # the kept connection died with the old server
+        outcome = await one.send(TARGET, GROUP, MESSAGE)
+    assert outcome.ok, outcome
+    assert len(handler.received) == 4 and handler.received[3].peer != handler.received[0].peer
 
 
 async def test_headers_are_rfc2047_encoded_on_the_wire() -> None:
@@ -165,9 +195,10 @@ async def test_a_refused_login_leaks_no_password(caplog: pytest.LogCaptureFixtur
 
 async def test_starttls_with_login(server_tls: ssl.SSLContext) -> None:
     handler = Recorder()
-    tls = {"tls_context": server_tls, "require_starttls": True, "authenticator": authenticator}
+    tls: dict[str, Any] = {"tls_context": server_tls, "require_starttls": True, "authenticator": authenticator}
     with smtp_server(handler, **tls) as port:
         outcome = await sender(port, security="starttls", username=USER, password=PASSWORD).send(TARGET, GROUP, MESSAGE)
+        await hang_up()
     assert outcome.ok, outcome
     [received] = handler.received
     assert received.tls and received.login == USER
@@ -178,6 +209,7 @@ async def test_implicit_tls(server_tls: ssl.SSLContext) -> None:
     handler = Recorder()
     with smtp_server(handler, ssl_context=server_tls) as port:
         outcome = await sender(port, security="tls").send(TARGET, GROUP, MESSAGE)
+        await hang_up()
     assert outcome.ok, outcome
     assert handler.received[0].message()["Subject"] == TITLE
 
@@ -185,7 +217,7 @@ async def test_implicit_tls(server_tls: ssl.SSLContext) -> None:
 @pytest.mark.parametrize("security", ["tls", "starttls"])
 async def test_an_untrusted_certificate_is_a_config_error(security: str, server_tls: ssl.SSLContext) -> None:
     handler = Recorder()
-    tls = {"ssl_context": server_tls} if security == "tls" else {"tls_context": server_tls}
+    tls: dict[str, Any] = {"ssl_context": server_tls} if security == "tls" else {"tls_context": server_tls}
     with smtp_server(handler, **tls) as port:
         outcome = await sender(port, security=security, validate_certs=True).send(TARGET, GROUP, MESSAGE)
     assert_failed(outcome, retryable=False, reason=Reason.CONFIG)

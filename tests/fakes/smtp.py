@@ -24,6 +24,7 @@ class Received:
     raw: bytes
     tls: bool
     login: str | None
+    peer: tuple[str, int]  # the client's address and port: one per connection
 
     def message(self) -> EmailMessage:
         # SMTP carries CRLF; get_content() would keep the CR of each line.
@@ -52,16 +53,21 @@ class Recorder:
             await asyncio.sleep(self.stall)
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         received = Received(
-            envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content, session.ssl is not None, login
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            envelope.original_content,
+            session.ssl is not None,
+            login,
+            session.peer,
         )
         self.received.append(received)
         return self.data_reply
 
 
 @contextmanager
-def smtp_server(handler: Recorder, **options: Any) -> Iterator[int]:
+def smtp_server(handler: Recorder, port: int = 0, **options: Any) -> Iterator[int]:
     """A real aiosmtpd server in its own thread, on a port picked beforehand (its start() cannot use port 0)."""
-    port = free_port()
+    port = port or free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port, **options)
     controller.start()
     try:

@@ -64,8 +64,8 @@ def run(opts: Options) -> Section:
         section.details["gateway"] = {
             "alarms": len(bodies), "concurrency": opts.b2_concurrency, "codes": dict(posted.codes),
             "post_seconds": posted.finished - posted.started, "complete": done["complete"],
-            "alarms_per_receiver": done["alarms"], "rejected": done["rejected"], "alarms_per_s": ours,
-            "cpu_seconds": cpu, "memory_mb": memory,
+            "alarms_per_receiver": done["alarms"], "messages_per_receiver": _messages(done),
+            "rejected": done["rejected"], "alarms_per_s": ours, "cpu_seconds": cpu, "memory_mb": memory,
         }  # fmt: skip
 
         logger.info("B2: %d alarms through Apprise", opts.b2_reference_alarms)
@@ -76,7 +76,8 @@ def run(opts: Options) -> Section:
         reference = _rate(ref_done, ref["started"]) if ref else None
         section.details["apprise"] = {
             "alarms": opts.b2_reference_alarms, "concurrency": opts.b2_concurrency, **(ref or {}),
-            "complete": ref_done["complete"], "alarms_per_receiver": ref_done["alarms"], "alarms_per_s": reference,
+            "complete": ref_done["complete"], "alarms_per_receiver": ref_done["alarms"],
+            "messages_per_receiver": _messages(ref_done), "alarms_per_s": reference,
             "dingtalk_robot": "unsigned (Apprise double-encodes the sign of a signed robot)",
         }  # fmt: skip
         check_run = new_run()
@@ -85,14 +86,21 @@ def run(opts: Options) -> Section:
             "sent": 5, "reported_ok": (check or {}).get("reported_ok"),
             "confirmed_by_robot": stats(control, check_run, ["dingtalk"])["complete"],
         }  # fmt: skip
-    note = ""
+    per_message = {r: done["alarms"][r] / n for r, n in _messages(done).items() if n}
+    notes = ["alarms per upstream message: " + ", ".join(f"{r} {v:.1f}" for r, v in per_message.items())]
     if done["complete"] < len(bodies):
-        note = f"only {done['complete']} of {len(bodies)} confirmed within {opts.b2_timeout:g}s"
+        notes.append(f"only {done['complete']} of {len(bodies)} confirmed within {opts.b2_timeout:g}s")
+    note = "; ".join(notes)
     section.figures.append(
         Figure("B2", "fan-out alarms/s, 3 channels", "alarms/s", ours, reference, "Apprise", "≥ 25× Apprise",
                note=note)
     )  # fmt: skip
     return section
+
+
+def _messages(done: dict[str, Any]) -> dict[str, int]:
+    """How many messages each receiver got (alarms that arrive together share a message: a digest)."""
+    return {r: len(done["messages"].get(r, [])) for r in NEED}
 
 
 def _rate(done: dict[str, Any], started: float) -> float | None:

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 PARALLEL = 16  # leased batches in flight per process
+Lane = tuple[int, int]  # a target of a group object: id(group), index
 
 # What one message's body may carry, in UTF-8 bytes, leaving room for the request around it.
 BUDGETS = {"dingtalk-robot": 18000, "dingtalk-app": 18000, "wecom-app": 2000, "wecom-appchat": 2000, "email": 500_000}
@@ -95,6 +96,7 @@ class Outbox:
         self._store_timeout = store_timeout
         self._intake: list[_Entry] = []
         self._writer: asyncio.Task[None] | None = None
+        self._lanes: dict[Lane, list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
         self._renderer = renderer
         self._settings = settings
@@ -156,13 +158,44 @@ class Outbox:
             self._writer = None
 
     def _first_attempt(self, entries: list[_Entry]) -> asyncio.Task[dict[str, Outcome | None]]:
-        works: dict[tuple[int, int], _Work] = {}
+        works: dict[Lane, _Work] = {}
         for entry in entries:
             for i, (job, target) in enumerate(zip(entry.admission.jobs, entry.group.targets, strict=True)):
                 work = works.setdefault((id(entry.group), i), _Work(entry.group, target, [], []))
                 work.jobs.append(job)
                 work.alarms.append(entry.alarm)
-        return self._spawn(self._deliver_all(list(works.values())))
+        return self._spawn(self._deliver_in_lanes(works))
+
+    async def _deliver_in_lanes(self, works: dict[Lane, _Work]) -> dict[str, Outcome | None]:
+        results = await asyncio.gather(*(self._queue_in_lane(lane, work) for lane, work in works.items()))
+        return {job_id: outcome for result in results for job_id, outcome in result.items()}
+
+    def _queue_in_lane(self, lane: Lane, work: _Work) -> asyncio.Future[dict[str, Outcome | None]]:
+        """First attempts go one delivery at a time per target: what arrives meanwhile is merged into the next."""
+        future: asyncio.Future[dict[str, Outcome | None]] = asyncio.get_running_loop().create_future()
+        if lane in self._lanes:
+            self._lanes[lane].append((work, future))
+        else:
+            self._lanes[lane] = [(work, future)]
+            self._spawn(self._run_lane(lane))
+        return future
+
+    async def _run_lane(self, lane: Lane) -> None:
+        queued: list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]] = []
+        try:
+            while queued := self._lanes[lane]:
+                self._lanes[lane] = []
+                first = queued[0][0]
+                jobs = [j for work, _ in queued for j in work.jobs]
+                results = await self._deliver(
+                    _Work(first.group, first.target, jobs, [a for w, _ in queued for a in w.alarms])
+                )
+                for _, future in queued:
+                    if not future.done():
+                        future.set_result(results)
+        finally:  # cancelled at shutdown: nobody waits for these any more (their jobs are in the outbox)
+            for _, future in queued + self._lanes.pop(lane, []):
+                future.cancel()
 
     async def attempt(self, alarm: Alarm, group: Group, admitted: Admitted, wait: float) -> Attempt:
         """The first attempt at an admitted alarm, awaited up to ``wait`` seconds; it goes on in the background."""
@@ -170,7 +203,7 @@ class Outbox:
         warnings = sorted({w for c in channels for w in self._renderer.message(alarm, group, c)[1]})
         if wait > 0:
             await asyncio.wait({admitted.attempt}, timeout=wait)
-        if not admitted.attempt.done():
+        if not admitted.attempt.done() or admitted.attempt.cancelled():  # cancelled: the gateway is stopping
             return Attempt([], len(admitted.jobs), warnings)
         results = admitted.attempt.result()
         outcomes = [o for o in (results.get(j.id) for j in admitted.jobs) if o is not None]

@@ -5,6 +5,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from email.message import EmailMessage
 from typing import Any
 
@@ -147,6 +148,16 @@ async def test_headers_are_rfc2047_encoded_on_the_wire() -> None:
     assert lines[b"subject"].startswith(b"Subject: =?utf-8?")
     assert b"=?utf-8?" in lines[b"to"] and b"<chenmin@example.com>" in lines[b"to"]
     assert lines[b"from"].startswith(b"From: =?utf-8?") and lines[b"from"].endswith(b"<alert@example.com>")
+
+
+async def test_a_long_subject_is_folded_on_the_wire_and_reads_back_whole() -> None:
+    handler = Recorder()
+    title = "【严重】数据组 磁盘使用率超过 95% 主机 db-master-01.prod.example.com 持续十分钟" * 3
+    with smtp_server(handler) as port:
+        assert (await sender(port).send(TARGET, GROUP, replace(MESSAGE, title=title))).ok
+    head = handler.received[0].raw.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
+    assert handler.received[0].message()["Subject"] == title
 
 
 async def test_plain_only_without_html_and_a_one_line_subject() -> None:

@@ -7,6 +7,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, ClassVar
 
 REQUIRED_FIELDS = ("id", "level", "dep", "env", "sign", "alert_level", "alert_time", "alert_business")
@@ -55,7 +56,7 @@ class Alarm:
         if self.identity:
             content: dict[str, Any] = {"id": self.id, "level": self.level, "identity": self.identity}
         else:
-            content = {k: v for k, v in asdict(self).items() if k not in ("alert_time", "extra", "identity")}
+            content = {k: v for k, v in self.__dict__.items() if k not in ("alert_time", "extra", "identity")}
         return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -160,6 +161,11 @@ class Group:
     @property
     def key(self) -> tuple[str, str]:
         return (self.id, self.level)
+
+    @cached_property
+    def encoded(self) -> str:
+        """``to_dict`` as JSON, made once per group: every job of every alarm for the group carries it."""
+        return json.dumps(self.to_dict(), ensure_ascii=False)
 
     def to_dict(self) -> dict[str, object]:
         """The group in the YAML/JSON shape that ``config.parse_group`` reads back."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -80,6 +81,7 @@ def budget(target: Target, group: Group) -> int:
     return WECOM_ROBOT_BUDGETS[group.format] if target.kind == "wecom-robot" else BUDGETS[target.kind]
 
 
+@functools.lru_cache(maxsize=1024)
 def rate_key(target: Target) -> str | None:
     """Which upstream limit a target counts against: per robot, or per app and recipient list."""
     if target.kind not in ("dingtalk-robot", "wecom-robot", "wecom-app"):
@@ -130,7 +132,7 @@ class Outbox:
     def _jobs(self, alarm: Alarm, group: Group) -> list[Job]:
         now = time.time()
         alarm_id = secrets.token_hex(16)
-        shared = json.dumps({"alarm": asdict(alarm), "group": group.to_dict()}, ensure_ascii=False)
+        shared = f'{{"alarm": {json.dumps(alarm.__dict__, ensure_ascii=False)}, "group": {group.encoded}}}'
         return [  # the alarm and group are serialized once; each job adds its target's index
             Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)
             for i in range(len(group.targets))

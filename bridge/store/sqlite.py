@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.model import Group
-from bridge.store.base import Admission, Job, State, StoreError, dump_group, dump_job, load_group, load_job
+from bridge.store.base import Admission, Job, State, StoreError, dump_group, load_group
 
 T = TypeVar("T")
 
@@ -26,13 +26,27 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (id TEXT NOT NULL, level TEXT NOT NULL, data TEXT NOT NULL,
                                    PRIMARY KEY (id, level));
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
-                                 created REAL NOT NULL, data TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (due) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (state, created);
+CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
+                                   created REAL NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL,
+                                   detail TEXT NOT NULL, updated REAL NOT NULL, code INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (state, created);
 CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 """
+# The outbox's columns: a settle rewrites the small ones and never the payload.
+_COLUMNS = "id, state, due, created, payload, attempts, detail, updated, code"
+# Files from before the outbox table kept each job as one JSON document in the table "jobs".
+_MIGRATE = (
+    "INSERT OR IGNORE INTO outbox SELECT id, state, due, created, json_extract(data, '$.payload'),"
+    " json_extract(data, '$.attempts'), json_extract(data, '$.detail'), json_extract(data, '$.updated'),"
+    " coalesce(json_extract(data, '$.code'), 0) FROM jobs",
+    "DROP TABLE jobs",
+)
+_LEASE = (
+    "UPDATE outbox SET due = ? WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND due <= ?"
+    " ORDER BY due LIMIT ?) RETURNING id, state, due, created, payload, attempts, detail, updated, code"
+)
 _PURGE_EVERY = 60.0
 _BUSY = 5.0  # seconds a call waits for another process's write lock
 _GROUP_COMMIT = 256  # calls at most in one transaction
@@ -181,49 +195,49 @@ class SqliteStore:
     def _admit(self, conn: sqlite3.Connection, admission: Admission, due: float) -> bool:
         if admission.claim is not None and not self._put_new(conn, admission.claim, "1", admission.ttl):
             return False
-        jobs = [replace(j, due=due) for j in admission.jobs]
-        self._write_jobs(conn, [(j.id, j.state.value, due, j.created, dump_job(j)) for j in jobs])
+        rows = [_row(replace(j, due=due)) for j in admission.jobs]
+        conn.executemany(f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # noqa: S608
         return True
-
-    def _write_jobs(self, conn: sqlite3.Connection, rows: list[tuple[str, str, float, float, str]]) -> None:
-        self._done_since_trim += sum(1 for row in rows if row[1] == State.DONE)
-        conn.executemany("INSERT OR REPLACE INTO jobs (id, state, due, created, data) VALUES (?, ?, ?, ?, ?)", rows)
-        if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
-            conn.execute(
-                "DELETE FROM jobs WHERE state = 'done' AND created < (SELECT created FROM jobs"
-                " WHERE state = 'done' ORDER BY created DESC LIMIT 1 OFFSET ?)",
-                (self._history - 1,),
-            )
-            self._done_since_trim = 0
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
         rows = await self._run(
             lambda c: c.execute(
-                "UPDATE jobs SET due = ? WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND due <= ?"
-                " ORDER BY due LIMIT ?) RETURNING data",
+                _LEASE,
                 (now + lease, now, limit),
             ).fetchall()
         )
-        return [replace(load_job(row[0]), due=now + lease) for row in rows]
+        return [_job(row) for row in rows]
 
     async def settle(self, jobs: Sequence[Job]) -> None:
-        rows = [(j.id, j.state.value, j.due, j.created, dump_job(j)) for j in jobs]
-        await self._run(lambda c: self._write_jobs(c, rows))
+        rows = [(j.state.value, j.due, j.attempts, j.detail, j.updated, j.code, j.id) for j in jobs]
+        done = sum(1 for j in jobs if j.state is State.DONE)
+        await self._run(lambda c: self._settle(c, rows, done))
+
+    def _settle(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], done: int) -> None:
+        conn.executemany(
+            "UPDATE outbox SET state = ?, due = ?, attempts = ?, detail = ?, updated = ?, code = ? WHERE id = ?", rows
+        )
+        self._done_since_trim += done
+        if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
+            conn.execute(
+                "DELETE FROM outbox WHERE state = 'done' AND created < (SELECT created FROM outbox"
+                " WHERE state = 'done' ORDER BY created DESC LIMIT 1 OFFSET ?)",
+                (self._history - 1,),
+            )
+            self._done_since_trim = 0
 
     async def job(self, id: str) -> Job | None:
-        row = await self._run(lambda c: c.execute("SELECT data, due FROM jobs WHERE id = ?", (id,)).fetchone())
-        return None if row is None else replace(load_job(row[0]), due=row[1])
+        row = await self._run(lambda c: c.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (id,)).fetchone())  # noqa: S608
+        return None if row is None else _job(row)
 
     async def jobs(self, state: State | None, limit: int) -> list[Job]:
         where, args = ("WHERE state = ?", (state.value, limit)) if state else ("", (limit,))
-        rows = await self._run(
-            lambda c: c.execute(f"SELECT data, due FROM jobs {where} ORDER BY created DESC LIMIT ?", args).fetchall()  # noqa: S608
-        )
-        return [replace(load_job(row[0]), due=row[1]) for row in rows]
+        sql = f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY created DESC LIMIT ?"  # noqa: S608
+        return [_job(row) for row in await self._run(lambda c: c.execute(sql, args).fetchall())]
 
     async def depth(self) -> int:
-        row = await self._run(lambda c: c.execute("SELECT count(*) FROM jobs WHERE state = 'pending'").fetchone())
+        row = await self._run(lambda c: c.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone())
         return int(row[0])
 
     async def acquire(self, key: str, limit: int, window: float) -> float:
@@ -242,6 +256,15 @@ class SqliteStore:
         self._calls.put(None)
         await asyncio.to_thread(self._thread.join)
         self._disconnect()
+
+
+def _row(job: Job) -> tuple[Any, ...]:
+    return (job.id, job.state.value, job.due, job.created, job.payload, job.attempts, job.detail, job.updated, job.code)
+
+
+def _job(row: Sequence[Any]) -> Job:
+    id, state, due, created, payload, attempts, detail, updated, code = row
+    return Job(id, payload, created, due, State(state), attempts, detail, updated, code)
 
 
 def _answer(answers: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
@@ -267,3 +290,12 @@ def _prepare(conn: sqlite3.Connection) -> None:
             time.sleep(0.01)
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.executescript(_SCHEMA)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
+            for statement in _MIGRATE:
+                conn.execute(statement)
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        conn.execute("ROLLBACK")
+        raise

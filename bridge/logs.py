@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
+import random
 from contextvars import ContextVar
 from typing import Any
 
@@ -60,7 +60,11 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = given if given.isascii() and 0 < len(given) <= 64 and given.isprintable() else secrets.token_hex(8)
+        rid = (
+            given
+            if given.isascii() and 0 < len(given) <= 64 and given.isprintable()
+            else f"{random.getrandbits(64):016x}"
+        )
         token = request_id.set(rid)
 
         async def send_with_id(message: Message) -> None:

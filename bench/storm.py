@@ -62,10 +62,12 @@ def run(opts: Options) -> Section:
             send_cap = max(10 * opts.b3_send_seconds, 600.0)
             posted = asyncio.run(post_all(f"{gateway.url}/alarm_v2", bodies, CONCURRENCY, send_cap, rate))
             logger.info("B3: posted in %.0fs; watching the drain for up to %gs", _took(posted), opts.b3_drain_cap)
-            done = _drain(upstreams.control, storm, len(posted.ok), opts.b3_drain_cap)
+            _drain(upstreams.control, storm, len(posted.ok), opts.b3_drain_cap)
             memory = gateway.memory_mb()
         finally:
             gateway.stop()
+        # Read after the stop: deliveries in flight when the watch ended finish during the shutdown.
+        done = stats(upstreams.control, storm, list(NEED), indexes=True)
         left = asyncio.run(_outbox(path))
     # Every send counts, those the robot refused included: the upstream counts what arrives.
     per_robot = {r: _busiest(done["attempts"].get(r, []), window) for r in NEED}
@@ -111,12 +113,11 @@ def _took(posted: Posted) -> float:
     return posted.finished - posted.started
 
 
-def _drain(control: str, run: str, expected: int, cap: float) -> dict[str, Any]:
+def _drain(control: str, run: str, expected: int, cap: float) -> None:
     """Watch until both robots have every accepted alarm, or ``cap`` seconds pass."""
     deadline = time.monotonic() + cap
     while stats(control, run, list(NEED))["complete"] < expected and time.monotonic() < deadline:
         time.sleep(1.0)
-    return stats(control, run, list(NEED), indexes=True)
 
 
 def _indexes(done: dict[str, Any], receiver: str) -> set[int]:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 from bridge import metrics
-from bridge.config import DeliverySettings, Node, parse_group
+from bridge.config import DeliverySettings, Node, RateLimit, parse_group
 from bridge.dispatch import Dispatcher
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Target
 from bridge.render import Renderer, split
@@ -97,6 +97,7 @@ class Outbox:
         self._store_timeout = store_timeout
         self._intake: list[_Entry] = []
         self._writer: asyncio.Task[None] | None = None
+        self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
         self._lanes: dict[Lane, list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
         self._renderer = renderer
@@ -297,6 +298,8 @@ class Outbox:
         if parts > 1 and not await self._take_slots(work, parts - 1):  # each part is a message upstream
             return None
         outcome = await self._dispatcher.send(work.target, work.group, message)
+        if count < len(work.jobs) and (key := rate_key(work.target)):  # a full digest: what one message carries
+            self._packing[key] = count
         now = time.time()
         await self._settle(self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count])
         return outcome, count
@@ -311,9 +314,18 @@ class Outbox:
             wait = await self._store.acquire(key, limit.limit, limit.window)
             if wait > 0:
                 metrics.RATE_LIMIT_WAITS.labels(channel=work.target.channel).inc()
-                await self._settle(replace(j, due=time.time() + wait) for j in work.jobs)
+                await self._settle(self._hold(work.jobs, key, wait, limit))
                 return False
         return True
+
+    def _hold(self, jobs: Sequence[Job], key: str, wait: float, limit: RateLimit) -> list[Job]:
+        """Jobs a rate limit holds back, oldest first, each due when a slot for its message may be free: the first
+        message's worth when the next slot is, the next message's worth one slot spacing later, and so on; so a
+        backlog is not all read back at every free slot, only what the next message can carry."""
+        per_message, spacing = self._packing.get(key, len(jobs)), limit.window / limit.limit
+        due = time.time() + wait
+        ordered = sorted(jobs, key=lambda j: j.created)
+        return [replace(j, due=due + (i // per_message) * spacing) for i, j in enumerate(ordered)]
 
     def _message(self, work: _Work) -> tuple[Message, int]:
         channel = work.target.channel

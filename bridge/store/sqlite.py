@@ -44,7 +44,9 @@ _MIGRATE = (
     "DROP TABLE jobs",
 )
 _LEASE = (
-    "UPDATE outbox SET due = ? WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND due <= ?"
+    # The partial index by name: the planner would otherwise take (state, created) and sort the whole backlog.
+    "UPDATE outbox SET due = ? WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_due WHERE state = 'pending'"
+    " AND due <= ?"
     " ORDER BY due LIMIT ?) RETURNING id, state, due, created, payload, attempts, detail, updated, code"
 )
 _PURGE_EVERY = 60.0

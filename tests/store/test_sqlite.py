@@ -1,4 +1,4 @@
-"""A file written before the outbox table (one JSON document per job in "jobs") keeps its jobs."""
+"""What only the SQLite store has: its file layout's upgrade, and the query plan of its lease."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bridge.store import State
-from bridge.store.sqlite import SqliteStore
+from bridge.store.sqlite import _LEASE, SqliteStore
 
 pytestmark = pytest.mark.anyio
 
@@ -49,3 +49,12 @@ async def test_jobs_of_the_first_layout_are_moved_and_still_delivered(tmp_path: 
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert "jobs" not in tables and "outbox" in tables
+
+
+async def test_a_lease_reads_only_due_jobs_however_large_the_backlog(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"), history=100)
+    await store.ping()  # the file and its tables exist
+    await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {_LEASE}", (0.0, 0.0, 500)))
+    assert "USING INDEX outbox_due" in plan and "TEMP B-TREE" not in plan, plan

@@ -54,6 +54,32 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return tostring(tonumber(oldest[2]) + window - now)
 """
 
+# KEYS: jobs, created, due, done, dead. ARGV: id, state, due, created, job JSON, for each job. One reply for all.
+_SETTLE = """
+for i = 1, #ARGV, 5 do
+  local id, state, due, created = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  redis.call('HSET', KEYS[1], id, ARGV[i + 4])
+  redis.call('ZADD', KEYS[2], created, id)
+  if state == 'pending' then
+    redis.call('ZADD', KEYS[3], due, id)
+    redis.call('ZREM', KEYS[5], id)
+  else
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZADD', state == 'done' and KEYS[4] or KEYS[5], created, id)
+  end
+end
+return #ARGV / 5
+"""
+
+# KEYS: dedup claims. ARGV: each claim's window in milliseconds. 1 for each claim won, in order.
+_CLAIM = """
+local won = {}
+for i, key in ipairs(KEYS) do
+  won[i] = redis.call('SET', key, '1', 'PX', ARGV[i], 'NX') and 1 or 0
+end
+return won
+"""
+
 # KEYS: done, created, jobs. ARGV: history. Forgets the oldest done jobs beyond the history size.
 _TRIM = """
 local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
@@ -79,6 +105,8 @@ class RedisStore:
         self._lease_script = self._redis.register_script(_LEASE)
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._trim_script = self._redis.register_script(_TRIM)
+        self._settle_script = self._redis.register_script(_SETTLE)
+        self._claim_script = self._redis.register_script(_CLAIM)
 
     def _key(self, name: str) -> str:
         return self._prefix + name
@@ -125,10 +153,9 @@ class RedisStore:
 
     async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
         claims = [a for a in admissions if a.claim is not None]
-        pipe = self._redis.pipeline(transaction=False)  # in order: a later claim on the same key loses
-        for a in claims:
-            pipe.set(self._key(KV + str(a.claim)), "1", px=max(1, int(a.ttl * 1000)), nx=True)
-        won = iter(await self._run(pipe.execute()) if claims else [])
+        keys = [self._key(KV + str(a.claim)) for a in claims]
+        windows = [max(1, int(a.ttl * 1000)) for a in claims]
+        won: Any = iter(await self._run(self._claim_script(keys=keys, args=windows)) if claims else [])
         admitted = [a.claim is None or bool(next(won)) for a in admissions]
         due = time.time() + lease
         await self.settle(
@@ -145,17 +172,9 @@ class RedisStore:
     async def settle(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
-        pipe = self._redis.pipeline(transaction=True)
-        for job in jobs:
-            pipe.hset(self._key(JOBS), job.id, dump_job(job))
-            pipe.zadd(self._key(CREATED), {job.id: job.created})
-            if job.state is State.PENDING:
-                pipe.zadd(self._key(DUE), {job.id: job.due})
-                pipe.zrem(self._key(DEAD), job.id)
-            else:
-                pipe.zrem(self._key(DUE), job.id)
-                pipe.zadd(self._key(DONE if job.state is State.DONE else DEAD), {job.id: job.created})
-        await self._run(pipe.execute())
+        keys = [self._key(name) for name in (JOBS, CREATED, DUE, DONE, DEAD)]
+        args = [v for j in jobs for v in (j.id, j.state.value, j.due, j.created, dump_job(j))]
+        await self._run(self._settle_script(keys=keys, args=args))
         self._done_since_trim += sum(1 for j in jobs if j.state is State.DONE)
         if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
             keys = [self._key(DONE), self._key(CREATED), self._key(JOBS)]

@@ -163,9 +163,7 @@ def test_a_storm_is_shaped_to_the_robot_limit_and_merged_into_digests(
             return await asyncio.gather(*(one(n) for n in range(count)))
 
         assert client.portal is not None
-        started = time.monotonic()
-        codes = client.portal.call(storm)
-        assert time.monotonic() - started < 60, "the storm took longer than a minute to accept"
+        codes = client.portal.call(storm)  # how fast is B3's to measure (bench/), not a test's
         assert set(codes) <= {0, 4002}  # 4002: a first attempt that failed (a loaded machine) and is retried
         wait_until(lambda: sum(markers(fake).values()) >= count, timeout=240)
         time.sleep(0.5)

@@ -76,6 +76,12 @@ class _Work:
     alarms: list[Alarm]
 
 
+def _fail(batch: list[_Entry], error: StoreError) -> None:
+    for entry in batch:
+        if not entry.admitted.done():
+            entry.admitted.set_exception(error)
+
+
 def budget(target: Target, group: Group) -> int:
     return WECOM_ROBOT_BUDGETS[group.format] if target.kind == "wecom-robot" else BUDGETS[target.kind]
 
@@ -143,21 +149,24 @@ class Outbox:
             while self._intake:
                 batch, self._intake = self._intake, []
                 try:
-                    async with asyncio.timeout(self._store_timeout):
-                        written = await self._store.admit([e.admission for e in batch], lease=self._settings.lease)
+                    await self._write(batch)
                 except (StoreError, TimeoutError) as exc:
-                    error = exc if isinstance(exc, StoreError) else StoreError("timed out")
-                    for entry in batch:
-                        if not entry.admitted.done():
-                            entry.admitted.set_exception(error)
-                    continue
-                accepted = [e for e, ok in zip(batch, written, strict=True) if ok]
-                attempt = self._first_attempt(accepted)
-                for entry, ok in zip(batch, written, strict=True):
-                    if not entry.admitted.done():  # the caller may have gone: its alarm is delivered all the same
-                        entry.admitted.set_result(Admitted(entry.admission.jobs, attempt) if ok else None)
+                    _fail(batch, exc if isinstance(exc, StoreError) else StoreError("timed out"))
+                except BaseException as exc:  # a bug, or the loop is closing: no caller is left waiting either way
+                    _fail(batch, StoreError("internal error (logged)"))
+                    if not isinstance(exc, Exception):
+                        raise
+                    logger.exception("outbox: writing accepted alarms failed")
         finally:
             self._writer = None
+
+    async def _write(self, batch: list[_Entry]) -> None:
+        async with asyncio.timeout(self._store_timeout):
+            written = await self._store.admit([e.admission for e in batch], lease=self._settings.lease)
+        attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok])
+        for entry, ok in zip(batch, written, strict=True):
+            if not entry.admitted.done():  # the caller may have gone: its alarm is delivered all the same
+                entry.admitted.set_result(Admitted(entry.admission.jobs, attempt) if ok else None)
 
     def _first_attempt(self, entries: list[_Entry]) -> asyncio.Task[dict[str, Outcome | None]]:
         works: dict[Lane, _Work] = {}

@@ -191,6 +191,23 @@ def test_unreachable_store_answers_3000(tmp_path: Path) -> None:
         assert "redis" not in reply["msg"].lower()  # no internals in the reply
 
 
+def test_a_store_that_fails_unexpectedly_gives_3000_and_the_next_alarm_goes_through(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = client.app.state.gateway.store  # type: ignore[attr-defined]
+    admit = store.admit
+
+    async def broken(*args: Any, **kwargs: Any) -> list[bool]:
+        raise RuntimeError("a bug in the store")
+
+    monkeypatch.setattr(store, "admit", broken)
+    reply = post_json(client, signed(seed_alarm()))
+    assert reply["code"] == 3000 and "bug" not in reply["msg"]
+    assert any("writing accepted alarms failed" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(store, "admit", admit)
+    assert post_json(client, signed(seed_alarm())) == {"code": 0}  # the claim of the failed one was given back
+
+
 def test_a_store_that_never_answers_gives_3000_instead_of_a_hang() -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -78,6 +78,34 @@ def test_an_upstream_failing_with_5xx_then_recovering_gets_each_alarm_once(
     assert markers(fake) == {1: 1}
 
 
+def test_alarms_arriving_while_a_message_is_in_flight_share_the_next_one(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    fake.hang(1.5)  # every message takes a second and a half to be answered
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, timeout="3s", deadline="3s")
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
+
+        async def accept(n: int) -> int:
+            fields = {k: v for k, v in alarm(n).items() if k != "sign"}
+            return int((await gateway.accept(Alarm.from_fields(fields))).code)
+
+        async def quiet_then_busy() -> list[int]:
+            tasks = [asyncio.create_task(accept(1))]
+            await asyncio.sleep(0.2)  # alarm 1's message is in flight from now until about 1.5 s
+            for n in (2, 3, 4):  # one by one, each its own store write
+                await asyncio.sleep(0.1)
+                tasks.append(asyncio.create_task(accept(n)))
+            return list(await asyncio.gather(*tasks))
+
+        assert client.portal is not None
+        assert client.portal.call(quiet_then_busy) == [0, 0, 0, 0]
+    sent = [sorted(MARKER.findall(m.content)) for m in fake.robot_messages]
+    # Alarm 1 alone and at once (nothing else was waiting); 2-4 in one digest after it, not three messages.
+    assert sent == [["00001"], ["00002", "00003", "00004"]]
+
+
 def test_timeouts_then_recovery_deliver_each_alarm_once(robot: tuple[DingTalkFake, str], tmp_path: Path) -> None:
     fake, url = robot
     fake.hang(0.6)  # longer than the 300ms call timeout; the upstream then refuses, so nothing half-arrives

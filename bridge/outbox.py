@@ -76,6 +76,10 @@ class _Work:
     alarms: list[Alarm]
 
 
+def _merged(results: Iterable[dict[str, Outcome | None]]) -> dict[str, Outcome | None]:
+    return {job_id: outcome for result in results for job_id, outcome in result.items()}
+
+
 def _fail(batch: list[_Entry], error: StoreError) -> None:
     for entry in batch:
         if not entry.admitted.done():
@@ -178,8 +182,7 @@ class Outbox:
         return self._spawn(self._deliver_in_lanes(works))
 
     async def _deliver_in_lanes(self, works: dict[Lane, _Work]) -> dict[str, Outcome | None]:
-        results = await asyncio.gather(*(self._queue_in_lane(lane, work) for lane, work in works.items()))
-        return {job_id: outcome for result in results for job_id, outcome in result.items()}
+        return _merged(await asyncio.gather(*(self._queue_in_lane(lane, work) for lane, work in works.items())))
 
     def _queue_in_lane(self, lane: Lane, work: _Work) -> asyncio.Future[dict[str, Outcome | None]]:
         """First attempts go one delivery at a time per target: what arrives meanwhile is merged into the next."""
@@ -259,8 +262,7 @@ class Outbox:
         return await self._deliver_all([self._decode(b) for b in batches.values()])
 
     async def _deliver_all(self, works: list[_Work]) -> dict[str, Outcome | None]:
-        results = await asyncio.gather(*(self._deliver(w) for w in works))
-        return {job_id: outcome for result in results for job_id, outcome in result.items()}
+        return _merged(await asyncio.gather(*(self._deliver(w) for w in works)))
 
     def _decode(self, jobs: list[Job]) -> _Work:
         data = json.loads(jobs[0].payload)
@@ -269,10 +271,7 @@ class Outbox:
         return _Work(group, group.targets[data["target"]], jobs, alarms)
 
     async def _deliver(self, work: _Work) -> dict[str, Outcome | None]:
-        """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so.
-
-        When a message fails, the jobs not yet sent share its outcome (and its retry), as the upstream refuses.
-        """
+        """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so."""
         results: dict[str, Outcome | None] = {}
         while work.jobs:
             try:
@@ -289,15 +288,12 @@ class Outbox:
             outcome, count = sent
             results |= {j.id: outcome for j in work.jobs[:count]}
             work = _Work(work.group, work.target, work.jobs[count:], work.alarms[count:])
-            if not outcome.ok and work.jobs:
-                now = time.time()
-                await self._settle(self._next(j, outcome, now, work.target.channel) for j in work.jobs)
-                return results | dict.fromkeys((j.id for j in work.jobs), outcome)
         return results
 
     async def _deliver_one(self, work: _Work) -> tuple[Outcome, int] | None:
-        """Send one message for the leading jobs and record it: its outcome and how many jobs it carried.
+        """Send one message for the leading jobs and record it: its outcome and how many jobs it settled.
 
+        When the message fails, the jobs not yet sent share its outcome (and its retry), as the upstream refuses.
         None if a rate limit holds the jobs back (they are put back until a slot is free).
         """
         if not await self._take_slots(work, 1):
@@ -309,6 +305,8 @@ class Outbox:
         outcome = await self._dispatcher.send(work.target, work.group, message)
         if count < len(work.jobs) and (key := rate_key(work.target)):  # a full digest: what one message carries
             self._packing[key] = count
+        if not outcome.ok:
+            count = len(work.jobs)
         now = time.time()
         await self._settle(self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count])
         return outcome, count

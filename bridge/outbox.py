@@ -254,21 +254,21 @@ class Outbox:
 
     async def _process(self, jobs: Sequence[Job]) -> dict[str, Outcome | None]:
         """Deliver jobs, merged per target; an outcome per job id (None where it is still waiting)."""
-        batches: dict[str, list[Job]] = {}
+        batches: dict[str, list[tuple[Job, dict[str, Any]]]] = {}
         for job in jobs:
-            data = json.loads(job.payload)
+            data = json.loads(job.payload)  # once per job: the key here, the alarm and group in _decode
             key = json.dumps([data["group"]["id"], data["group"]["level"], data["group"]["channels"][data["target"]]])
-            batches.setdefault(key, []).append(job)
+            batches.setdefault(key, []).append((job, data))
         return await self._deliver_all([self._decode(b) for b in batches.values()])
 
     async def _deliver_all(self, works: list[_Work]) -> dict[str, Outcome | None]:
         return _merged(await asyncio.gather(*(self._deliver(w) for w in works)))
 
-    def _decode(self, jobs: list[Job]) -> _Work:
-        data = json.loads(jobs[0].payload)
+    def _decode(self, batch: list[tuple[Job, dict[str, Any]]]) -> _Work:
+        data = batch[0][1]
         group = parse_group(Node("outbox", "group", data["group"]), source=f"{data['group']['id']}")
-        alarms = [Alarm(**json.loads(j.payload)["alarm"]) for j in jobs]
-        return _Work(group, group.targets[data["target"]], jobs, alarms)
+        alarms = [Alarm(**each["alarm"]) for _, each in batch]
+        return _Work(group, group.targets[data["target"]], [job for job, _ in batch], alarms)
 
     async def _deliver(self, work: _Work) -> dict[str, Outcome | None]:
         """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so."""

@@ -23,7 +23,7 @@ from bench.common import Section, all_limits, gateway_config, new_run, start_gat
 from bench.options import Options
 
 logger = logging.getLogger(__name__)
-_QUEUE_WAIT = "_worker (concurrent/futures/thread.py)"
+_QUEUE_WAIT = "SqliteStore._serve (bridge/store/sqlite.py)"  # its own code is a loop around queue.get
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*?)(?::\d+)?\)$")
 # Own time is put in the first area whose pattern its file matches.
 AREAS = [

@@ -47,15 +47,6 @@ class Admission:
     ttl: float = 0.0
 
 
-def dump_job(job: Job) -> str:
-    return json.dumps(job.__dict__, ensure_ascii=False)
-
-
-def load_job(data: str) -> Job:
-    fields = json.loads(data)
-    return Job(**{**fields, "state": State(fields["state"])})
-
-
 class Store(Protocol):
     async def ping(self) -> None: ...
 

@@ -13,14 +13,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from bridge.model import Group
-from bridge.store.base import Admission, Job, State, StoreError, dump_group, dump_job, load_group, load_job
+from bridge.store.base import Admission, Job, State, StoreError, dump_group, load_group
 
 T = TypeVar("T")
 
 # Key names under the configured prefix.
 GROUPS = "groups"  # hash: JSON [id, level] -> group JSON
 KV = "kv:"  # string keys with expiry: dedup claims, tokens, chat ids
-JOBS = "jobs"  # hash: job id -> job JSON
+JOBS = "jobs"  # hash: job id -> record: the job's fields as JSON, a line break, the payload as written
 DUE = "due"  # sorted set: pending job id -> due time (a lease moves it forward)
 CREATED = "created"  # sorted set: every job id -> creation time, for listing newest first
 DONE = "done"  # sorted set: done job id -> creation time, trimmed to the history size
@@ -54,30 +54,46 @@ local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return tostring(tonumber(oldest[2]) + window - now)
 """
 
-# KEYS: jobs, created, due, done, dead. ARGV: id, state, due, created, job JSON, for each job. One reply for all.
-_SETTLE = """
-for i = 1, #ARGV, 5 do
-  local id, state, due, created = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  redis.call('HSET', KEYS[1], id, ARGV[i + 4])
-  redis.call('ZADD', KEYS[2], created, id)
-  if state == 'pending' then
-    redis.call('ZADD', KEYS[3], due, id)
-    redis.call('ZREM', KEYS[5], id)
-  else
-    redis.call('ZREM', KEYS[3], id)
-    redis.call('ZADD', state == 'done' and KEYS[4] or KEYS[5], created, id)
+# KEYS: jobs, created, due, then each admission's claim. ARGV[1]: JSON [[claim's KEYS index or 0, window in
+# milliseconds, [[id, due, created, record], ...]], ...]. Claims are taken in turn (a later admission loses a claim
+# an earlier one won); an admission's jobs are written if it has no claim or won it. 1 or 0 for each admission.
+_ADMIT = """
+local won = {}
+for i, admission in ipairs(cjson.decode(ARGV[1])) do
+  local claim = admission[1]
+  won[i] = (claim == 0 or redis.call('SET', KEYS[claim], '1', 'PX', admission[2], 'NX')) and 1 or 0
+  if won[i] == 1 then
+    for _, j in ipairs(admission[3]) do
+      redis.call('HSET', KEYS[1], j[1], j[4])
+      redis.call('ZADD', KEYS[2], j[3], j[1])
+      redis.call('ZADD', KEYS[3], j[2], j[1])
+    end
   end
 end
-return #ARGV / 5
+return won
 """
 
-# KEYS: dedup claims. ARGV: each claim's window in milliseconds. 1 for each claim won, in order.
-_CLAIM = """
-local won = {}
-for i, key in ipairs(KEYS) do
-  won[i] = redis.call('SET', key, '1', 'PX', ARGV[i], 'NX') and 1 or 0
+# KEYS: jobs, created, due, done, dead. ARGV[1]: JSON [[id, state, due, created, fields JSON], ...]. The new fields
+# replace a record's first line: its payload, written once, is not sent again. A job no longer stored (forgotten
+# meanwhile) is left out. A record of the first layout (one JSON document) gives its payload from that document.
+_SETTLE = """
+for _, j in ipairs(cjson.decode(ARGV[1])) do
+  local id, state, due, created = j[1], j[2], j[3], j[4]
+  local old = redis.call('HGET', KEYS[1], id)
+  if old then
+    local at = string.find(old, '\\n', 1, true)
+    local payload = at and string.sub(old, at + 1) or cjson.decode(old).payload
+    redis.call('HSET', KEYS[1], id, j[5] .. '\\n' .. payload)
+    redis.call('ZADD', KEYS[2], created, id)
+    if state == 'pending' then
+      redis.call('ZADD', KEYS[3], due, id)
+      redis.call('ZREM', KEYS[5], id)
+    else
+      redis.call('ZREM', KEYS[3], id)
+      redis.call('ZADD', state == 'done' and KEYS[4] or KEYS[5], created, id)
+    end
+  end
 end
-return won
 """
 
 # KEYS: done, created, jobs. ARGV: history. Forgets the oldest done jobs beyond the history size.
@@ -106,7 +122,7 @@ class RedisStore:
         self._acquire_script = self._redis.register_script(_ACQUIRE)
         self._trim_script = self._redis.register_script(_TRIM)
         self._settle_script = self._redis.register_script(_SETTLE)
-        self._claim_script = self._redis.register_script(_CLAIM)
+        self._admit_script = self._redis.register_script(_ADMIT)
 
     def _key(self, name: str) -> str:
         return self._prefix + name
@@ -152,29 +168,29 @@ class RedisStore:
         await self._run(self._redis.delete(self._key(KV + key)))
 
     async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
-        claims = [a for a in admissions if a.claim is not None]
-        keys = [self._key(KV + str(a.claim)) for a in claims]
-        windows = [max(1, int(a.ttl * 1000)) for a in claims]
-        won: Any = iter(await self._run(self._claim_script(keys=keys, args=windows)) if claims else [])
-        admitted = [a.claim is None or bool(next(won)) for a in admissions]
+        keys = [self._key(name) for name in (JOBS, CREATED, DUE)]
         due = time.time() + lease
-        await self.settle(
-            [replace(j, due=due) for a, ok in zip(admissions, admitted, strict=True) if ok for j in a.jobs]
-        )
-        return admitted
+        batch = []
+        for a in admissions:
+            if a.claim is not None:
+                keys.append(self._key(KV + a.claim))
+            jobs = [[j.id, due, j.created, _record(replace(j, due=due))] for j in a.jobs]
+            batch.append([0 if a.claim is None else len(keys), max(1, int(a.ttl * 1000)), jobs])
+        won: Any = await self._run(self._admit_script(keys=keys, args=[json.dumps(batch, ensure_ascii=False)]))
+        return [bool(w) for w in won]
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
         keys = [self._key(DUE), self._key(JOBS)]
         found: Any = await self._run(self._lease_script(keys=keys, args=[now, limit, now + lease]))
-        return [replace(load_job(str(data)), due=now + lease) for data in found]
+        return [replace(_load(str(data)), due=now + lease) for data in found]
 
     async def settle(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
         keys = [self._key(name) for name in (JOBS, CREATED, DUE, DONE, DEAD)]
-        args = [v for j in jobs for v in (j.id, j.state.value, j.due, j.created, dump_job(j))]
-        await self._run(self._settle_script(keys=keys, args=args))
+        changes = [[j.id, j.state.value, j.due, j.created, _fields(j)] for j in jobs]
+        await self._run(self._settle_script(keys=keys, args=[json.dumps(changes, ensure_ascii=False)]))
         self._done_since_trim += sum(1 for j in jobs if j.state is State.DONE)
         if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
             keys = [self._key(DONE), self._key(CREATED), self._key(JOBS)]
@@ -186,7 +202,7 @@ class RedisStore:
         if data is None:
             return None
         due = await self._run(self._redis.zscore(self._key(DUE), id))
-        job = load_job(str(data))
+        job = _load(str(data))
         return job if due is None else replace(job, due=float(due))
 
     async def jobs(self, state: State | None, limit: int) -> list[Job]:
@@ -198,7 +214,7 @@ class RedisStore:
         ids = [str(i) for i in found_ids]
         if not ids:
             return []
-        found = [load_job(str(d)) for d in await self._run(self._redis.hmget(self._key(JOBS), ids)) if d]
+        found = [_load(str(d)) for d in await self._run(self._redis.hmget(self._key(JOBS), ids)) if d]
         return sorted(found, key=lambda j: j.created, reverse=True)[:limit]
 
     async def depth(self) -> int:
@@ -211,3 +227,19 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _fields(job: Job) -> str:
+    return json.dumps({k: v for k, v in job.__dict__.items() if k != "payload"}, ensure_ascii=False)
+
+
+def _record(job: Job) -> str:
+    return f"{_fields(job)}\n{job.payload}"
+
+
+def _load(record: str) -> Job:
+    fields_json, newline, payload = record.partition("\n")
+    fields = json.loads(fields_json)
+    if newline:  # else a record of the first layout, whose payload is one of its fields
+        fields["payload"] = payload
+    return Job(**{**fields, "state": State(fields["state"])})

@@ -175,6 +175,19 @@ async def test_settled_jobs_leave_the_queue_or_come_back_when_due(store: Store) 
     assert await store.job("nope") is None
 
 
+async def test_a_payload_is_kept_as_written_through_every_settle(store: Store) -> None:
+    payload = '{"alarm": {"notes": "第一行\\n第二行\\u2028", "others": "a\\"b"}}\n{"trailing": true}'
+    written = Job(id="a:0", payload=payload, created=time.time())
+    await store.admit([Admission([written])], lease=0)
+    (leased,) = await store.lease(1, lease=60)
+    await store.settle([replace(leased, due=0, attempts=1, detail="多行\n原因", code=4002)])
+    (again,) = await store.lease(1, lease=60)
+    assert (again.payload, again.detail, again.code, again.created) == (payload, "多行\n原因", 4002, written.created)
+    await store.settle([replace(again, state=State.DONE, attempts=2)])
+    done = await store.job("a:0")
+    assert done is not None and (done.payload, done.state, done.attempts) == (payload, State.DONE, 2)
+
+
 async def test_a_dead_job_can_be_made_pending_again(store: Store) -> None:
     await store.admit([Admission([job(1)])], lease=0)
     (leased,) = await store.lease(1, lease=60)

@@ -15,6 +15,7 @@ from bridge.model import Alarm, Channel, Format, Group, Message
 logger = logging.getLogger(__name__)
 
 TRUNCATED = "\n…(truncated)"
+LINES_KEPT = 4096  # digest lines kept for the other targets of the same alarm
 
 
 class Renderer:
@@ -28,6 +29,7 @@ class Renderer:
             auto_reload=False,  # no stat() per message: a config reload makes a new Renderer, which reads them anew
         )
         self._overrides: dict[str, Template] = {}
+        self._lines: dict[tuple[int, int], tuple[Alarm, Group, str]] = {}  # see _line
 
     def render(self, name: str, alarm: Alarm, group: Group, **extra: object) -> tuple[str, str]:
         """The rendered text and, when a group's override failed and the default was used, why."""
@@ -73,7 +75,7 @@ class Renderer:
         lines: list[str] = []
         size = 100  # the digest's heading
         for alarm in alarms:
-            line = self.render("native/digest_line.j2", alarm, group)[0]
+            line = self._line(alarm, group)
             size += len(line.encode()) + 8  # numbering and the line break
             if lines and size > budget:
                 break
@@ -84,6 +86,23 @@ class Renderer:
         title, _ = self.render("native/digest_title.j2", listed[0], group, **extra)
         body, _ = self.render("native/digest.j2", listed[0], group, **extra)  # one digest layout for every source
         return Message(title=title, body=body, format=fmt), len(listed)
+
+
+    def _line(self, alarm: Alarm, group: Group) -> str:
+        """An alarm's digest line: the same for every target of its group, so rendered once for all of them.
+
+        Kept by the objects' identity (an alarm holds a dict, so it has no hash) for the latest alarms; the entry
+        holds the objects, so their ids are not reused while it is kept.
+        """
+        key = (id(alarm), id(group))
+        kept = self._lines.get(key)
+        if kept is not None:
+            return kept[2]
+        if len(self._lines) >= LINES_KEPT:
+            self._lines.clear()
+        line = self.render("native/digest_line.j2", alarm, group)[0]
+        self._lines[key] = (alarm, group, line)
+        return line
 
 
 def split(text: str, limit: int, numbered: bool = True) -> list[str]:

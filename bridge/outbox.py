@@ -141,7 +141,9 @@ class Outbox:
 
     def _jobs(self, alarm: Alarm, group: Group) -> list[Job]:
         now = time.time()
-        alarm_id = f"{random.getrandbits(128):032x}"  # unique, not secret: no system call per alarm
+        # Unique, not secret, and in time order: the store's index on ids then grows at its end instead of at
+        # random places (half the cost of writing a job to SQLite). No system call per alarm.
+        alarm_id = f"{time.time_ns():016x}{random.getrandbits(64):016x}"
         shared = f'{{"alarm": {json.dumps(alarm.__dict__, ensure_ascii=False)}, "group": {group.encoded}}}'
         return [  # the alarm and group are serialized once; each job adds its target's index
             Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)

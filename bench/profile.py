@@ -2,8 +2,8 @@
 
 Writes the collapsed stacks (``profile-b1.txt``, for any flame-graph tool) and reports the functions with the
 most samples, by own time and including callees, and own time summed by area (templates, JSON, the store...).
-Samples of the store's worker thread waiting on its queue are left out: py-spy counts them as active, but that
-thread is then blocked (on the queue, or on the GIL the event loop holds), not computing.
+Samples of threads waiting on their queues (the store's, the executor's) are left out: py-spy counts them as
+active, but such a thread is then blocked (on the queue, or on the GIL the event loop holds), not computing.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from bench.common import Section, all_limits, gateway_config, new_run, start_gat
 from bench.options import Options
 
 logger = logging.getLogger(__name__)
-_QUEUE_WAIT = "SqliteStore._serve (bridge/store/sqlite.py)"  # its own code is a loop around queue.get
+# Leaf frames of threads blocked on their queues: the SQLite store's (its own code is a loop around the queue's
+# get) and the default executor's.
+_QUEUE_WAITS = {"SqliteStore._serve (bridge/store/sqlite.py)", "_worker (concurrent/futures/thread.py)"}
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*?)(?::\d+)?\)$")
 # Own time is put in the first area whose pattern its file matches.
 AREAS = [
@@ -104,7 +106,7 @@ def summarize(stacks: Path, top: int = 20) -> dict[str, Any]:
         if not frames:
             continue
         parsed = [_frame(f) for f in frames]
-        if parsed[-1][0] == _QUEUE_WAIT:  # a store thread blocked on its queue (or on the GIL after it): no CPU
+        if parsed[-1][0] in _QUEUE_WAITS:  # a thread blocked on its queue (or on the GIL after it): no CPU
             waiting += samples
             continue
         threads[thread] += samples

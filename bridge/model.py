@@ -47,8 +47,7 @@ class Alarm:
 
     @classmethod
     def from_fields(cls, values: Mapping[str, str]) -> Alarm:
-        names = {f.name for f in fields(cls)}
-        known: dict[str, Any] = {k: v for k, v in values.items() if k in names}
+        known: dict[str, Any] = {k: v for k, v in values.items() if k in _ALARM_FIELDS}
         return cls(**known)
 
     def fingerprint(self) -> str:
@@ -58,6 +57,9 @@ class Alarm:
         else:
             content = {k: v for k, v in self.__dict__.items() if k not in ("alert_time", "extra", "identity")}
         return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+_ALARM_FIELDS = frozenset(f.name for f in fields(Alarm))
 
 
 class Channel(StrEnum):

@@ -344,17 +344,20 @@ class Outbox:
 
     def _next(self, job: Job, outcome: Outcome, now: float, channel: Channel) -> Job:
         """The job after an attempt: done, pending again after a backoff, or dead."""
-        attempts = job.attempts + 1
-        job = replace(job, attempts=attempts, detail=outcome.detail, updated=now, code=outcome.code)
+        attempts, due = job.attempts + 1, job.due
         if outcome.ok:
-            return replace(job, state=State.DONE)
-        if outcome.retryable and now - job.created < self._settings.max_age:
+            state = State.DONE
+        elif outcome.retryable and now - job.created < self._settings.max_age:
             metrics.RETRIES.labels(channel=channel).inc()
             delay = min(self._settings.backoff_max, self._settings.backoff * 2 ** (attempts - 1))
-            return replace(job, due=now + delay * random.uniform(0.5, 1.0))
-        metrics.DEAD_LETTERS.labels(channel=channel).inc()
-        logger.warning("outbox: job %s dead after %d attempts: %s", job.id, attempts, outcome.detail)
-        return replace(job, state=State.DEAD)
+            state, due = State.PENDING, now + delay * random.uniform(0.5, 1.0)
+        else:
+            metrics.DEAD_LETTERS.labels(channel=channel).inc()
+            logger.warning("outbox: job %s dead after %d attempts: %s", job.id, attempts, outcome.detail)
+            state = State.DEAD
+        return replace(
+            job, state=state, due=due, attempts=attempts, detail=outcome.detail, updated=now, code=outcome.code
+        )
 
     async def _settle(self, jobs: Iterable[Job]) -> None:
         await self._store.settle(list(jobs))

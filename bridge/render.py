@@ -87,7 +87,6 @@ class Renderer:
         body, _ = self.render("native/digest.j2", listed[0], group, **extra)  # one digest layout for every source
         return Message(title=title, body=body, format=fmt), len(listed)
 
-
     def _line(self, alarm: Alarm, group: Group) -> str:
         """An alarm's digest line: the same for every target of its group, so rendered once for all of them.
 

@@ -13,7 +13,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -197,7 +196,7 @@ class SqliteStore:
     def _admit(self, conn: sqlite3.Connection, admission: Admission, due: float) -> bool:
         if admission.claim is not None and not self._put_new(conn, admission.claim, "1", admission.ttl):
             return False
-        rows = [_row(replace(j, due=due)) for j in admission.jobs]
+        rows = [_row(j, due) for j in admission.jobs]
         conn.executemany(f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # noqa: S608
         return True
 
@@ -260,8 +259,8 @@ class SqliteStore:
         self._disconnect()
 
 
-def _row(job: Job) -> tuple[Any, ...]:
-    return (job.id, job.state.value, job.due, job.created, job.payload, job.attempts, job.detail, job.updated, job.code)
+def _row(job: Job, due: float) -> tuple[Any, ...]:
+    return (job.id, job.state.value, due, job.created, job.payload, job.attempts, job.detail, job.updated, job.code)
 
 
 def _job(row: Sequence[Any]) -> Job:

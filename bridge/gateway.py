@@ -37,6 +37,7 @@ class Gateway:
 
         ``wait`` bounds that wait (default ``delivery.reply_wait``); 0 answers as soon as the jobs are written.
         """
+        wait = self.settings.delivery.reply_wait if wait is None else wait
         claim = None
         try:
             async with asyncio.timeout(self.settings.store.timeout):
@@ -45,7 +46,7 @@ class Gateway:
                 return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
             window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
             claim = f"dedup:{alarm.fingerprint()}" if window > 0 else None
-            admitted = await self.outbox.admit(alarm, group, claim, window)
+            admitted = await self.outbox.admit(alarm, group, claim, window, wait)
         except (StoreError, TimeoutError) as exc:
             logger.warning("store unavailable: %s", exc or "timed out")
             metrics.STORE_ERRORS.inc()
@@ -57,8 +58,7 @@ class Gateway:
             return Result(Code.DUPLICATE, f"within the {window:g}s window")
         if not admitted.jobs:
             return Result(Code.OK, "the group has no channels")
-        wait = self.settings.delivery.reply_wait if wait is None else wait
-        attempt = await self.outbox.attempt(alarm, group, admitted, wait)
+        attempt = self.outbox.attempt(alarm, group, admitted)
         failed = [o for o in attempt.outcomes if not o.ok]
         notes = [f"{o.target}: {o.detail}{' (retrying)' if o.retryable else ''}" for o in failed]
         if attempt.waiting:

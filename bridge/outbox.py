@@ -48,7 +48,8 @@ class Attempt:
 
 @dataclass(frozen=True)
 class Admitted:
-    """An alarm whose jobs are written; its first attempt is under way (shared with the alarms beside it)."""
+    """An alarm whose jobs are written, and its first attempt (shared with the alarms beside it): finished, or
+    still going on in the background once the caller's wait ran out."""
 
     jobs: Sequence[Job]
     attempt: asyncio.Task[dict[str, Outcome | None]]
@@ -61,6 +62,7 @@ class _Entry:
     alarm: Alarm
     group: Group
     admission: Admission
+    wait: float
     admitted: asyncio.Future[Admitted | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -84,6 +86,17 @@ def _fail(batch: list[_Entry], error: StoreError) -> None:
     for entry in batch:
         if not entry.admitted.done():
             entry.admitted.set_exception(error)
+
+
+def _release(
+    entries: list[_Entry], timer: asyncio.TimerHandle | None, attempt: asyncio.Task[dict[str, Outcome | None]]
+) -> None:
+    """The callers' wait is over, the attempt having ended or their time run out: each gets its Admitted."""
+    if timer is not None:
+        timer.cancel()
+    for entry in entries:
+        if not entry.admitted.done():
+            entry.admitted.set_result(Admitted(entry.admission.jobs, attempt))
 
 
 def budget(target: Target, group: Group) -> int:
@@ -126,14 +139,15 @@ class Outbox:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float) -> Admitted | None:
-        """Write the alarm's jobs, one per target, unless its dedup claim is taken (None then), and start the
-        first attempt; StoreError if the store cannot write them in time.
+    async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float, wait: float) -> Admitted | None:
+        """Write the alarm's jobs, one per target, unless its dedup claim is taken (None then), and make the
+        first attempt, awaited up to ``wait`` seconds from the write; StoreError if the store cannot write the
+        jobs in time.
 
         Alarms that arrive while a write is under way are written together in the next store call, and their
         first attempts are made together: one message per target, a digest where several alarms share it.
         """
-        entry = _Entry(alarm, group, Admission(self._jobs(alarm, group), claim, ttl))
+        entry = _Entry(alarm, group, Admission(self._jobs(alarm, group), claim, ttl), wait)
         self._intake.append(entry)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_intake())
@@ -170,9 +184,17 @@ class Outbox:
         async with asyncio.timeout(self._store_timeout):
             written = await self._store.admit([e.admission for e in batch], lease=self._settings.lease)
         attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok])
+        waits: dict[float, list[_Entry]] = {}
         for entry, ok in zip(batch, written, strict=True):
-            if not entry.admitted.done():  # the caller may have gone: its alarm is delivered all the same
+            if ok and entry.wait > 0:
+                waits.setdefault(entry.wait, []).append(entry)
+            elif not entry.admitted.done():  # the caller may have gone: its alarm is delivered all the same
                 entry.admitted.set_result(Admitted(entry.admission.jobs, attempt) if ok else None)
+        # The callers answer when the attempt ends or their wait runs out: one timer for all who wait as long.
+        loop = asyncio.get_running_loop()
+        for wait, entries in waits.items():
+            timer = loop.call_later(wait, _release, entries, None, attempt)
+            attempt.add_done_callback(functools.partial(_release, entries, timer))
 
     def _first_attempt(self, entries: list[_Entry]) -> asyncio.Task[dict[str, Outcome | None]]:
         works: dict[Lane, _Work] = {}
@@ -213,12 +235,10 @@ class Outbox:
             for _, future in queued + self._lanes.pop(lane, []):
                 future.cancel()
 
-    async def attempt(self, alarm: Alarm, group: Group, admitted: Admitted, wait: float) -> Attempt:
-        """The first attempt at an admitted alarm, awaited up to ``wait`` seconds; it goes on in the background."""
+    def attempt(self, alarm: Alarm, group: Group, admitted: Admitted) -> Attempt:
+        """How far the first attempt at an admitted alarm got when its caller stopped waiting."""
         channels = {t.channel for t in group.targets} if group.templates else set()  # only overrides can fail
         warnings = sorted({w for c in channels for w in self._renderer.message(alarm, group, c)[1]})
-        if wait > 0:
-            await asyncio.wait({admitted.attempt}, timeout=wait)
         if not admitted.attempt.done() or admitted.attempt.cancelled():  # cancelled: the gateway is stopping
             return Attempt([], len(admitted.jobs), warnings)
         results = admitted.attempt.result()

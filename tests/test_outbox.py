@@ -106,6 +106,29 @@ def test_alarms_arriving_while_a_message_is_in_flight_share_the_next_one(
     assert sent == [["00001"], ["00002", "00003", "00004"]]
 
 
+def test_callers_are_answered_when_their_wait_runs_out_and_delivery_goes_on(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    fake.hang(1.5)  # the message is answered long after the callers' wait
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, timeout="3s", deadline="3s", reply_wait="200ms")
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
+
+        async def accept(n: int, wait: float | None) -> tuple[int, str]:
+            fields = {k: v for k, v in alarm(n).items() if k != "sign"}
+            result = await gateway.accept(Alarm.from_fields(fields), wait)
+            return int(result.code), result.detail
+
+        async def together() -> list[tuple[int, str]]:  # one waits reply_wait, the other not at all
+            return list(await asyncio.gather(accept(1, None), accept(2, 0)))
+
+        assert client.portal is not None
+        replies = client.portal.call(together)
+        assert replies == [(0, "delivery continues for 1 of 1 channels")] * 2
+        wait_until(lambda: markers(fake) == {1: 1, 2: 1})  # delivered all the same, once each
+
+
 def test_timeouts_then_recovery_deliver_each_alarm_once(robot: tuple[DingTalkFake, str], tmp_path: Path) -> None:
     fake, url = robot
     fake.hang(0.6)  # longer than the 300ms call timeout; the upstream then refuses, so nothing half-arrives

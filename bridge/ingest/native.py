@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,7 +16,11 @@ from bridge.codes import Code
 from bridge.config import NativeSettings
 from bridge.model import ALERT_LEVELS, OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm
 
+logger = logging.getLogger(__name__)
+
 _KNOWN = frozenset(REQUIRED_FIELDS + OPTIONAL_FIELDS)
+_OK = json.dumps({"code": 0})
+_JSON = "application/json; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,11 @@ async def read_body(request: Request, limit: int) -> bytes | None:
 
 
 def reply(code: Code, detail: str = "") -> Response:
-    """HTTP 200 with ``{"code": N}``; errors add a bilingual ``msg``. Exactly ``{"code": 0}`` on success."""
-    body: dict[str, object] = {"code": int(code)}
-    if code is not Code.OK or detail:
-        body["msg"] = f"{code.meaning}: {detail}" if detail else code.meaning
-    return Response(json.dumps(body, ensure_ascii=False), media_type="application/json; charset=utf-8")
+    """HTTP 200 with ``{"code": N}``; errors add a bilingual ``msg``. Exactly ``{"code": 0}`` on success, as the
+    seed's clients expect: what a success adds (delivery still going on, say) is logged instead."""
+    if code is Code.OK:
+        if detail:
+            logger.info("alarm accepted: %s", detail)
+        return Response(_OK, media_type=_JSON)
+    body = {"code": int(code), "msg": f"{code.meaning}: {detail}" if detail else code.meaning}
+    return Response(json.dumps(body, ensure_ascii=False), media_type=_JSON)

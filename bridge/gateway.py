@@ -30,7 +30,11 @@ class Gateway:
         self._provisioned = {g.key: g for g in settings.groups}
 
     async def find_group(self, id: str, level: str) -> Group | None:
-        return self._provisioned.get((id, level)) or await self.store.get_group(id, level)
+        """A provisioned group, else the store's (StoreError or TimeoutError if it does not answer in time)."""
+        if (group := self._provisioned.get((id, level))) is not None:
+            return group
+        async with asyncio.timeout(self.settings.store.timeout):
+            return await self.store.get_group(id, level)
 
     async def accept(self, alarm: Alarm, wait: float | None = None) -> Result:
         """Find the group, claim the dedup window and write the jobs; then wait for the first attempt.
@@ -40,8 +44,7 @@ class Gateway:
         wait = self.settings.delivery.reply_wait if wait is None else wait
         claim = None
         try:
-            async with asyncio.timeout(self.settings.store.timeout):
-                group = await self.find_group(alarm.id, alarm.level)
+            group = await self.find_group(alarm.id, alarm.level)
             if group is None:
                 return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
             window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__, config, logs
+from bridge.schema import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +102,7 @@ def _hash_password() -> int:
 def _load(path: Path) -> config.Settings | None:
     try:
         return config.load(path)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"alarm-bridge: {exc}", file=sys.stderr)
         return None
 
@@ -127,7 +128,7 @@ def _check(path: Path) -> int:
         return 1
     try:
         rulesets = alertmanager.check(settings)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"alarm-bridge: {exc}", file=sys.stderr)
         return 1
     counts = f"{len(settings.native.departments)} departments, {len(settings.groups)} groups, {len(rulesets)} rulesets"
@@ -177,7 +178,7 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
     try:
         ruleset = rules.load_file(path)
         explained = alertmanager.explain(ruleset, label_pairs, annotation_pairs, resolved, timezone)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(f"alarm-bridge: {exc}", file=sys.stderr)
         return 2
     print(explained)

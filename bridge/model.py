@@ -170,7 +170,7 @@ class Group:
         return json.dumps(self.to_dict(), ensure_ascii=False)
 
     def to_dict(self) -> dict[str, object]:
-        """The group in the YAML/JSON shape that ``config.parse_group`` reads back."""
+        """The group in the YAML/JSON shape that ``schema.parse_group`` reads back."""
         data: dict[str, object] = {
             "id": self.id,
             "level": self.level,

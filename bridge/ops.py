@@ -14,6 +14,7 @@ from starlette.routing import Route
 from bridge import config, metrics
 from bridge.gateway import Gateway
 from bridge.ingest import alertmanager
+from bridge.schema import ConfigError
 from bridge.store import StoreError
 
 logger = logging.getLogger(__name__)
@@ -58,10 +59,10 @@ async def reload(current: config.Settings, apply: Callable[[config.Settings], No
     try:
         settings = await asyncio.to_thread(config.load, current.path)
         if settings.store != current.store:
-            raise config.ConfigError(f"{current.path}: store: changing the store needs a restart")
+            raise ConfigError(f"{current.path}: store: changing the store needs a restart")
         await asyncio.to_thread(alertmanager.check, settings)  # broken rules refuse the reload too
         apply(settings)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         metrics.CONFIG_RELOADS.labels(result="failure").inc()
         metrics.CONFIG_LAST_RELOAD_SUCCESSFUL.set(0)
         logger.error("config reload refused, the running config stays: %s", exc)

@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TypeVar
 
 from bridge import metrics
-from bridge.config import DeliverySettings, Node, RateLimit, parse_group
+from bridge.config import DeliverySettings, RateLimit
 from bridge.dispatch import Dispatcher
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Target
 from bridge.render import Renderer, split
+from bridge.schema import Node, parse_group
 from bridge.store import Admission, Job, State, Store, StoreError
 
 logger = logging.getLogger(__name__)

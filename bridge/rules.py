@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from bridge.config import ConfigError, Node
 from bridge.model import ALERT_LEVELS
+from bridge.schema import ConfigError, Node
 
 _MATCHER = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|!=|!~|=)\s*(.*?)\s*$", re.DOTALL)
 _RULESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

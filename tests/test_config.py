@@ -11,13 +11,14 @@ import pytest
 
 from bridge import config
 from bridge.model import DingTalkRobot, Email, Format
+from bridge.schema import ConfigError
 from tests.helpers import config_data, write_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "alarm-bridge.example.yaml"
 
 
 def error_of(data: Any) -> str:
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         config.parse(data, "site.yaml")
     return str(info.value)
 

@@ -28,6 +28,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from bridge import config
+from bridge.schema import ConfigError
 from tests.helpers import require_binary
 
 CHART = Path(__file__).resolve().parent.parent / "helm" / "alarm-bridge"
@@ -380,7 +381,7 @@ def test_production_render(render: Render, monkeypatch: pytest.MonkeyPatch) -> N
     # the config references its secrets as ${VAR}: without them the gateway refuses it, with them it accepts it
     for name in PRODUCTION_ENV:
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(config.ConfigError, match=r"environment variable [A-Z_]+ is not set"):
+    with pytest.raises(ConfigError, match=r"environment variable [A-Z_]+ is not set"):
         parse_rendered_config(objects)
     for name, value in PRODUCTION_ENV.items():
         monkeypatch.setenv(name, value)

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from bridge import rules
-from bridge.config import ConfigError
 from bridge.ingest import alertmanager, payload
 from bridge.model import Alarm
+from bridge.schema import ConfigError
 from tests.helpers import make_settings
 
 REPO = Path(__file__).resolve().parent.parent

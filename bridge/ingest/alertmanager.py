@@ -29,12 +29,13 @@ from starlette.routing import Route as HttpRoute
 
 from bridge import metrics, rules
 from bridge.codes import Code
-from bridge.config import AlertmanagerSettings, ConfigError, Settings
+from bridge.config import AlertmanagerSettings, Settings
 from bridge.gateway import Gateway, Result
 from bridge.ingest import payload
 from bridge.ingest.native import read_body
 from bridge.ingest.payload import Alert, Notification, parse
 from bridge.model import ALERT_LEVELS, Alarm
+from bridge.schema import ConfigError
 
 logger = logging.getLogger(__name__)
 

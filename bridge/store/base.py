@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from bridge.config import Node, parse_group
 from bridge.model import Group
+from bridge.schema import Node, parse_group
 
 
 class StoreError(Exception):

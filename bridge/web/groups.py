@@ -1,6 +1,6 @@
 """Groups as the page and the API see them: secrets masked, input validated field by field, changes described.
 
-Input is the YAML/JSON shape of ``Group.to_dict``, read by ``config.parse_group`` so that the page, the API and
+Input is the YAML/JSON shape of ``Group.to_dict``, read by ``schema.parse_group`` so that the page, the API and
 the config file accept exactly the same groups. Robot webhooks and sign secrets are write-only: a masked or
 missing value keeps what the group had at the same position with the same type.
 """
@@ -19,9 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
-from bridge.config import ConfigError, Node, Settings, parse_group
+from bridge.config import Settings
 from bridge.gateway import Gateway
 from bridge.model import TARGET_TYPES, Group, Member, Target
+from bridge.schema import ConfigError, Node, parse_group
 from bridge.web import audit
 
 MASK = "****"

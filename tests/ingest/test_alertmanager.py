@@ -18,8 +18,9 @@ import yaml
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.config import ConfigError, parse
+from bridge.config import parse
 from bridge.ingest import alertmanager
+from bridge.schema import ConfigError
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import MAX_BODY_BYTES, DingTalkFake
 from tests.helpers import config_data, free_port, make_settings

@@ -10,6 +10,7 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -67,6 +68,12 @@ class Section:
 
     figures: list[Figure] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+
+
+def median(runs: list[dict[str, Any]], key: str) -> float | None:
+    """The median of one figure over rounds, leaving out the rounds that have none."""
+    values = [float(r[key]) for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def unavailable(bench: str, name: str, unit: str, why: str, goal: str = "") -> Figure:

@@ -9,7 +9,6 @@ the other.
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from bench.common import (
     drop_redis_prefix,
     free_port,
     gateway_config,
+    median,
     new_run,
     redis_answers,
     start_gateway,
@@ -60,15 +60,15 @@ def run(opts: Options) -> Section:
                 logger.info("B1 round %d/%d: %s", round_ + 1, opts.b1_rounds, target)
                 runs[target].append(_measure(target, tmp, warm, bodies, opts))
     section.details = {"rounds": opts.b1_rounds, "runs": runs}
-    ceiling_rps, ceiling_p99 = _median(runs["ceiling"], "rps"), _median(runs["ceiling"], "p99_ms")
+    ceiling_rps, ceiling_p99 = median(runs["ceiling"], "rps"), median(runs["ceiling"], "p99_ms")
     for label in targets[1:]:
         note = "; ".join(n for n in (_note(r) for r in runs[label]) if n)
-        median = f"median of {len(runs[label])} rounds" if len(runs[label]) > 1 else "1 round"
+        rounds = f"median of {len(runs[label])} rounds" if len(runs[label]) > 1 else "1 round"
         section.figures += [
-            Figure("B1", f"ingest req/s, {label}", "req/s", _median(runs[label], "rps"), ceiling_rps,
-                   "bare Starlette", "≥ 0.5× ceiling", note="; ".join(x for x in (median, note) if x)),
-            Figure("B1", f"ingest p99, {label}", "ms", _median(runs[label], "p99_ms"), ceiling_p99,
-                   "bare Starlette", "≤ 3× ceiling", better="lower", note=median),
+            Figure("B1", f"ingest req/s, {label}", "req/s", median(runs[label], "rps"), ceiling_rps,
+                   "bare Starlette", "≥ 0.5× ceiling", note="; ".join(x for x in (rounds, note) if x)),
+            Figure("B1", f"ingest p99, {label}", "ms", median(runs[label], "p99_ms"), ceiling_p99,
+                   "bare Starlette", "≤ 3× ceiling", better="lower", note=rounds),
         ]  # fmt: skip
     return section
 
@@ -97,11 +97,6 @@ def _measure(target: str, tmp: Path, warm: Path, bodies: Path, opts: Options) ->
     busy = {name: (after[name] - before.get(name, 0.0)) / load.seconds for name in after}
     per_request_ms = 1000 * sum(busy.values()) / load.rps if load.rps else None
     return {**asdict(load), "cpu_busy_by_thread": busy, "cpu_ms_per_request": per_request_ms, "memory_mb": memory}
-
-
-def _median(runs: list[dict[str, Any]], key: str) -> float | None:
-    values = [float(r[key]) for r in runs if r.get(key) is not None]
-    return statistics.median(values) if values else None
 
 
 def _note(run: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ class Options:
     b1_pool: int = 250_000
     b1_warm_pool: int = 40_000
     # B2: alarms posted by `concurrency` clients; the reference gets fewer alarms (it is much slower)
+    b2_rounds: int = 3
     b2_alarms: int = 3000
     b2_reference_alarms: int = 300
     b2_concurrency: int = 16
@@ -48,6 +49,7 @@ class Options:
             b1_warmup=1.0,
             b1_pool=60_000,
             b1_warm_pool=20_000,
+            b2_rounds=1,
             b2_alarms=300,
             b2_reference_alarms=40,
             b2_timeout=60.0,

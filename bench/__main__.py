@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import burst, fanout, footprint, ingest, profile, storm
+from bench import burst, fanout, footprint, ingest, profile, storage, storm
 from bench.common import LOAD_CORE, ROOT, Figure, Section, machine, machine_line
 from bench.options import Options
 
@@ -29,13 +29,14 @@ BENCHES: dict[str, tuple[str, Callable[[Options], Section]]] = {
     "B3": ("storm", storm.run),
     "B4": ("alertmanager burst", burst.run),
     "B5": ("footprint", footprint.run),
+    "B6": ("store cost", storage.run),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run with smaller numbers")
-    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: B1,B2,B3,B4,B5")
+    parser.add_argument("--only", default=",".join(BENCHES), help="comma-separated: B1,B2,B3,B4,B5,B6")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of B1")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)

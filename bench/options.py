@@ -35,6 +35,8 @@ class Options:
     # B5: starts measured (the median is reported)
     b5_starts: int = 5
     b5_idle: float = 3.0
+    # B6: alarms admitted and settled through each store
+    b6_alarms: int = 20_000
     # profile: seconds of py-spy sampling under the B1 load
     profile_seconds: float = 15.0
 
@@ -60,6 +62,7 @@ class Options:
             b4_alerts=1000,
             b4_timeout=60.0,
             b5_starts=2,
+            b6_alarms=2_000,
             b5_idle=1.0,
             profile_seconds=5.0,
         )

@@ -100,6 +100,19 @@ def _release(
             entry.admitted.set_result(Admitted(entry.admission.jobs, attempt))
 
 
+def jobs_for(alarm: Alarm, group: Group) -> list[Job]:
+    """An accepted alarm's jobs, one per target of its group."""
+    now = time.time()
+    # Unique, not secret, and in time order: the store's index on ids then grows at its end instead of at
+    # random places (half the cost of writing a job to SQLite). No system call per alarm.
+    alarm_id = f"{time.time_ns():016x}{random.getrandbits(64):016x}"
+    shared = f'{{"alarm": {json.dumps(alarm.__dict__, ensure_ascii=False)}, "group": {group.encoded}}}'
+    return [  # the alarm and group are serialized once; each job adds its target's index
+        Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)
+        for i in range(len(group.targets))
+    ]
+
+
 def budget(target: Target, group: Group) -> int:
     return WECOM_ROBOT_BUDGETS[group.format] if target.kind == "wecom-robot" else BUDGETS[target.kind]
 
@@ -148,22 +161,11 @@ class Outbox:
         Alarms that arrive while a write is under way are written together in the next store call, and their
         first attempts are made together: one message per target, a digest where several alarms share it.
         """
-        entry = _Entry(alarm, group, Admission(self._jobs(alarm, group), claim, ttl), wait)
+        entry = _Entry(alarm, group, Admission(jobs_for(alarm, group), claim, ttl), wait)
         self._intake.append(entry)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_intake())
         return await entry.admitted
-
-    def _jobs(self, alarm: Alarm, group: Group) -> list[Job]:
-        now = time.time()
-        # Unique, not secret, and in time order: the store's index on ids then grows at its end instead of at
-        # random places (half the cost of writing a job to SQLite). No system call per alarm.
-        alarm_id = f"{time.time_ns():016x}{random.getrandbits(64):016x}"
-        shared = f'{{"alarm": {json.dumps(alarm.__dict__, ensure_ascii=False)}, "group": {group.encoded}}}'
-        return [  # the alarm and group are serialized once; each job adds its target's index
-            Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)
-            for i in range(len(group.targets))
-        ]
 
     async def _write_intake(self) -> None:
         try:

@@ -42,12 +42,9 @@ _MIGRATE = (
     " coalesce(json_extract(data, '$.code'), 0) FROM jobs",
     "DROP TABLE jobs",
 )
-_LEASE = (
-    # The partial index by name: the planner would otherwise take (state, created) and sort the whole backlog.
-    "UPDATE outbox SET due = ? WHERE id IN (SELECT id FROM outbox INDEXED BY outbox_due WHERE state = 'pending'"
-    " AND due <= ?"
-    " ORDER BY due LIMIT ?) RETURNING id, state, due, created, payload, attempts, detail, updated, code"
-)
+# The partial index by name: the planner would otherwise take (state, created) and sort the whole backlog.
+_DUE = "SELECT id FROM outbox INDEXED BY outbox_due WHERE state = 'pending' AND due <= ? ORDER BY due LIMIT ?"
+_LEASE = f"UPDATE outbox SET due = ? WHERE id IN ({_DUE}) RETURNING {_COLUMNS}"  # noqa: S608
 _PURGE_EVERY = 60.0
 _BUSY = 5.0  # seconds a call waits for another process's write lock
 _GROUP_COMMIT = 256  # calls at most in one transaction
@@ -202,12 +199,7 @@ class SqliteStore:
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
-        rows = await self._run(
-            lambda c: c.execute(
-                _LEASE,
-                (now + lease, now, limit),
-            ).fetchall()
-        )
+        rows = await self._run(lambda c: c.execute(_LEASE, (now + lease, now, limit)).fetchall())
         return [_job(row) for row in rows]
 
     async def settle(self, jobs: Sequence[Job]) -> None:

@@ -161,10 +161,10 @@ class RedisStore:
         return None if value is None else str(value)
 
     async def put(self, key: str, value: str, ttl: float) -> None:
-        await self._run(self._redis.set(self._key(KV + key), value, px=max(1, int(ttl * 1000))))
+        await self._run(self._redis.set(self._key(KV + key), value, px=_millis(ttl)))
 
     async def put_new(self, key: str, value: str, ttl: float) -> bool:
-        stored = await self._run(self._redis.set(self._key(KV + key), value, px=max(1, int(ttl * 1000)), nx=True))
+        stored = await self._run(self._redis.set(self._key(KV + key), value, px=_millis(ttl), nx=True))
         return bool(stored)
 
     async def delete(self, key: str) -> None:
@@ -177,8 +177,9 @@ class RedisStore:
         for a in admissions:
             if a.claim is not None:
                 keys.append(self._key(KV + a.claim))
-            batch.append([0 if a.claim is None else len(keys), max(1, int(a.ttl * 1000)),
-                          [[j.id, due, j.created] for j in a.jobs]])  # fmt: skip
+            batch.append(
+                [0 if a.claim is None else len(keys), _millis(a.ttl), [[j.id, due, j.created] for j in a.jobs]]
+            )
             records += [f"{_fields(j, due)}\n{j.payload}" for j in a.jobs]
         won: Any = await self._run(self._admit_script(keys=keys, args=[json.dumps(batch), *records]))
         return [bool(w) for w in won]
@@ -231,6 +232,11 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _millis(seconds: float) -> int:
+    """A key's time to live as Redis takes it: whole milliseconds, at least one."""
+    return max(1, int(seconds * 1000))
 
 
 def _fields(job: Job, due: float) -> str:

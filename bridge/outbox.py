@@ -92,7 +92,8 @@ def _fail(batch: list[_Entry], error: StoreError) -> None:
 def _release(
     entries: list[_Entry], timer: asyncio.TimerHandle | None, attempt: asyncio.Task[dict[str, Outcome | None]]
 ) -> None:
-    """The callers' wait is over, the attempt having ended or their time run out: each gets its Admitted."""
+    """The callers' wait is over, the attempt having ended or their time run out: each gets its Admitted (a
+    caller that has gone is skipped: its alarm is delivered all the same)."""
     if timer is not None:
         timer.cancel()
     for entry in entries:
@@ -189,13 +190,16 @@ class Outbox:
         attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok])
         waits: dict[float, list[_Entry]] = {}
         for entry, ok in zip(batch, written, strict=True):
-            if ok and entry.wait > 0:
-                waits.setdefault(entry.wait, []).append(entry)
-            elif not entry.admitted.done():  # the caller may have gone: its alarm is delivered all the same
-                entry.admitted.set_result(Admitted(entry.admission.jobs, attempt) if ok else None)
+            if ok:
+                waits.setdefault(max(entry.wait, 0.0), []).append(entry)
+            elif not entry.admitted.done():  # the caller may have gone
+                entry.admitted.set_result(None)
         # The callers answer when the attempt ends or their wait runs out: one timer for all who wait as long.
         loop = asyncio.get_running_loop()
         for wait, entries in waits.items():
+            if wait == 0:
+                _release(entries, None, attempt)
+                continue
             timer = loop.call_later(wait, _release, entries, None, attempt)
             attempt.add_done_callback(functools.partial(_release, entries, timer))
 

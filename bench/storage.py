@@ -28,8 +28,8 @@ from bench.common import (
 )
 from bench.options import Options
 from bridge.config import StoreSettings
+from bridge.intake import jobs_for
 from bridge.model import Alarm
-from bridge.outbox import jobs_for
 from bridge.schema import Node, parse_group
 from bridge.store import Admission, State, open_store
 

@@ -16,16 +16,17 @@ import logging
 import random
 import time
 from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 from bridge import metrics
 from bridge.config import DeliverySettings, RateLimit
 from bridge.dispatch import Dispatcher
+from bridge.intake import Admitted, Entry, FirstAttempt, Intake
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Target
 from bridge.render import Renderer, split
 from bridge.schema import Node, parse_group
-from bridge.store import Admission, Job, State, Store, StoreError
+from bridge.store import Job, State, Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -48,28 +49,6 @@ class Attempt:
 
 
 @dataclass(frozen=True)
-class Admitted:
-    """An alarm whose jobs are written, and its first attempt (shared with the alarms beside it): finished, or
-    still going on in the background once the caller's wait ran out."""
-
-    jobs: Sequence[Job]
-    attempt: asyncio.Task[dict[str, Outcome | None]]
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """An alarm waiting to be written."""
-
-    alarm: Alarm
-    group: Group
-    admission: Admission
-    wait: float
-    admitted: asyncio.Future[Admitted | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-
-
-@dataclass(frozen=True)
 class _Work:
     """Jobs for one target, decoded."""
 
@@ -81,37 +60,6 @@ class _Work:
 
 def _merged(results: Iterable[dict[str, Outcome | None]]) -> dict[str, Outcome | None]:
     return {job_id: outcome for result in results for job_id, outcome in result.items()}
-
-
-def _fail(batch: list[_Entry], error: StoreError) -> None:
-    for entry in batch:
-        if not entry.admitted.done():
-            entry.admitted.set_exception(error)
-
-
-def _release(
-    entries: list[_Entry], timer: asyncio.TimerHandle | None, attempt: asyncio.Task[dict[str, Outcome | None]]
-) -> None:
-    """The callers' wait is over, the attempt having ended or their time run out: each gets its Admitted (a
-    caller that has gone is skipped: its alarm is delivered all the same)."""
-    if timer is not None:
-        timer.cancel()
-    for entry in entries:
-        if not entry.admitted.done():
-            entry.admitted.set_result(Admitted(entry.admission.jobs, attempt))
-
-
-def jobs_for(alarm: Alarm, group: Group) -> list[Job]:
-    """An accepted alarm's jobs, one per target of its group."""
-    now = time.time()
-    # Unique, not secret, and in time order: the store's index on ids then grows at its end instead of at
-    # random places (half the cost of writing a job to SQLite). No system call per alarm.
-    alarm_id = f"{time.time_ns():016x}{random.getrandbits(64):016x}"
-    shared = f'{{"alarm": {json.dumps(alarm.__dict__, ensure_ascii=False)}, "group": {group.encoded}}}'
-    return [  # the alarm and group are serialized once; each job adds its target's index
-        Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)
-        for i in range(len(group.targets))
-    ]
 
 
 def budget(target: Target, group: Group) -> int:
@@ -132,9 +80,7 @@ class Outbox:
         self, store: Store, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings, store_timeout: float
     ) -> None:
         self._store = store
-        self._store_timeout = store_timeout
-        self._intake: list[_Entry] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._intake = Intake(store, store_timeout, settings.lease, self._first_attempt)
         self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
         self._lanes: dict[Lane, list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
@@ -147,6 +93,7 @@ class Outbox:
     def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
         """A reloaded config: deliveries from now on use the new senders, templates and settings."""
         self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
+        self._intake.lease = settings.lease
 
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
@@ -155,55 +102,11 @@ class Outbox:
         return task
 
     async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float, wait: float) -> Admitted | None:
-        """Write the alarm's jobs, one per target, unless its dedup claim is taken (None then), and make the
-        first attempt, awaited up to ``wait`` seconds from the write; StoreError if the store cannot write the
-        jobs in time.
+        """See ``Intake.admit``: the jobs are written, and their first attempts made, together with the alarms
+        that arrive beside it (one message per target, a digest where several alarms share it)."""
+        return await self._intake.admit(alarm, group, claim, ttl, wait)
 
-        Alarms that arrive while a write is under way are written together in the next store call, and their
-        first attempts are made together: one message per target, a digest where several alarms share it.
-        """
-        entry = _Entry(alarm, group, Admission(jobs_for(alarm, group), claim, ttl), wait)
-        self._intake.append(entry)
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_intake())
-        return await entry.admitted
-
-    async def _write_intake(self) -> None:
-        try:
-            while self._intake:
-                batch, self._intake = self._intake, []
-                try:
-                    await self._write(batch)
-                except (StoreError, TimeoutError) as exc:
-                    _fail(batch, exc if isinstance(exc, StoreError) else StoreError("timed out"))
-                except BaseException as exc:  # a bug, or the loop is closing: no caller is left waiting either way
-                    _fail(batch, StoreError("internal error (logged)"))
-                    if not isinstance(exc, Exception):
-                        raise
-                    logger.exception("outbox: writing accepted alarms failed")
-        finally:
-            self._writer = None
-
-    async def _write(self, batch: list[_Entry]) -> None:
-        async with asyncio.timeout(self._store_timeout):
-            written = await self._store.admit([e.admission for e in batch], lease=self._settings.lease)
-        attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok])
-        waits: dict[float, list[_Entry]] = {}
-        for entry, ok in zip(batch, written, strict=True):
-            if ok:
-                waits.setdefault(max(entry.wait, 0.0), []).append(entry)
-            elif not entry.admitted.done():  # the caller may have gone
-                entry.admitted.set_result(None)
-        # The callers answer when the attempt ends or their wait runs out: one timer for all who wait as long.
-        loop = asyncio.get_running_loop()
-        for wait, entries in waits.items():
-            if wait == 0:
-                _release(entries, None, attempt)
-                continue
-            timer = loop.call_later(wait, _release, entries, None, attempt)
-            attempt.add_done_callback(functools.partial(_release, entries, timer))
-
-    def _first_attempt(self, entries: list[_Entry]) -> asyncio.Task[dict[str, Outcome | None]]:
+    def _first_attempt(self, entries: list[Entry]) -> FirstAttempt:
         works: dict[Lane, _Work] = {}
         for entry in entries:
             for i, (job, target) in enumerate(zip(entry.admission.jobs, entry.group.targets, strict=True)):

@@ -1,0 +1,131 @@
+"""Accepted alarms on their way into the outbox: written to the store together, their callers answered.
+
+Alarms that arrive while a write is under way are written together in the next store call; the outbox then
+makes their first attempts together, and each caller is answered when that attempt ends or its wait runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from bridge.model import Alarm, Group, Outcome
+from bridge.store import Admission, Job, Store, StoreError
+
+logger = logging.getLogger(__name__)
+
+FirstAttempt = asyncio.Task[dict[str, Outcome | None]]  # outcomes by job id (None where delivery goes on)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An alarm whose jobs are written, and its first attempt (shared with the alarms beside it): finished, or
+    still going on in the background once the caller's wait ran out."""
+
+    jobs: Sequence[Job]
+    attempt: FirstAttempt
+
+
+@dataclass(frozen=True)
+class Entry:
+    """An alarm waiting to be written."""
+
+    alarm: Alarm
+    group: Group
+    admission: Admission
+    wait: float
+    admitted: asyncio.Future[Admitted | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def jobs_for(alarm: Alarm, group: Group) -> list[Job]:
+    """An accepted alarm's jobs, one per target of its group."""
+    now = time.time()
+    # Unique, not secret, and in time order: the store's index on ids then grows at its end instead of at
+    # random places (half the cost of writing a job to SQLite). No system call per alarm.
+    alarm_id = f"{time.time_ns():016x}{random.getrandbits(64):016x}"
+    shared = f'{{"alarm": {json.dumps(alarm.__dict__, ensure_ascii=False)}, "group": {group.encoded}}}'
+    return [  # the alarm and group are serialized once; each job adds its target's index
+        Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)
+        for i in range(len(group.targets))
+    ]
+
+
+def _fail(batch: list[Entry], error: StoreError) -> None:
+    for entry in batch:
+        if not entry.admitted.done():
+            entry.admitted.set_exception(error)
+
+
+def _release(entries: list[Entry], timer: asyncio.TimerHandle | None, attempt: FirstAttempt) -> None:
+    """The callers' wait is over, the attempt having ended or their time run out: each gets its Admitted (a
+    caller that has gone is skipped: its alarm is delivered all the same)."""
+    if timer is not None:
+        timer.cancel()
+    for entry in entries:
+        if not entry.admitted.done():
+            entry.admitted.set_result(Admitted(entry.admission.jobs, attempt))
+
+
+class Intake:
+    def __init__(
+        self, store: Store, store_timeout: float, lease: float, first_attempt: Callable[[list[Entry]], FirstAttempt]
+    ) -> None:
+        self._store = store
+        self._store_timeout = store_timeout
+        self.lease = lease  # how long the written jobs are leased to this process for their first attempt
+        self._first_attempt = first_attempt
+        self._queued: list[Entry] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float, wait: float) -> Admitted | None:
+        """Write the alarm's jobs, one per target, unless its dedup claim is taken (None then), and start the
+        first attempt, awaited up to ``wait`` seconds from the write; StoreError if the store cannot write the
+        jobs in time."""
+        entry = Entry(alarm, group, Admission(jobs_for(alarm, group), claim, ttl), wait)
+        self._queued.append(entry)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued())
+        return await entry.admitted
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    await self._write(batch)
+                except (StoreError, TimeoutError) as exc:
+                    _fail(batch, exc if isinstance(exc, StoreError) else StoreError("timed out"))
+                except BaseException as exc:  # a bug, or the loop is closing: no caller is left waiting either way
+                    _fail(batch, StoreError("internal error (logged)"))
+                    if not isinstance(exc, Exception):
+                        raise
+                    logger.exception("intake: writing accepted alarms failed")
+        finally:
+            self._writer = None
+
+    async def _write(self, batch: list[Entry]) -> None:
+        async with asyncio.timeout(self._store_timeout):
+            written = await self._store.admit([e.admission for e in batch], lease=self.lease)
+        attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok])
+        waits: dict[float, list[Entry]] = {}
+        for entry, ok in zip(batch, written, strict=True):
+            if ok:
+                waits.setdefault(max(entry.wait, 0.0), []).append(entry)
+            elif not entry.admitted.done():  # the caller may have gone
+                entry.admitted.set_result(None)
+        # The callers answer when the attempt ends or their wait runs out: one timer for all who wait as long.
+        loop = asyncio.get_running_loop()
+        for wait, entries in waits.items():
+            if wait == 0:
+                _release(entries, None, attempt)
+                continue
+            timer = loop.call_later(wait, _release, entries, None, attempt)
+            attempt.add_done_callback(functools.partial(_release, entries, timer))

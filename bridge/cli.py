@@ -170,14 +170,14 @@ def _send(url: str, secret: str, json_file: Path | None, pairs: list[str]) -> in
 
 def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved: bool, timezone: str) -> int:
     from bridge import rules
-    from bridge.ingest import alertmanager
+    from bridge.ingest import alerts
 
     label_pairs, annotation_pairs = _pairs(labels, "name"), _pairs(annotations, "name")
     if label_pairs is None or annotation_pairs is None:
         return 2
     try:
         ruleset = rules.load_file(path)
-        explained = alertmanager.explain(ruleset, label_pairs, annotation_pairs, resolved, timezone)
+        explained = alerts.explain(ruleset, label_pairs, annotation_pairs, resolved, timezone)
     except ConfigError as exc:
         print(f"alarm-bridge: {exc}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ import yaml
 
 from bridge import rules
 from bridge.ingest import alertmanager, payload
+from bridge.ingest.alerts import alarms as to_alarms
+from bridge.matchers import parse_matchers
 from bridge.model import Alarm
 from bridge.schema import ConfigError
 from tests.helpers import make_settings
@@ -36,13 +38,13 @@ REPO = Path(__file__).resolve().parent.parent
     ],
 )
 def test_matchers_parse_as_alertmanager_writes_them(text: str, expected: list[tuple[str, str, str]]) -> None:
-    assert [(m.name, m.op, m.value) for m in rules.parse_matchers(text)] == expected
+    assert [(m.name, m.op, m.value) for m in parse_matchers(text)] == expected
 
 
 @pytest.mark.parametrize("text", ["severity", "a~b", '1a="x"', 'a=~"("', 'a="unterminated', "", "{}", 'a=b"c'])
 def test_invalid_matchers_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
-        rules.parse_matchers(text)
+        parse_matchers(text)
 
 
 @pytest.mark.parametrize(
@@ -69,13 +71,13 @@ def test_invalid_matchers_are_refused(text: str) -> None:
     ],
 )
 def test_each_operator_matches_as_in_alertmanager(matcher: str, labels: dict[str, str], matches: bool) -> None:
-    (parsed,) = rules.parse_matchers(matcher)
+    (parsed,) = parse_matchers(matcher)
     assert parsed.matches(labels) is matches
 
 
 def test_a_matcher_prints_back_as_it_parses() -> None:
-    (matcher,) = rules.parse_matchers(r'msg="a \"b\" \\ c"')
-    assert rules.parse_matchers(str(matcher)) == [matcher]
+    (matcher,) = parse_matchers(r'msg="a \"b\" \\ c"')
+    assert parse_matchers(str(matcher)) == [matcher]
 
 
 RULES: dict[str, Any] = {
@@ -129,7 +131,7 @@ def notification(*alerts: dict[str, Any], **top: Any) -> payload.Notification:
 def produce(data: dict[str, Any], *alerts: dict[str, Any], **settings: Any) -> list[Alarm]:
     ruleset = rules.parse(data, "r.yaml", "r")
     am = make_settings("sqlite:///unused.db", alertmanager=settings).alertmanager
-    return alertmanager.alarms(notification(*alerts), ruleset, am)
+    return to_alarms(notification(*alerts), ruleset, am)
 
 
 ONE_ROUTE: dict[str, Any] = {"fallback": {"target": {"id": "ops", "level": "1"}}}

@@ -48,14 +48,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 
 KEY_PARAMETERS = [
-    {
-        "name": "id",
-        "in": "path",
-        "required": True,
-        "description": "the owner's mail prefix",
-        "schema": {"type": "string"},
-    },
-    {"name": "level", "in": "path", "required": True, "description": "the group number", "schema": {"type": "string"}},
+    {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+    for name, description in (("id", "the owner's mail prefix"), ("level", "the group number"))
 ]
 GROUP_BODY = {"required": True, "content": {JSON: {"schema": _ref("Group")}}}
 
@@ -145,10 +139,7 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "number": {"type": "integer"},
             "at": {"type": "number"},
-            "who": STRING,
-            "action": STRING,
-            "target": STRING,
-            "detail": STRING,
+            **{k: STRING for k in ("who", "action", "target", "detail")},
         },
     },
 }

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
@@ -18,9 +19,16 @@ TRUNCATED = "\n…(truncated)"
 LINES_KEPT = 4096  # digest lines kept for the other targets of the same alarm
 
 
+class _Environment(SandboxedEnvironment):
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        """A plain dict, not Jinja's ChainMap: every render copies a template's globals, and a ChainMap copies slowly
+        (the environment's globals are never changed once templates are loaded)."""
+        return {**self.globals, **(d or {})}
+
+
 class Renderer:
     def __init__(self, directory: Path) -> None:
-        self._env = SandboxedEnvironment(
+        self._env = _Environment(
             loader=FileSystemLoader(directory),
             autoescape=select_autoescape(["html.j2"], default_for_string=False, default=False),
             trim_blocks=True,

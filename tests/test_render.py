@@ -66,6 +66,9 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
         "{{ alarm.nope }}",
         "{% if %}",
         "{{ alarm.__class__.__mro__ }}",
+        "{{ alarm.fingerprint.__globals__ }}",
+        "{{ group.__init__.__globals__ }}",
+        "{{ group.members.__class__.__subclasses__() }}",
         "{{ ''.__class__.__subclasses__() }}",
     ):
         group = Group(id="chenmin", level="3", templates={"native/text.j2": source})

@@ -290,5 +290,7 @@ class Outbox:
         )
 
     async def _settle(self, jobs: Iterable[Job]) -> None:
-        await self._store.settle(list(jobs))
-        self._wake.set()
+        settled = list(jobs)
+        await self._store.settle(settled)
+        if any(j.state is State.PENDING for j in settled):  # due again: the worker looks now, not at its next poll
+            self._wake.set()

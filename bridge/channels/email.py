@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
+from collections.abc import Sequence
 from email.errors import HeaderParseError
 from email.header import Header
 from email.headerregistry import Address
@@ -20,7 +22,7 @@ from aiosmtplib import SMTPResponse
 from bridge.channels._http import Failure
 from bridge.codes import Code
 from bridge.config import DeliverySettings, EmailSettings
-from bridge.model import Email, Group, Message, Outcome, Reason, Target, label
+from bridge.model import Email, Group, Member, Message, Outcome, Reason, Target, label
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ class Sender:
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         name = label(target)
         extra = target.to if isinstance(target, Email) else ()
-        recipients, invalid = _recipients(group, extra)
+        recipients, invalid = _recipients(group.members, extra)
         skipped = f"; skipped invalid addresses: {', '.join(invalid)}" if invalid else ""
         if not recipients:
             failure = Failure(Reason.CONFIG, False, f"no recipients: no member mail and no 'to' address{skipped}")
@@ -111,7 +113,7 @@ class Sender:
             logger.warning("email to group %s/%s: %s", group.id, group.level, detail)
         return Outcome(target=name, ok=True, detail=detail + skipped)
 
-    def _compose(self, recipients: list[Address], message: Message) -> MimeMessage:
+    def _compose(self, recipients: Sequence[Address], message: Message) -> MimeMessage:
         """The mail, built with the classic API: the header registry's parsing cost more than sending it."""
         mail: MimeMessage = MIMEText(message.body, "plain", "utf-8")
         if message.html:
@@ -152,9 +154,12 @@ def _drop(client: aiosmtplib.SMTP) -> None:
     client.close()
 
 
-def _recipients(group: Group, extra: tuple[str, ...]) -> tuple[list[Address], list[str]]:
-    """Members (with their names) then the extra addresses, each once; and the addresses that do not parse."""
-    candidates = [(*_one_address(m.mail, m.name), m.mail) for m in group.members if m.mail.strip()]
+@functools.lru_cache(maxsize=256)
+def _recipients(members: tuple[Member, ...], extra: tuple[str, ...]) -> tuple[tuple[Address, ...], tuple[str, ...]]:
+    """Members (with their names) then the extra addresses, each once; and the addresses that do not parse.
+
+    Kept per members and addresses: parsing them again at every mail cost half as much CPU as building it."""
+    candidates = [(*_one_address(m.mail, m.name), m.mail) for m in members if m.mail.strip()]
     candidates += [(*_one_address(entry), entry) for entry in extra]
     seen: set[str] = set()
     valid: list[Address] = []
@@ -169,7 +174,7 @@ def _recipients(group: Group, extra: tuple[str, ...]) -> tuple[list[Address], li
         elif address.addr_spec.lower() not in seen:
             seen.add(address.addr_spec.lower())
             valid.append(address)
-    return valid, invalid
+    return tuple(valid), tuple(invalid)
 
 
 def _one_address(text: str, name: str = "") -> tuple[str, str]:

@@ -7,6 +7,9 @@ import logging
 import os
 import platform
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,17 @@ def test_health_and_readiness(tmp_path: Path) -> None:
     with TestClient(create_app(unreachable)) as client:
         assert client.get("/-/healthy").status_code == 200
         assert client.get("/-/ready").status_code == 503
+
+
+def test_serve_fails_with_exit_code_3_when_its_port_is_taken(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path / "c.yaml", config_data(f"sqlite:///{tmp_path / 's.db'}"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        command = ["serve", "--config", str(config_path), "--port", str(taken.getsockname()[1])]
+        done = subprocess.run([sys.executable, "-m", "bridge", *command], capture_output=True, timeout=60, check=False)
+    assert done.returncode == 3
+    assert b"address already in use" in done.stderr
 
 
 def test_metrics_move_after_a_mix_of_alarms_and_failures(tmp_path: Path) -> None:

@@ -76,11 +76,15 @@ def _release(entries: list[Entry], timer: asyncio.TimerHandle | None, attempt: F
 
 class Intake:
     def __init__(
-        self, store: Store, store_timeout: float, lease: float, first_attempt: Callable[[list[Entry]], FirstAttempt]
+        self,
+        store: Store,
+        store_timeout: float,
+        lease: Callable[[], float],
+        first_attempt: Callable[[list[Entry]], FirstAttempt],
     ) -> None:
         self._store = store
         self._store_timeout = store_timeout
-        self.lease = lease  # how long the written jobs are leased to this process for their first attempt
+        self._lease = lease  # how long the written jobs are leased to this process for their first attempt, now
         self._first_attempt = first_attempt
         self._queued: list[Entry] = []
         self._writer: asyncio.Task[None] | None = None
@@ -113,7 +117,7 @@ class Intake:
 
     async def _write(self, batch: list[Entry]) -> None:
         async with asyncio.timeout(self._store_timeout):
-            written = await self._store.admit([e.admission for e in batch], lease=self.lease)
+            written = await self._store.admit([e.admission for e in batch], lease=self._lease())
         attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok])
         waits: dict[float, list[Entry]] = {}
         for entry, ok in zip(batch, written, strict=True):

@@ -80,7 +80,7 @@ class Outbox:
         self, store: Store, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings, store_timeout: float
     ) -> None:
         self._store = store
-        self._intake = Intake(store, store_timeout, settings.lease, self._first_attempt)
+        self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
         self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
         self._lanes: dict[Lane, list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
@@ -93,7 +93,6 @@ class Outbox:
     def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
         """A reloaded config: deliveries from now on use the new senders, templates and settings."""
         self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
-        self._intake.lease = settings.lease
 
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)

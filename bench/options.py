@@ -62,7 +62,7 @@ class Options:
             b4_alerts=1000,
             b4_timeout=60.0,
             b5_starts=2,
-            b6_alarms=2_000,
             b5_idle=1.0,
+            b6_alarms=2_000,
             profile_seconds=5.0,
         )

@@ -196,6 +196,7 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
 
 
 async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
+    from bridge.gateway import find_group
     from bridge.model import Alarm, label
     from bridge.render import Renderer
     from bridge.store import open_store
@@ -203,9 +204,7 @@ async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
     alarm = Alarm.from_fields(fields)
     store = open_store(settings.store)
     try:
-        group = {g.key: g for g in settings.groups}.get((alarm.id, alarm.level)) or await store.get_group(
-            alarm.id, alarm.level
-        )
+        group = await find_group(settings, store, alarm.id, alarm.level)
     finally:
         await store.close()
     if group is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -126,6 +127,11 @@ class Settings:
     web: WebSettings
     reload_enabled: bool  # POST /-/reload re-reads the config (SIGHUP always does)
     groups: tuple[Group, ...]
+
+    @cached_property
+    def provisioned(self) -> Mapping[tuple[str, str], Group]:
+        """The config file's groups by (id, level): each shadows a stored group of the same key."""
+        return {g.key: g for g in self.groups}
 
 
 def load(path: str | Path) -> Settings:

@@ -22,19 +22,22 @@ class Result:
     detail: str = ""
 
 
+async def find_group(settings: Settings, store: Store, id: str, level: str) -> Group | None:
+    """A provisioned group, else the store's (StoreError or TimeoutError if it does not answer in time)."""
+    if (group := settings.provisioned.get((id, level))) is not None:
+        return group
+    async with asyncio.timeout(settings.store.timeout):
+        return await store.get_group(id, level)
+
+
 class Gateway:
     def __init__(self, settings: Settings, store: Store, outbox: Outbox) -> None:
         self.settings = settings
         self.store = store
         self.outbox = outbox
-        self._provisioned = {g.key: g for g in settings.groups}
 
     async def find_group(self, id: str, level: str) -> Group | None:
-        """A provisioned group, else the store's (StoreError or TimeoutError if it does not answer in time)."""
-        if (group := self._provisioned.get((id, level))) is not None:
-            return group
-        async with asyncio.timeout(self.settings.store.timeout):
-            return await self.store.get_group(id, level)
+        return await find_group(self.settings, self.store, id, level)
 
     async def accept(self, alarm: Alarm, wait: float | None = None) -> Result:
         """Find the group, claim the dedup window and write the jobs; then wait for the first attempt.

@@ -268,7 +268,7 @@ async def find(gateway: Gateway, id: str, level: str) -> tuple[Group, bool] | No
 
 async def everything(gateway: Gateway) -> list[tuple[Group, bool]]:
     """Every group /alarm_v2 can reach: the provisioned ones, then the stored ones they do not shadow."""
-    provisioned = {g.key: g for g in gateway.settings.groups}
+    provisioned = gateway.settings.provisioned
     stored = [g for g in await gateway.store.list_groups() if g.key not in provisioned]
     return [(g, True) for g in provisioned.values()] + [(g, False) for g in stored]
 

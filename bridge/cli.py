@@ -198,7 +198,7 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
 async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
     from bridge.gateway import find_group
     from bridge.model import Alarm, label
-    from bridge.render import Renderer
+    from bridge.render import Renderer, RenderError
     from bridge.store import open_store
 
     alarm = Alarm.from_fields(fields)
@@ -211,15 +211,21 @@ async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
         print(f"alarm-bridge: no group id={alarm.id!r} level={alarm.level!r}", file=sys.stderr)
         return 1
     renderer = Renderer(settings.templates)
+    failed = 0
     for target in group.targets:
-        message, errors = renderer.message(alarm, group, target.channel)
+        try:
+            message, errors = renderer.message(alarm, group, target.channel)
+        except RenderError as exc:
+            print(f"alarm-bridge: {label(target)}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
         print(f"=== {label(target)} ({message.format}) ===")
         print(f"title: {message.title}\n{message.body}")
         if message.html:
             print(f"--- html ---\n{message.html}")
         for error in errors:
             print(f"!!! {error}")
-    return 0
+    return 1 if failed else 0
 
 
 async def _deliveries(settings: config.Settings, failed: bool, limit: int, words: list[str]) -> int:

@@ -11,6 +11,7 @@ from typing import TypeVar
 import yaml
 
 from bridge.model import Group
+from bridge.render import Renderer
 from bridge.schema import REQUIRED, ConfigError, Node, parse_group
 
 T = TypeVar("T")
@@ -203,12 +204,22 @@ def parse(data: object, file: str) -> Settings:
         dingtalk=DingTalkSettings(*_vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp)),
         wecom=WeComSettings(*_vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp)),
         email=_email(top.child("email")),
-        templates=Path(file).parent / top.text("templates", "templates"),
+        templates=_templates(top, Path(file).parent),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
         web=_web(top.child("web")),
         reload_enabled=top.flag("reload_enabled", False),
         groups=tuple(groups.values()),
     )
+
+
+def _templates(top: Node, folder: Path) -> Path:
+    """The templates directory (relative to the config file), refused unless every shipped template loads."""
+    directory = folder / top.text("templates", "templates")
+    if not directory.is_dir():
+        raise top.fail("templates", f"{directory.resolve()} is not a directory")
+    if problems := Renderer(directory).problems():
+        raise top.fail("templates", f"{directory.resolve()}: {'; '.join(problems)}")
+    return directory
 
 
 # The upstreams' documented limits, measured over 62 s: a 2 s margin so that network delays never make

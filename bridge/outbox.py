@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 
 from bridge import metrics
 from bridge.config import DeliverySettings, RateLimit
-from bridge.dispatch import Dispatcher
+from bridge.dispatch import SEND_CODES, Dispatcher
 from bridge.intake import Admitted, Entry, FirstAttempt, Intake
-from bridge.model import Alarm, Channel, Group, Message, Outcome, Target
-from bridge.render import Renderer, split
+from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, Target, label
+from bridge.render import Renderer, RenderError, budget, split
 from bridge.schema import Node, parse_group
 from bridge.store import Job, State, Store, StoreError
 
@@ -33,10 +33,6 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 PARALLEL = 16  # leased batches in flight per process
 Lane = tuple[int, int]  # a target of a group object: id(group), index
-
-# What one message's body may carry, in UTF-8 bytes, leaving room for the request around it.
-BUDGETS = {"dingtalk-robot": 18000, "dingtalk-app": 18000, "wecom-app": 2000, "wecom-appchat": 2000, "email": 500_000}
-WECOM_ROBOT_BUDGETS = {"text": 2000, "markdown": 4000}
 
 
 @dataclass(frozen=True)
@@ -60,10 +56,6 @@ class _Work:
 
 def _merged(results: Iterable[dict[str, Outcome | None]]) -> dict[str, Outcome | None]:
     return {job_id: outcome for result in results for job_id, outcome in result.items()}
-
-
-def budget(target: Target, group: Group) -> int:
-    return WECOM_ROBOT_BUDGETS[group.format] if target.kind == "wecom-robot" else BUDGETS[target.kind]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -146,8 +138,7 @@ class Outbox:
 
     def attempt(self, alarm: Alarm, group: Group, admitted: Admitted) -> Attempt:
         """How far the first attempt at an admitted alarm got when its caller stopped waiting."""
-        channels = {t.channel for t in group.targets} if group.templates else set()  # only overrides can fail
-        warnings = sorted({w for c in channels for w in self._renderer.message(alarm, group, c)[1]})
+        warnings = self._renderer.override_errors(alarm, group)
         if not admitted.attempt.done() or admitted.attempt.cancelled():  # cancelled: the gateway is stopping
             return Attempt([], len(admitted.jobs), warnings)
         results = admitted.attempt.result()
@@ -229,17 +220,31 @@ class Outbox:
         """
         if not await self._take_slots(work, 1):
             return None
-        message, count = self._message(work)
+        sent = await self._send(work)
+        if sent is None:
+            return None
+        outcome, count = sent
+        if not outcome.ok:
+            count = len(work.jobs)
+        now = time.time()
+        await self._settle(self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count])
+        return outcome, count
+
+    async def _send(self, work: _Work) -> tuple[Outcome, int] | None:
+        """The message for the leading jobs, sent: its outcome and how many jobs it carries; None if a rate limit
+        holds back the further parts of a message that had to be split."""
+        try:
+            message, count = self._message(work)
+        except RenderError as exc:  # no retry helps until the template is fixed; then the dead jobs can be retried
+            logger.error("outbox: %s", exc)
+            code = SEND_CODES[work.target.channel]
+            return Outcome(label(work.target), False, code, False, Reason.CONFIG, str(exc)), len(work.jobs)
         parts = len(split(message.body, budget(work.target, work.group)))
         if parts > 1 and not await self._take_slots(work, parts - 1):  # each part is a message upstream
             return None
         outcome = await self._dispatcher.send(work.target, work.group, message)
         if count < len(work.jobs) and (key := rate_key(work.target)):  # a full digest: what one message carries
             self._packing[key] = count
-        if not outcome.ok:
-            count = len(work.jobs)
-        now = time.time()
-        await self._settle(self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count])
         return outcome, count
 
     async def _take_slots(self, work: _Work, count: int) -> bool:

@@ -2,23 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import MutableMapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge import metrics
-from bridge.model import Alarm, Channel, Format, Group, Message
+from bridge.model import Alarm, Channel, Format, Group, Message, Target
 
 logger = logging.getLogger(__name__)
 
 TRUNCATED = "\n…(truncated)"
 LINES_KEPT = 4096  # digest lines kept for the other targets of the same alarm
 _PLAIN_FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in (Alarm, Group)}
+# Every shipped template a message may need: a directory that lacks one cannot deliver some alarms at all.
+_MESSAGE_PARTS = ("title.j2", "text.j2", "email.html.j2", "dingtalk.md.j2", "wecom.md.j2")
+REQUIRED = (
+    *(f"{source}/{name}" for source in ("native", "alertmanager") for name in _MESSAGE_PARTS),
+    *("native/digest_title.j2", "native/digest.j2", "native/digest_line.j2"),
+)
+
+
+# What one message's body may carry, in UTF-8 bytes, leaving room for the request around it.
+BUDGETS = {"dingtalk-robot": 18000, "dingtalk-app": 18000, "wecom-app": 2000, "wecom-appchat": 2000, "email": 500_000}
+WECOM_ROBOT_BUDGETS = {"text": 2000, "markdown": 4000}
+
+
+def budget(target: Target, group: Group) -> int:
+    return WECOM_ROBOT_BUDGETS[group.format] if target.kind == "wecom-robot" else BUDGETS[target.kind]
+
+
+class RenderError(Exception):
+    """A shipped template failed: no message can be made from it until it is fixed."""
 
 
 class _Environment(SandboxedEnvironment):
@@ -49,6 +69,18 @@ class Renderer:
         self._overrides: dict[str, Template] = {}
         self._lines: dict[tuple[int, int], tuple[Alarm, Group, str]] = {}  # see _line
 
+    def problems(self) -> list[str]:
+        """What keeps the shipped templates from rendering every message: those missing, those not valid Jinja2."""
+        missing, broken = [], []
+        for name in REQUIRED:
+            try:
+                self._env.get_template(name)
+            except TemplateNotFound:
+                missing.append(name)
+            except Exception as exc:  # any error Jinja2 reports for a template's source
+                broken.append(f"{name}: {type(exc).__name__}: {exc}")
+        return ([f"missing {', '.join(missing)}"] if missing else []) + broken
+
     def render(self, name: str, alarm: Alarm, group: Group, **extra: object) -> tuple[str, str]:
         """The rendered text and, when a group's override failed and the default was used, why."""
         context = {"alarm": alarm, "group": group, **extra}
@@ -59,14 +91,19 @@ class Renderer:
                 if override not in self._overrides:  # compiling is the costly part; overrides rarely change
                     self._overrides[override] = self._env.from_string(override)
                 return self._overrides[override].render(context).strip(), ""
-            except TemplateError as exc:
+            except Exception as exc:  # a template is ops' code: it may raise anything
                 error = f"template override {name!r} of group {group.id}/{group.level} failed: {exc}"
                 logger.error("%s; using the default", error)
                 metrics.TEMPLATE_ERRORS.inc()
-        return self._env.get_template(name).render(context).strip(), error
+        try:
+            return self._env.get_template(name).render(context).strip(), error
+        except Exception as exc:  # same as above; RenderError if the shipped template fails (nothing to fall back on)
+            metrics.TEMPLATE_ERRORS.inc()
+            raise RenderError(f"template {name} failed: {type(exc).__name__}: {exc}") from exc
 
     def message(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:
-        """The message one channel sends, and the errors of any broken override (the default was used)."""
+        """The message one channel sends, and the errors of any broken override (the default was used);
+        RenderError if a shipped template fails."""
         folder = alarm.source
         names = {"title": f"{folder}/title.j2"}
         if channel is Channel.EMAIL:
@@ -87,6 +124,15 @@ class Renderer:
             userids=tuple(mentions.get("userids", ())),
         )
         return message, [error for _, error in parts.values() if error]
+
+    def override_errors(self, alarm: Alarm, group: Group) -> list[str]:
+        """The group's overrides that fail for this alarm, the shipped templates being used instead (a shipped
+        template that fails is the delivery's outcome)."""
+        found: set[str] = set()
+        for channel in {t.channel for t in group.targets} if group.templates else ():
+            with contextlib.suppress(RenderError):
+                found.update(self.message(alarm, group, channel)[1])
+        return sorted(found)
 
     def digest(self, alarms: Sequence[Alarm], group: Group, channel: Channel, budget: int) -> tuple[Message, int]:
         """One message listing, a line each, the first alarms that fit in ``budget`` UTF-8 bytes (at least one)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from bridge import config
 from bridge.model import DingTalkRobot, Email, Format
 from bridge.schema import ConfigError
-from tests.helpers import config_data, write_config
+from tests.helpers import TEMPLATES, config_data, write_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "alarm-bridge.example.yaml"
 
@@ -75,6 +76,18 @@ def test_errors_name_the_file_the_key_and_what_is_expected(change: dict[str, Any
     message = error_of(data)
     assert message.startswith(f"site.yaml: {where}:"), message
     assert expected in message
+
+
+def test_templates_that_cannot_render_every_message_are_refused(tmp_path: Path) -> None:
+    assert error_of(config_data("sqlite:///x.db", templates=str(tmp_path / "none"))) == (
+        f"site.yaml: templates: {tmp_path / 'none'} is not a directory"
+    )
+    shutil.copytree(TEMPLATES, tmp_path / "t")
+    (tmp_path / "t" / "native" / "digest.j2").unlink()
+    (tmp_path / "t" / "alertmanager" / "title.j2").write_text("{{ alarm.id ", encoding="utf-8")
+    message = error_of(config_data("sqlite:///x.db", templates=str(tmp_path / "t")))
+    assert message.startswith(f"site.yaml: templates: {tmp_path / 't'}: missing native/digest.j2; ")
+    assert "alertmanager/title.j2: TemplateSyntaxError" in message
 
 
 def test_duplicate_groups_are_refused() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +15,12 @@ from starlette.testclient import TestClient
 
 from bridge.app import create_app
 from bridge.config import parse
+from bridge.store import State, open_store
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.fakes.smtp import Recorder, smtp_server
 from tests.fakes.wecom import WeComFake
-from tests.helpers import config_data, seed_alarm, signed
+from tests.helpers import TEMPLATES, config_data, seed_alarm, signed
 
 ROBOT_TOKEN, ROBOT_SECRET = "robot-token-0123456789", "SEC0123456789abcdef"
 APP_KEY, APP_SECRET = "dingappkey", "ding-app-secret-xyz"
@@ -153,6 +156,28 @@ def test_the_first_failed_channel_in_dingtalk_wecom_email_order_gives_the_code(u
     reply = post(upstreams)
     assert reply["code"] == 4004
     assert "wecom-robot" in reply["msg"] and "email" in reply["msg"]
+
+
+def test_a_shipped_template_that_fails_is_the_outcome_and_nothing_half_made_is_sent(
+    upstreams: Upstreams, tmp_path: Path
+) -> None:
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    (tmp_path / "templates" / "native" / "text.j2").write_text("{{ alarm.no_such_field }}", encoding="utf-8")
+    upstreams.config["templates"] = str(tmp_path / "templates")
+    reply = post(upstreams)
+    assert reply["code"] == 4002  # every channel renders text.j2: DingTalk's code comes first
+    assert "template native/text.j2 failed" in reply["msg"] and "no_such_field" in reply["msg"]
+    assert "retrying" not in reply["msg"]  # only fixing the template helps; then the dead deliveries are retried
+    assert upstreams.received() == dict.fromkeys(upstreams.received(), 0)
+    assert len(asyncio.run(dead_jobs(upstreams))) == 6
+
+
+async def dead_jobs(upstreams: Upstreams) -> list[object]:
+    store = open_store(parse(upstreams.config, "test.yaml").store)
+    try:
+        return list(await store.jobs(State.DEAD, 100))
+    finally:
+        await store.close()
 
 
 def test_a_hanging_upstream_does_not_hold_back_the_others(upstreams: Upstreams) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -59,6 +59,11 @@ async def alarm_v2(request: Request) -> Response:
     result = await gateway.accept(parsed)
     metrics.ALARMS_RECEIVED.labels(source="native", code=str(int(result.code))).inc()
     return native.reply(result.code, result.detail)
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """A client that went away before its body was read: nobody reads the answer, and nothing is logged as failed."""
+    return Response(status_code=400)
 
 
 def senders(
@@ -118,4 +123,9 @@ def create_app(settings: Settings) -> Starlette:
     routes = [Route(path, AnyMethod(alarm_v2)) for path in ("/alarm_v2", "/alarm_v2/")] + ops.routes
     routes += alertmanager.routes(settings)
     routes += web.routes()
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)])
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={ClientDisconnect: client_gone},
+    )

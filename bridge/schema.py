@@ -68,7 +68,7 @@ class Node:
 
     def integer(self, key: str, default: int, minimum: int = 0) -> int:
         value = self.raw(key, default)
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isdecimal():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise self.fail(key, f"expected an integer >= {minimum}, got {value!r}")

@@ -66,7 +66,7 @@ def parse(body: bytes, settings: NativeSettings) -> Alarm | Rejection:
 async def read_body(request: Request, limit: int) -> bytes | None:
     """The body, or None as soon as it is known to exceed the limit (it is never read whole then)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isdecimal() and int(declared) > limit:
         return None
     chunks, size = [], 0
     async for chunk in request.stream():

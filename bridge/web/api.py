@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from bridge.gateway import Gateway
 from bridge.model import ALERT_LEVELS, Channel, Group
-from bridge.render import Renderer
+from bridge.render import Renderer, RenderError
 from bridge.store import StoreError
 from bridge.web import activity, audit, auth, forms, groups
 from bridge.web.openapi import document
@@ -66,15 +66,15 @@ def endpoint(handler: Callable[[Call], Awaitable[Response]]) -> Callable[[Reques
     return run
 
 
-async def body(call: Call) -> Any:
-    """The JSON body, or a Response saying why there is none."""
+async def body(call: Call, default: Any = None) -> Any:
+    """The JSON body (``default`` when it is empty and one is given), or a Response saying why there is none."""
     data = bytearray()
     async for chunk in call.request.stream():
         data += chunk
         if len(data) > MAX_BODY_BYTES:
             return problem(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     if not data:
-        return {}
+        return problem(400, "a JSON body is required") if default is None else default
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -163,7 +163,7 @@ async def test_group(call: Call) -> Response:
     found = await groups.find(call.gateway, call.param("id"), call.param("level"))
     if found is None:
         return problem(404, "no such group")
-    data = await body(call)
+    data = await body(call, default={})
     if isinstance(data, Response):
         return data
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
@@ -197,7 +197,7 @@ def _time(value: str, call: Call) -> float | None:
 @endpoint
 async def list_alarms(call: Call) -> Response:
     code, limit = call.query("code"), call.query("limit", "100")
-    if (code and not code.isdigit()) or not limit.isdigit():
+    if (code and not code.isdecimal()) or not limit.isdecimal():
         return problem(400, "code and limit are whole numbers")
     if call.query("state") not in ("", "pending", "done", "dead"):
         return problem(400, "state is one of pending, done, dead")
@@ -230,15 +230,18 @@ async def preview(call: Call) -> Response:
     if channel not in tuple(Channel) or sample not in activity.SAMPLES:
         return problem(400, f"channel is one of {', '.join(Channel)}; sample one of {', '.join(activity.SAMPLES)}")
     alarm = activity.sample_alarm(sample, found[0])
-    message, errors = Renderer(call.gateway.settings.templates).message(alarm, found[0], Channel(channel))
-    data = {"title": message.title, "body": message.body, "format": message.format.value, "html": message.html}
+    try:
+        message, errors = Renderer(call.gateway.settings.templates).message(alarm, found[0], Channel(channel))
+        data = {"title": message.title, "body": message.body, "format": message.format.value, "html": message.html}
+    except RenderError as exc:  # a shipped template fails for this sample: no message, and why
+        data, errors = None, [str(exc)]
     return reply({"channel": channel, "sample": sample, "message": data, "errors": errors})
 
 
 @endpoint
 async def audit_log(call: Call) -> Response:
     limit, before = call.query("limit", "100"), call.query("before")
-    if not limit.isdigit() or (before and not before.isdigit()):
+    if not limit.isdecimal() or (before and not before.isdecimal()):
         return problem(400, "limit and before are whole numbers")
     entries = await audit.entries(call.gateway.store, min(int(limit), 1000), int(before) if before else None)
     return reply({"entries": [e.to_dict() for e in entries]})
@@ -249,14 +252,20 @@ async def openapi(call: Call) -> Response:
     return reply(document())
 
 
+def by_method(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
+    """One route for every method a path takes, so that any other is answered 405 with all of them in Allow."""
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
 KEY = "/api/v1/groups/{id}/{level}"
 routes = [
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),
-    Route("/api/v1/groups", list_groups, methods=["GET"]),
-    Route("/api/v1/groups", create_group, methods=["POST"]),
-    Route(KEY, get_group, methods=["GET"]),
-    Route(KEY, put_group, methods=["PUT"]),
-    Route(KEY, delete_group, methods=["DELETE"]),
+    by_method("/api/v1/groups", GET=list_groups, POST=create_group),
+    by_method(KEY, GET=get_group, PUT=put_group, DELETE=delete_group),
     Route(f"{KEY}/test", test_group, methods=["POST"]),
     Route("/api/v1/alarms", list_alarms, methods=["GET"]),
     Route("/api/v1/deliveries/{job}/retry", retry_delivery, methods=["POST"]),

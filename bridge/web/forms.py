@@ -100,7 +100,7 @@ def read(form: Form, names: list[str], current: Group | None) -> Posted:
         kind = fields_.get("type", "")
         if fields_.get("remove") or not kind:
             continue
-        ref = int(fields_["ref"]) if fields_.get("ref", "").isdigit() else None
+        ref = int(fields_["ref"]) if fields_.get("ref", "").isdecimal() else None
         channel: dict[str, Any] = {"type": kind}
         for name in ("webhook", "secret", "app"):
             if name in ("webhook", "secret") and not fields_.get(name):

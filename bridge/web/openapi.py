@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge import __version__
-from bridge.model import TARGET_TYPES
+from bridge.model import ALERT_LEVELS, TARGET_TYPES
 
 JSON = "application/json"
 
@@ -54,6 +54,8 @@ KEY_PARAMETERS = [
 GROUP_BODY = {"required": True, "content": {JSON: {"schema": _ref("Group")}}}
 
 STRING = {"type": "string"}
+WHOLE = {"type": "integer", "minimum": 0}
+TIME = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -94,8 +96,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["id", "level"],
         "properties": {
-            "id": STRING,
-            "level": STRING,
+            "id": {"type": "string", "minLength": 1},
+            "level": {"type": "string", "minLength": 1},
             "name": STRING,
             "members": {"type": "array", "items": _ref("Member")},
             "channels": {"type": "array", "items": _ref("Channel")},
@@ -149,7 +151,10 @@ def document() -> dict[str, Any]:
     group_list = {"type": "object", "properties": {"groups": {"type": "array", "items": _ref("Group")}}}
     test_body = {
         "type": "object",
-        "properties": {k: STRING for k in ("dep", "env", "alert_level", "alert_business")},
+        "properties": {
+            **{k: STRING for k in ("dep", "env", "alert_business")},
+            "alert_level": {"enum": list(ALERT_LEVELS)},
+        },
         "additionalProperties": STRING,
     }
     test_reply = {
@@ -216,11 +221,11 @@ def document() -> dict[str, Any]:
                 "operationId": "listAlarms",
                 "parameters": [
                     _query("group", "id or id/level"),
-                    _query("code", "alarms with a delivery that has this code", {"type": "integer"}),
+                    _query("code", "alarms with a delivery that has this code", WHOLE),
                     _query("state", "alarms with a delivery in this state", {"enum": ["pending", "done", "dead"]}),
-                    _query("since", "seconds since the epoch, or ISO 8601"),
-                    _query("until", "seconds since the epoch, or ISO 8601"),
-                    _query("limit", "at most this many (default 100, at most 1000)", {"type": "integer"}),
+                    _query("since", "seconds since the epoch, or ISO 8601", TIME),
+                    _query("until", "seconds since the epoch, or ISO 8601", TIME),
+                    _query("limit", "at most this many (default 100, at most 1000)", WHOLE),
                 ],
                 "responses": {
                     **_ok(
@@ -256,8 +261,8 @@ def document() -> dict[str, Any]:
                 "summary": "The audit log, newest first",
                 "operationId": "auditLog",
                 "parameters": [
-                    _query("limit", "default 100", {"type": "integer"}),
-                    _query("before", "entries numbered below this", {"type": "integer"}),
+                    _query("limit", "default 100", WHOLE),
+                    _query("before", "entries numbered below this", WHOLE),
                 ],
                 "responses": {
                     **_ok(

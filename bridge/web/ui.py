@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from bridge.codes import Code
 from bridge.model import ALERT_LEVELS, Channel, Group
-from bridge.render import Renderer
+from bridge.render import Renderer, RenderError
 from bridge.web import activity, audit, forms, groups
 from bridge.web.login import login, logout, stylesheet
 from bridge.web.pages import Page, display_zone, page, see_other
@@ -167,7 +167,10 @@ async def preview(p: Page) -> Response:
     message, errors, alarm = None, list[str](), None
     if group is not None and channel in tuple(Channel):
         alarm = activity.sample_alarm(sample, group)
-        message, errors = Renderer(p.gateway.settings.templates).message(alarm, group, Channel(channel))
+        try:
+            message, errors = Renderer(p.gateway.settings.templates).message(alarm, group, Channel(channel))
+        except RenderError as exc:  # a shipped template fails for this sample: no message, and why
+            errors = [str(exc)]
     return p.render("preview.html", groups=[g for g, _ in everything], choice=choice, group=group, channel=channel,
                     channels=[c.value for c in Channel], sample=sample, samples=activity.SAMPLE_NAMES,
                     message=message, errors=errors, alarm=alarm)  # fmt: skip
@@ -187,11 +190,11 @@ async def alarm_list(p: Page) -> Response:
     except ValueError:
         since = until = None
         problems.append("times are written 2024-05-20T09:30")
-    if code_text and not code_text.isdigit():
+    if code_text and not code_text.isdecimal():
         problems.append("a code is a number such as 0 or 4001")
     filters = activity.Filters(
         group=p.query("group").strip(),
-        code=int(code_text) if code_text.isdigit() else None,
+        code=int(code_text) if code_text.isdecimal() else None,
         state=p.query("state") if p.query("state") in ("pending", "done", "dead") else "",
         since=since,
         until=until,
@@ -215,7 +218,7 @@ async def delivery_retry(p: Page) -> Response:
 @page
 async def audit_log(p: Page) -> Response:
     before = p.query("before")
-    entries = await audit.entries(p.gateway.store, 100, int(before) if before.isdigit() else None)
+    entries = await audit.entries(p.gateway.store, 100, int(before) if before.isdecimal() else None)
     return p.render("audit.html", entries=entries)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,11 @@ from typing import Any
 import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Message, Scope
 
 from bridge.web import api
 from tests.channels._shared import assert_no_secret
-from tests.helpers import seed_alarm, signed
+from tests.helpers import TEMPLATES, seed_alarm, signed
 from tests.web._web import AUTH, ROBOT_SECRET, SECRETS, WEBHOOK, robot_group, sqlite_client
 
 
@@ -107,6 +110,28 @@ def test_malformed_bodies(client: TestClient) -> None:
     assert reply.status_code == 422 and "id" in reply.json()["fields"]
 
 
+def test_a_group_needs_a_body(client: TestClient) -> None:
+    for send in (client.post, client.put):
+        reply = send("/api/v1/groups" if send == client.post else "/api/v1/groups/ops/1", headers=AUTH)
+        assert reply.status_code == 400 and reply.json() == {"error": "a JSON body is required"}
+    assert client.get("/api/v1/groups/ops/1", headers=AUTH).status_code == 404
+
+
+def test_another_method_is_refused_with_every_allowed_one(client: TestClient) -> None:
+    for path, allowed in (
+        ("/api/v1/groups", {"GET", "HEAD", "POST"}),
+        ("/api/v1/groups/ops/1", {"GET", "HEAD", "PUT", "DELETE"}),
+    ):
+        reply = client.request("PATCH", path, headers=AUTH)
+        assert reply.status_code == 405
+        assert {m.strip() for m in reply.headers["allow"].split(",")} == allowed
+
+
+@pytest.mark.parametrize("query", ["alarms?limit=²", "alarms?code=¹", "audit?limit=³", "audit?before=-1"])
+def test_numbers_that_are_not_whole_get_400(client: TestClient, query: str) -> None:
+    assert client.get(f"/api/v1/{query}", headers=AUTH).status_code == 400
+
+
 def test_put_creates_and_provisioned_groups_are_read_only(client: TestClient) -> None:
     assert client.put("/api/v1/groups/ops/1", json=robot_group(), headers=AUTH).status_code == 201
     assert client.put("/api/v1/groups/ops/1", json=robot_group(), headers=AUTH).status_code == 200
@@ -138,6 +163,37 @@ def test_preview(client: TestClient) -> None:
     assert reply["message"]["title"] == "【低】静态资源" and reply["errors"] == []
     assert client.get("/api/v1/preview?group=x/1", headers=AUTH).status_code == 404
     assert client.get("/api/v1/preview?group=chenmin/3&channel=fax", headers=AUTH).status_code == 400
+
+
+def test_preview_names_a_shipped_template_that_fails(tmp_path: Path) -> None:
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    (tmp_path / "templates" / "native" / "title.j2").write_text("{{ alarm.no_such_field }}", encoding="utf-8")
+    with sqlite_client(tmp_path, templates=str(tmp_path / "templates")) as client:
+        reply = client.get("/api/v1/preview?group=chenmin/3&channel=wecom", headers=AUTH)
+    assert reply.status_code == 200 and reply.json()["message"] is None
+    (error,) = reply.json()["errors"]
+    assert "template native/title.j2 failed" in error and "no_such_field" in error
+
+
+@pytest.mark.parametrize("path", ["/alarm_v2", "/api/v1/groups"])
+def test_a_client_gone_before_its_body_is_not_an_error(
+    client: TestClient, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in {**AUTH, "Content-Length": "100"}.items()]
+    scope: Scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http", "path": path,
+             "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    client.portal.call(client.app, scope, receive, send)  # type: ignore[union-attr]
+    assert sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_the_openapi_document_describes_exactly_the_routes(client: TestClient) -> None:

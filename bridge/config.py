@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
 
 import yaml
 
 from bridge.model import Group
 from bridge.render import Renderer
-from bridge.schema import REQUIRED, ConfigError, Node, parse_group
-
-T = TypeVar("T")
+from bridge.schema import ConfigError, Node, parse_group
+from bridge.upstreams import (
+    DingTalkApp,
+    DingTalkSettings,
+    EmailSettings,
+    RateLimit,
+    WeComApp,
+    WeComSettings,
+    email_settings,
+    rate_limits,
+    vendor,
+)
 
 
 @dataclass(frozen=True)
@@ -33,12 +42,6 @@ class NativeSettings:
 
 
 @dataclass(frozen=True)
-class RateLimit:
-    limit: int
-    window: float
-
-
-@dataclass(frozen=True)
 class DeliverySettings:
     dry_run: bool
     timeout: float  # one upstream call
@@ -54,42 +57,6 @@ class DeliverySettings:
     shutdown: float  # on SIGTERM, how long in-flight deliveries may finish
     rate_limits: Mapping[str, RateLimit]  # per target type, shared by every replica
     ca_file: str  # extra CA certificates to trust for HTTPS upstreams (a private proxy, test servers)
-
-
-@dataclass(frozen=True)
-class DingTalkApp:
-    appkey: str
-    appsecret: str
-
-
-@dataclass(frozen=True)
-class DingTalkSettings:
-    base_url: str
-    apps: Mapping[str, DingTalkApp]
-
-
-@dataclass(frozen=True)
-class WeComApp:
-    corpid: str
-    corpsecret: str
-    agentid: int
-
-
-@dataclass(frozen=True)
-class WeComSettings:
-    base_url: str
-    apps: Mapping[str, WeComApp]
-
-
-@dataclass(frozen=True)
-class EmailSettings:
-    host: str
-    port: int
-    security: str  # plain | starttls | tls
-    username: str
-    password: str
-    sender: str
-    validate_certs: bool
 
 
 @dataclass(frozen=True)
@@ -198,18 +165,31 @@ def parse(data: object, file: str) -> Settings:
             poll=delivery.duration("poll", 0.5),
             batch=delivery.integer("batch", 500, minimum=1),
             shutdown=delivery.duration("shutdown", 10.0),
-            rate_limits=_rate_limits(delivery.child("rate_limits")),
-            ca_file=delivery.text("ca_file", ""),
+            rate_limits=rate_limits(delivery.child("rate_limits")),
+            ca_file=_ca_file(delivery, Path(file).parent),
         ),
-        dingtalk=DingTalkSettings(*_vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp)),
-        wecom=WeComSettings(*_vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp)),
-        email=_email(top.child("email")),
+        dingtalk=DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp)),
+        wecom=WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp)),
+        email=email_settings(top.child("email")),
         templates=_templates(top, Path(file).parent),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
         web=_web(top.child("web")),
         reload_enabled=top.flag("reload_enabled", False),
         groups=tuple(groups.values()),
     )
+
+
+def _ca_file(node: Node, folder: Path) -> str:
+    """Extra CA certificates (relative to the config file), refused unless they load as such."""
+    name = node.text("ca_file", "")
+    if not name:
+        return ""
+    path = folder / name
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(path)
+    except (OSError, ssl.SSLError) as exc:
+        raise node.fail("ca_file", f"cannot load {path.resolve()} as CA certificates: {exc}") from None
+    return str(path)
 
 
 def _templates(top: Node, folder: Path) -> Path:
@@ -220,40 +200,6 @@ def _templates(top: Node, folder: Path) -> Path:
     if problems := Renderer(directory).problems():
         raise top.fail("templates", f"{directory.resolve()}: {'; '.join(problems)}")
     return directory
-
-
-# The upstreams' documented limits, measured over 62 s: a 2 s margin so that network delays never make
-# an upstream count 21 messages in its own minute.
-RATE_LIMITS = {
-    "dingtalk-robot": RateLimit(20, 62.0),
-    "wecom-robot": RateLimit(20, 62.0),
-    "wecom-app": RateLimit(30, 62.0),
-}
-
-
-def _rate_limits(node: Node) -> dict[str, RateLimit]:
-    node.only(*RATE_LIMITS)
-    limits = {}
-    for kind, default in RATE_LIMITS.items():
-        limit = node.child(kind)
-        limit.only("limit", "window")
-        limits[kind] = RateLimit(
-            limit.integer("limit", default.limit, minimum=1), limit.duration("window", default.window)
-        )
-    return limits
-
-
-def _vendor(node: Node, base_url: str, app: type[T]) -> tuple[str, dict[str, T]]:
-    """A chat vendor's section: its base URL and its apps by name."""
-    node.only("base_url", "apps")
-    apps = node.child("apps")
-    return node.text("base_url", base_url).rstrip("/"), {str(n): _app(apps.child(str(n)), app) for n in apps.data}
-
-
-def _app(node: Node, cls: type[T]) -> T:
-    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-    node.only(*names)
-    return cls(**{n: node.integer(n, REQUIRED, minimum=1) if n == "agentid" else node.text(n) for n in names})
 
 
 def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
@@ -280,20 +226,6 @@ def _web(node: Node) -> WebSettings:
         session_secret=node.text("session_secret", ""),
         login_attempts=node.integer("login_attempts", 5, minimum=1),
         login_window=node.duration("login_window", 300.0),
-    )
-
-
-def _email(node: Node) -> EmailSettings:
-    node.only("host", "port", "security", "username", "password", "sender", "validate_certs")
-    security = node.choice("security", "starttls", ("plain", "starttls", "tls"))
-    return EmailSettings(
-        host=node.text("host", "localhost"),
-        port=node.integer("port", {"plain": 25, "starttls": 587, "tls": 465}[security], minimum=1),
-        security=security,
-        username=node.text("username", ""),
-        password=node.text("password", ""),
-        sender=node.text("sender", "alarm-bridge <alarm-bridge@localhost>"),
-        validate_certs=node.flag("validate_certs", True),
     )
 
 

@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 from bridge import metrics
-from bridge.config import DeliverySettings, RateLimit
+from bridge.config import DeliverySettings
 from bridge.dispatch import SEND_CODES, Dispatcher
 from bridge.intake import Admitted, Entry, FirstAttempt, Intake
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, Target, label
 from bridge.render import Renderer, RenderError, budget, split
 from bridge.schema import Node, parse_group
 from bridge.store import Job, State, Store, StoreError
+from bridge.upstreams import RateLimit
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from tests.helpers import TEMPLATES, config_data, write_config
 EXAMPLE = Path(__file__).resolve().parent.parent / "alarm-bridge.example.yaml"
 
 
-def error_of(data: Any) -> str:
+def error_of(data: Any, file: Path = Path("site.yaml")) -> str:
     with pytest.raises(ConfigError) as info:
-        config.parse(data, "site.yaml")
+        config.parse(data, str(file))
     return str(info.value)
 
 
@@ -88,6 +88,14 @@ def test_templates_that_cannot_render_every_message_are_refused(tmp_path: Path) 
     message = error_of(config_data("sqlite:///x.db", templates=str(tmp_path / "t")))
     assert message.startswith(f"site.yaml: templates: {tmp_path / 't'}: missing native/digest.j2; ")
     assert "alertmanager/title.j2: TemplateSyntaxError" in message
+
+
+def test_ca_certificates_that_do_not_load_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not a certificate", encoding="utf-8")
+    for name, why in (("none.pem", "No such file"), ("ca.pem", "no certificate")):
+        message = error_of(config_data("sqlite:///x.db", delivery={"ca_file": name}), tmp_path / "site.yaml")
+        assert message.startswith(f"{tmp_path / 'site.yaml'}: delivery.ca_file: cannot load {tmp_path / name} ")
+        assert why in message
 
 
 def test_duplicate_groups_are_refused() -> None:

@@ -16,11 +16,12 @@ from yarl import URL
 from bridge.channels._chats import Chats, authorized_post, named_in
 from bridge.channels._http import Failure, Reply, Tokens, call, checked, encode
 from bridge.codes import Code
-from bridge.config import DeliverySettings, DingTalkSettings
-from bridge.config import DingTalkApp as AppSettings
+from bridge.config import DeliverySettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
 from bridge.render import split
 from bridge.store import Store
+from bridge.upstreams import DingTalkApp as AppSettings
+from bridge.upstreams import DingTalkSettings
 
 logger = logging.getLogger(__name__)
 

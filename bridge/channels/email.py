@@ -21,8 +21,9 @@ from aiosmtplib import SMTPResponse
 
 from bridge.channels._http import Failure
 from bridge.codes import Code
-from bridge.config import DeliverySettings, EmailSettings
+from bridge.config import DeliverySettings
 from bridge.model import Email, Group, Member, Message, Outcome, Reason, Target, label
+from bridge.upstreams import EmailSettings
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,7 @@ from yarl import URL
 from bridge.channels._chats import Chats, authorized_post, named_in
 from bridge.channels._http import Failure, Reply, Tokens, call, checked
 from bridge.codes import Code
-from bridge.config import DeliverySettings, WeComSettings
-from bridge.config import WeComApp as AppSettings
+from bridge.config import DeliverySettings
 from bridge.model import (
     Format,
     Group,
@@ -29,6 +28,8 @@ from bridge.model import (
 )
 from bridge.render import split
 from bridge.store import Store
+from bridge.upstreams import WeComApp as AppSettings
+from bridge.upstreams import WeComSettings
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ import pytest
 
 from bridge.channels import dingtalk
 from bridge.codes import Code
-from bridge.config import DingTalkApp as AppSettings
-from bridge.config import DingTalkSettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Member, Mention, Message, Outcome, Reason, Target
 from bridge.render import TRUNCATED
 from bridge.store import Store
+from bridge.upstreams import DingTalkApp as AppSettings
+from bridge.upstreams import DingTalkSettings
 from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, logged
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake, robot_sign

@@ -10,8 +10,6 @@ import pytest
 
 from bridge.channels import wecom
 from bridge.codes import Code
-from bridge.config import WeComApp as AppSettings
-from bridge.config import WeComSettings
 from bridge.model import (
     Format,
     Group,
@@ -27,6 +25,8 @@ from bridge.model import (
 )
 from bridge.render import TRUNCATED
 from bridge.store import Store
+from bridge.upstreams import WeComApp as AppSettings
+from bridge.upstreams import WeComSettings
 from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, logged, sqlite_store
 from tests.fakes._server import FakeServer
 from tests.fakes.wecom import WeComFake

@@ -1,0 +1,101 @@
+"""The upstreams' settings: the chat vendors' apps, the SMTP server, and the rate limits every replica shares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TypeVar
+
+from bridge.schema import REQUIRED, Node
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    limit: int
+    window: float
+
+
+@dataclass(frozen=True)
+class DingTalkApp:
+    appkey: str
+    appsecret: str
+
+
+@dataclass(frozen=True)
+class DingTalkSettings:
+    base_url: str
+    apps: Mapping[str, DingTalkApp]
+
+
+@dataclass(frozen=True)
+class WeComApp:
+    corpid: str
+    corpsecret: str
+    agentid: int
+
+
+@dataclass(frozen=True)
+class WeComSettings:
+    base_url: str
+    apps: Mapping[str, WeComApp]
+
+
+@dataclass(frozen=True)
+class EmailSettings:
+    host: str
+    port: int
+    security: str  # plain | starttls | tls
+    username: str
+    password: str
+    sender: str
+    validate_certs: bool
+
+
+# The upstreams' documented limits, measured over 62 s: a 2 s margin so that network delays never make
+# an upstream count 21 messages in its own minute.
+RATE_LIMITS = {
+    "dingtalk-robot": RateLimit(20, 62.0),
+    "wecom-robot": RateLimit(20, 62.0),
+    "wecom-app": RateLimit(30, 62.0),
+}
+
+
+def rate_limits(node: Node) -> dict[str, RateLimit]:
+    node.only(*RATE_LIMITS)
+    limits = {}
+    for kind, default in RATE_LIMITS.items():
+        limit = node.child(kind)
+        limit.only("limit", "window")
+        limits[kind] = RateLimit(
+            limit.integer("limit", default.limit, minimum=1), limit.duration("window", default.window)
+        )
+    return limits
+
+
+def vendor(node: Node, base_url: str, app: type[T]) -> tuple[str, dict[str, T]]:
+    """A chat vendor's section: its base URL and its apps by name."""
+    node.only("base_url", "apps")
+    apps = node.child("apps")
+    return node.text("base_url", base_url).rstrip("/"), {str(n): _app(apps.child(str(n)), app) for n in apps.data}
+
+
+def _app(node: Node, cls: type[T]) -> T:
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    node.only(*names)
+    return cls(**{n: node.integer(n, REQUIRED, minimum=1) if n == "agentid" else node.text(n) for n in names})
+
+
+def email_settings(node: Node) -> EmailSettings:
+    node.only("host", "port", "security", "username", "password", "sender", "validate_certs")
+    security = node.choice("security", "starttls", ("plain", "starttls", "tls"))
+    return EmailSettings(
+        host=node.text("host", "localhost"),
+        port=node.integer("port", {"plain": 25, "starttls": 587, "tls": 465}[security], minimum=1),
+        security=security,
+        username=node.text("username", ""),
+        password=node.text("password", ""),
+        sender=node.text("sender", "alarm-bridge <alarm-bridge@localhost>"),
+        validate_certs=node.flag("validate_certs", True),
+    )

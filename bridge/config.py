@@ -205,12 +205,15 @@ def _templates(top: Node, folder: Path) -> Path:
 def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
     node.only("bearer_token", "username", "password", "auth_disabled", "rules", "timezone", "per_alert",
               "max_body_bytes")  # fmt: skip
+    rules = base / node.text("rules", "rules")
+    if "rules" in node.data and not rules.is_dir():  # the default folder may be absent: no Alertmanager then
+        raise node.fail("rules", f"{rules.resolve()} is not a directory")
     return AlertmanagerSettings(
         bearer_token=node.text("bearer_token", ""),
         username=node.text("username", ""),
         password=node.text("password", ""),
         auth_disabled=node.flag("auth_disabled", False),
-        rules=base / node.text("rules", "rules"),
+        rules=rules,
         timezone=node.text("timezone", "Asia/Shanghai"),
         per_alert=node.flag("per_alert", False),
         max_body_bytes=node.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024),

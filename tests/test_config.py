@@ -98,6 +98,13 @@ def test_ca_certificates_that_do_not_load_are_refused(tmp_path: Path) -> None:
         assert why in message
 
 
+def test_a_rules_folder_that_is_named_must_exist(tmp_path: Path) -> None:
+    data = config_data("sqlite:///x.db", alertmanager={"rules": "none"})
+    message = error_of(data, tmp_path / "site.yaml")
+    assert message == f"{tmp_path / 'site.yaml'}: alertmanager.rules: {tmp_path / 'none'} is not a directory"
+    assert config.parse(config_data("sqlite:///x.db"), str(tmp_path / "site.yaml")).alertmanager.rules.name == "rules"
+
+
 def test_duplicate_groups_are_refused() -> None:
     data = config_data("sqlite:///x.db", groups=[{"id": "a", "level": 1}, {"id": "a", "level": "1"}])
     assert "duplicate group id='a' level='1'" in error_of(data)

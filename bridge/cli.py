@@ -18,6 +18,7 @@ from typing import Any
 
 from bridge import __version__, config, logs
 from bridge.schema import ConfigError
+from bridge.store import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,9 +77,30 @@ def main(argv: list[str] | None = None) -> int:
     settings = _load(args.config)
     if settings is None:
         return 2
-    if args.command == "render":
-        return asyncio.run(_render(settings, json.loads(args.alarm.read_text(encoding="utf-8"))))
-    return asyncio.run(_deliveries(settings, args.failed, args.limit, args.retry))
+    try:
+        if args.command == "render":
+            fields = _fields_file(args.alarm)
+            return 2 if fields is None else asyncio.run(_render(settings, fields))
+        return asyncio.run(_deliveries(settings, args.failed, args.limit, args.retry))
+    except (StoreError, TimeoutError) as exc:
+        print(f"alarm-bridge: the store is unavailable: {exc or 'timed out'}", file=sys.stderr)
+        return 1
+
+
+def _fields_file(path: Path) -> dict[str, str] | None:
+    """An alarm's fields from a JSON file (an object of strings), or None (and a message) when it has none."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        print(f"alarm-bridge: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return None
+    except ValueError as exc:
+        print(f"alarm-bridge: {path} is not JSON: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        print(f"alarm-bridge: {path}: expected a JSON object of the alarm's fields, each a string", file=sys.stderr)
+        return None
+    return data
 
 
 def _hash_password() -> int:
@@ -162,10 +184,10 @@ def _send(url: str, secret: str, json_file: Path | None, pairs: list[str]) -> in
     from bridge.client import send
 
     given = _pairs(pairs, "field")
-    if given is None:
+    from_file = _fields_file(json_file) if json_file else {}
+    if given is None or from_file is None:
         return 2
-    fields: dict[str, str] = json.loads(json_file.read_text(encoding="utf-8")) if json_file else {}
-    fields.update(given)
+    fields = from_file | given
     try:
         text = send(url, fields, secret)
     except (OSError, urllib.error.URLError) as exc:
@@ -197,10 +219,13 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
 
 async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
     from bridge.gateway import find_group
-    from bridge.model import Alarm, label
+    from bridge.model import REQUIRED_FIELDS, Alarm, label
     from bridge.render import Renderer, RenderError
     from bridge.store import open_store
 
+    if missing := [k for k in REQUIRED_FIELDS if k not in fields and k != "sign"]:
+        print(f"alarm-bridge: the alarm lacks {', '.join(missing)}", file=sys.stderr)
+        return 2
     alarm = Alarm.from_fields(fields)
     store = open_store(settings.store)
     try:

@@ -1,0 +1,63 @@
+"""The command line's own errors: clear messages and exit codes, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bridge import cli
+from tests.helpers import TEMPLATES, config_data, seed_alarm, write_config
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "c.yaml", config_data(f"sqlite:///{tmp_path / 's.db'}"))
+
+
+def test_render_prints_each_targets_message(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "alarm.json").write_text(json.dumps(seed_alarm()), encoding="utf-8")
+    assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("=== dingtalk-robot (text) ===\ntitle: 【高】陈敏测试alert_business\n部门:du-srv\n")
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "cannot read"),
+        ("{", "is not JSON"),
+        ("[1]", "expected a JSON object of the alarm's fields"),
+        ('{"id": "chenmin", "level": 3}', "expected a JSON object of the alarm's fields"),
+        ('{"id": "chenmin", "level": "3"}', "the alarm lacks dep, env, alert_level, alert_time, alert_business"),
+    ],
+)
+def test_render_names_what_is_wrong_with_the_alarm_file(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, expected: str
+) -> None:
+    if content is not None:
+        (tmp_path / "alarm.json").write_text(content, encoding="utf-8")
+    assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+
+
+def test_render_exits_1_naming_a_shipped_template_that_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    (tmp_path / "templates" / "native" / "text.j2").write_text("{{ alarm.no_such_field }}", encoding="utf-8")
+    data = config_data(f"sqlite:///{tmp_path / 's.db'}", templates=str(tmp_path / "templates"))
+    config = write_config(tmp_path / "c.yaml", data)
+    (tmp_path / "alarm.json").write_text(json.dumps(seed_alarm()), encoding="utf-8")
+    assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 1
+    assert "dingtalk-robot: template native/text.j2 failed" in capsys.readouterr().err
+
+
+def test_deliveries_says_when_the_store_is_unavailable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "c.yaml", config_data("redis://127.0.0.1:1/0"))
+    assert cli.main(["deliveries", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("alarm-bridge: the store is unavailable: ") and "Traceback" not in err

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import json
 import logging
 import random
 import time
 from collections.abc import Coroutine, Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from bridge import metrics
@@ -27,7 +25,7 @@ from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, Target
 from bridge.render import Renderer, RenderError, budget, split
 from bridge.schema import Node, parse_group
 from bridge.store import Job, State, Store, StoreError
-from bridge.upstreams import RateLimit
+from bridge.upstreams import RateLimit, rate_key
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +57,6 @@ def _merged(results: Iterable[dict[str, Outcome | None]]) -> dict[str, Outcome |
     return {job_id: outcome for result in results for job_id, outcome in result.items()}
 
 
-@functools.lru_cache(maxsize=1024)
-def rate_key(target: Target) -> str | None:
-    """Which upstream limit a target counts against: per robot, or per app and recipient list."""
-    if target.kind not in ("dingtalk-robot", "wecom-robot", "wecom-app"):
-        return None
-    digest = hashlib.sha256(json.dumps(asdict(target), sort_keys=True).encode()).hexdigest()[:24]
-    return f"{target.kind}:{digest}"
-
-
 class Outbox:
     def __init__(
         self, store: Store, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings, store_timeout: float
@@ -75,6 +64,7 @@ class Outbox:
         self._store = store
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
         self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
+        self._blocked: dict[str, float] = {}  # per rate key: no slot is free before this time.monotonic()
         self._lanes: dict[Lane, list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
         self._renderer = renderer
@@ -86,6 +76,7 @@ class Outbox:
     def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
         """A reloaded config: deliveries from now on use the new senders, templates and settings."""
         self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
+        self._blocked.clear()  # new limits may free slots sooner
 
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
@@ -255,7 +246,10 @@ class Outbox:
             return True
         limit = self._settings.rate_limits[work.target.kind]
         for _ in range(count):
-            wait = await self._store.acquire(key, limit.limit, limit.window)
+            # Slots only free as time passes: until the store's last "wait" is over, asking it again is no use.
+            wait = self._blocked.get(key, 0.0) - time.monotonic()
+            if wait <= 0 and (wait := await self._store.acquire(key, limit.limit, limit.window)) > 0:
+                self._blocked[key] = time.monotonic() + wait
             if wait > 0:
                 metrics.RATE_LIMIT_WAITS.labels(channel=work.target.channel).inc()
                 await self._settle(self._hold(work.jobs, key, wait, limit))
@@ -295,7 +289,6 @@ class Outbox:
         )
 
     async def _settle(self, jobs: Iterable[Job]) -> None:
-        settled = list(jobs)
-        await self._store.settle(settled)
-        if any(j.state is State.PENDING for j in settled):  # due again: the worker looks now, not at its next poll
-            self._wake.set()
+        # No wake-up of the worker: a job settled pending is due later (a backoff, a rate limit), and the worker
+        # finds it at a poll; woken now, it would only lease nothing.
+        await self._store.settle(list(jobs))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import TypeVar
 
+from bridge.model import Target
 from bridge.schema import REQUIRED, Node
 
 T = TypeVar("T")
@@ -99,3 +103,12 @@ def email_settings(node: Node) -> EmailSettings:
         sender=node.text("sender", "alarm-bridge <alarm-bridge@localhost>"),
         validate_certs=node.flag("validate_certs", True),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def rate_key(target: Target) -> str | None:
+    """Which upstream limit a target counts against: per robot, or per app and recipient list."""
+    if target.kind not in RATE_LIMITS:
+        return None
+    digest = hashlib.sha256(json.dumps(asdict(target), sort_keys=True).encode()).hexdigest()[:24]
+    return f"{target.kind}:{digest}"

@@ -193,6 +193,30 @@ def test_retryable_failures_are_dead_lettered_after_the_maximum_age(
     assert len(fake.robot_messages) == 0
 
 
+def test_a_held_target_does_not_ask_the_store_again_before_a_slot_can_be_free(
+    robot: tuple[DingTalkFake, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = robot
+    limits = {"dingtalk-robot": {"limit": 2, "window": "60s"}}
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, rate_limits=limits)
+    asked: list[str] = []
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        acquire = store.acquire
+
+        async def counted(key: str, limit: int, window: float) -> float:
+            asked.append(key)
+            return float(await acquire(key, limit, window))
+
+        monkeypatch.setattr(store, "acquire", counted)
+        codes = [client.post("/alarm_v2", content=json.dumps(alarm(n))).json()["code"] for n in range(6)]
+        assert client.portal is not None
+        held = client.portal.call(store.jobs, State.PENDING, 10)
+    assert codes == [0] * 6  # accepted; the held ones are delivered when the robot's minute allows
+    assert markers(fake) == {0: 1, 1: 1} and len(held) == 4
+    assert len(asked) == 3  # two slots taken, one refused: the next three alarms were held without asking
+
+
 def test_a_storm_is_shaped_to_the_robot_limit_and_merged_into_digests(
     robot: tuple[DingTalkFake, str], tmp_path: Path
 ) -> None:

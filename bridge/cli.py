@@ -220,7 +220,7 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
 async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
     from bridge.gateway import find_group
     from bridge.model import REQUIRED_FIELDS, Alarm, label
-    from bridge.render import Renderer, RenderError
+    from bridge.render import Renderer
     from bridge.store import open_store
 
     if missing := [k for k in REQUIRED_FIELDS if k not in fields and k != "sign"]:
@@ -238,10 +238,9 @@ async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
     renderer = Renderer(settings.templates)
     failed = 0
     for target in group.targets:
-        try:
-            message, errors = renderer.message(alarm, group, target.channel)
-        except RenderError as exc:
-            print(f"alarm-bridge: {label(target)}: {exc}", file=sys.stderr)
+        message, errors = renderer.preview(alarm, group, target.channel)
+        if message is None:  # a shipped template failed: errors says why
+            print(f"alarm-bridge: {label(target)}: {errors[0]}", file=sys.stderr)
             failed += 1
             continue
         print(f"=== {label(target)} ({message.format}) ===")

@@ -125,6 +125,13 @@ class Renderer:
         )
         return message, [error for _, error in parts.values() if error]
 
+    def preview(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message | None, list[str]]:
+        """``message`` for showing to ops: where a shipped template fails, no message and why."""
+        try:
+            return self.message(alarm, group, channel)
+        except RenderError as exc:
+            return None, [str(exc)]
+
     def override_errors(self, alarm: Alarm, group: Group) -> list[str]:
         """The group's overrides that fail for this alarm, the shipped templates being used instead (a shipped
         template that fails is the delivery's outcome)."""

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from bridge.gateway import Gateway
 from bridge.model import ALERT_LEVELS, Channel, Group
-from bridge.render import Renderer, RenderError
+from bridge.render import Renderer
 from bridge.store import StoreError
 from bridge.web import activity, audit, auth, forms, groups
 from bridge.web.openapi import document
@@ -230,11 +230,10 @@ async def preview(call: Call) -> Response:
     if channel not in tuple(Channel) or sample not in activity.SAMPLES:
         return problem(400, f"channel is one of {', '.join(Channel)}; sample one of {', '.join(activity.SAMPLES)}")
     alarm = activity.sample_alarm(sample, found[0])
-    try:
-        message, errors = Renderer(call.gateway.settings.templates).message(alarm, found[0], Channel(channel))
+    message, errors = Renderer(call.gateway.settings.templates).preview(alarm, found[0], Channel(channel))
+    data = None
+    if message is not None:  # None: a shipped template failed, and errors says why
         data = {"title": message.title, "body": message.body, "format": message.format.value, "html": message.html}
-    except RenderError as exc:  # a shipped template fails for this sample: no message, and why
-        data, errors = None, [str(exc)]
     return reply({"channel": channel, "sample": sample, "message": data, "errors": errors})
 
 

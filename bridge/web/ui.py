@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from bridge.codes import Code
 from bridge.model import ALERT_LEVELS, Channel, Group
-from bridge.render import Renderer, RenderError
+from bridge.render import Renderer
 from bridge.web import activity, audit, forms, groups
 from bridge.web.login import login, logout, stylesheet
 from bridge.web.pages import Page, display_zone, page, see_other
@@ -167,10 +167,7 @@ async def preview(p: Page) -> Response:
     message, errors, alarm = None, list[str](), None
     if group is not None and channel in tuple(Channel):
         alarm = activity.sample_alarm(sample, group)
-        try:
-            message, errors = Renderer(p.gateway.settings.templates).message(alarm, group, Channel(channel))
-        except RenderError as exc:  # a shipped template fails for this sample: no message, and why
-            errors = [str(exc)]
+        message, errors = Renderer(p.gateway.settings.templates).preview(alarm, group, Channel(channel))
     return p.render("preview.html", groups=[g for g, _ in everything], choice=choice, group=group, channel=channel,
                     channels=[c.value for c in Channel], sample=sample, samples=activity.SAMPLE_NAMES,
                     message=message, errors=errors, alarm=alarm)  # fmt: skip

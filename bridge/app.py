@@ -29,7 +29,6 @@ from bridge.ingest import alertmanager, native
 from bridge.logs import RequestIdMiddleware
 from bridge.model import Channel
 from bridge.outbox import Outbox
-from bridge.render import Renderer
 from bridge.store import Store, open_store
 
 
@@ -91,12 +90,10 @@ def create_app(settings: Settings) -> Starlette:
             def dispatcher(current: Settings) -> Dispatcher:
                 return Dispatcher(senders(current, session, connections, store), current.delivery.deadline)
 
-            outbox = Outbox(
-                store, dispatcher(settings), Renderer(settings.templates), settings.delivery, settings.store.timeout
-            )
+            outbox = Outbox(store, dispatcher(settings), settings.renderer, settings.delivery, settings.store.timeout)
 
             def apply(new: Settings) -> None:
-                outbox.reconfigure(dispatcher(new), Renderer(new.templates), new.delivery)
+                outbox.reconfigure(dispatcher(new), new.renderer, new.delivery)
                 app.state.gateway = Gateway(new, store, outbox)
 
             app.state.gateway = Gateway(settings, store, outbox)

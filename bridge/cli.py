@@ -220,7 +220,6 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
 async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
     from bridge.gateway import find_group
     from bridge.model import REQUIRED_FIELDS, Alarm, label
-    from bridge.render import Renderer
     from bridge.store import open_store
 
     if missing := [k for k in REQUIRED_FIELDS if k not in fields and k != "sign"]:
@@ -235,10 +234,9 @@ async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
     if group is None:
         print(f"alarm-bridge: no group id={alarm.id!r} level={alarm.level!r}", file=sys.stderr)
         return 1
-    renderer = Renderer(settings.templates)
     failed = 0
     for target in group.targets:
-        message, errors = renderer.preview(alarm, group, target.channel)
+        message, errors = settings.renderer.preview(alarm, group, target.channel)
         if message is None:  # a shipped template failed: errors says why
             print(f"alarm-bridge: {label(target)}: {errors[0]}", file=sys.stderr)
             failed += 1

@@ -90,7 +90,7 @@ class Settings:
     dingtalk: DingTalkSettings
     wecom: WeComSettings
     email: EmailSettings
-    templates: Path
+    renderer: Renderer  # the templates directory's, checked at load: every message can be rendered
     alertmanager: AlertmanagerSettings
     web: WebSettings
     reload_enabled: bool  # POST /-/reload re-reads the config (SIGHUP always does)
@@ -171,7 +171,7 @@ def parse(data: object, file: str) -> Settings:
         dingtalk=DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp)),
         wecom=WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp)),
         email=email_settings(top.child("email")),
-        templates=_templates(top, Path(file).parent),
+        renderer=_templates(top, Path(file).parent),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
         web=_web(top.child("web")),
         reload_enabled=top.flag("reload_enabled", False),
@@ -192,14 +192,16 @@ def _ca_file(node: Node, folder: Path) -> str:
     return str(path)
 
 
-def _templates(top: Node, folder: Path) -> Path:
-    """The templates directory (relative to the config file), refused unless every shipped template loads."""
+def _templates(top: Node, folder: Path) -> Renderer:
+    """The templates directory's renderer (relative to the config file), refused unless every shipped template
+    loads; the templates it has compiled for that check are the ones it renders with."""
     directory = folder / top.text("templates", "templates")
     if not directory.is_dir():
         raise top.fail("templates", f"{directory.resolve()} is not a directory")
-    if problems := Renderer(directory).problems():
+    renderer = Renderer(directory)
+    if problems := renderer.problems():
         raise top.fail("templates", f"{directory.resolve()}: {'; '.join(problems)}")
-    return directory
+    return renderer
 
 
 def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:

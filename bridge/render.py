@@ -58,6 +58,7 @@ class _Environment(SandboxedEnvironment):
 
 class Renderer:
     def __init__(self, directory: Path) -> None:
+        self.directory = directory
         self._env = _Environment(
             loader=FileSystemLoader(directory),
             autoescape=select_autoescape(["html.j2"], default_for_string=False, default=False),

@@ -15,7 +15,6 @@ from starlette.routing import Route
 
 from bridge.gateway import Gateway
 from bridge.model import ALERT_LEVELS, Channel, Group
-from bridge.render import Renderer
 from bridge.store import StoreError
 from bridge.web import activity, audit, auth, forms, groups
 from bridge.web.openapi import document
@@ -98,7 +97,7 @@ def _input(data: Any) -> Any:
 
 
 def _names(call: Call) -> list[str]:
-    return forms.template_names(call.gateway.settings.templates)
+    return forms.template_names(call.gateway.settings.renderer.directory)
 
 
 @endpoint
@@ -230,7 +229,7 @@ async def preview(call: Call) -> Response:
     if channel not in tuple(Channel) or sample not in activity.SAMPLES:
         return problem(400, f"channel is one of {', '.join(Channel)}; sample one of {', '.join(activity.SAMPLES)}")
     alarm = activity.sample_alarm(sample, found[0])
-    message, errors = Renderer(call.gateway.settings.templates).preview(alarm, found[0], Channel(channel))
+    message, errors = call.gateway.settings.renderer.preview(alarm, found[0], Channel(channel))
     data = None
     if message is not None:  # None: a shipped template failed, and errors says why
         data = {"title": message.title, "body": message.body, "format": message.format.value, "html": message.html}

@@ -13,7 +13,6 @@ from starlette.routing import Route
 
 from bridge.codes import Code
 from bridge.model import ALERT_LEVELS, Channel, Group
-from bridge.render import Renderer
 from bridge.web import activity, audit, forms, groups
 from bridge.web.login import login, logout, stylesheet
 from bridge.web.pages import Page, display_zone, page, see_other
@@ -45,8 +44,8 @@ def _group_context(p: Page, form: forms.GroupForm, group: Group | None, provisio
         "form": form,
         "group": group,
         "provisioned": provisioned,
-        "template_names": forms.template_names(settings.templates),
-        "defaults": _defaults(settings.templates),
+        "template_names": forms.template_names(settings.renderer.directory),
+        "defaults": _defaults(settings.renderer.directory),
         "apps": {"dingtalk": sorted(settings.dingtalk.apps), "wecom": sorted(settings.wecom.apps)},
         "departments": sorted(settings.native.departments) or ["test"],
         "environments": sorted(settings.native.environments),
@@ -65,7 +64,7 @@ async def group_new(p: Page) -> Response:
     context = _group_context(p, forms.from_group(None), None, False)
     if p.request.method == "GET":
         return p.render("group.html", **context)
-    names = forms.template_names(p.gateway.settings.templates)
+    names = forms.template_names(p.gateway.settings.renderer.directory)
     posted = forms.read(p.form, names, None)
     result = groups.build(posted.data, None, p.gateway.settings, posted.refs, names)
     if isinstance(result, Group) and await groups.find(p.gateway, result.id, result.level):
@@ -111,7 +110,7 @@ async def group_page(p: Page) -> Response:
             "This is the group as it is now."
         )
         return p.render("group.html", status=409, **context)
-    names = forms.template_names(p.gateway.settings.templates)
+    names = forms.template_names(p.gateway.settings.renderer.directory)
     posted = forms.read(p.form, names, group)
     posted.data.update(id=group.id, level=group.level)
     result = groups.build(posted.data, group, p.gateway.settings, posted.refs, names)
@@ -167,7 +166,7 @@ async def preview(p: Page) -> Response:
     message, errors, alarm = None, list[str](), None
     if group is not None and channel in tuple(Channel):
         alarm = activity.sample_alarm(sample, group)
-        message, errors = Renderer(p.gateway.settings.templates).preview(alarm, group, Channel(channel))
+        message, errors = p.gateway.settings.renderer.preview(alarm, group, Channel(channel))
     return p.render("preview.html", groups=[g for g, _ in everything], choice=choice, group=group, channel=channel,
                     channels=[c.value for c in Channel], sample=sample, samples=activity.SAMPLE_NAMES,
                     message=message, errors=errors, alarm=alarm)  # fmt: skip

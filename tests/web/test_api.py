@@ -175,6 +175,14 @@ def test_preview_names_a_shipped_template_that_fails(tmp_path: Path) -> None:
     assert "template native/title.j2 failed" in error and "no_such_field" in error
 
 
+def test_preview_shows_the_loaded_templates_which_delivery_uses_until_a_reload(tmp_path: Path) -> None:
+    shutil.copytree(TEMPLATES, tmp_path / "templates")
+    with sqlite_client(tmp_path, templates=str(tmp_path / "templates")) as client:
+        (tmp_path / "templates" / "native" / "title.j2").write_text("edited", encoding="utf-8")
+        reply = client.get("/api/v1/preview?group=chenmin/3&channel=wecom&sample=low", headers=AUTH).json()
+    assert reply["message"]["title"] == "【低】静态资源"
+
+
 @pytest.mark.parametrize("path", ["/alarm_v2", "/api/v1/groups"])
 def test_a_client_gone_before_its_body_is_not_an_error(
     client: TestClient, caplog: pytest.LogCaptureFixture, path: str

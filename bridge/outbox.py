@@ -219,7 +219,15 @@ class Outbox:
         if not outcome.ok:
             count = len(work.jobs)
         now = time.time()
-        await self._settle(self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count])
+        settled = [self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count]]
+        # One line per message, not per job: a refused digest would otherwise log its reason once per alarm.
+        if dead := [j for j in settled if j.state is State.DEAD]:
+            logger.warning(
+                "outbox: %d job(s) for %s/%s %s dead, the first %s after %d attempts: %s",
+                len(dead), work.group.id, work.group.level, label(work.target), dead[0].id, dead[0].attempts,
+                outcome.detail,
+            )  # fmt: skip
+        await self._settle(settled)
         return outcome, count
 
     async def _send(self, work: _Work) -> tuple[Outcome, int] | None:
@@ -282,7 +290,6 @@ class Outbox:
             state, due = State.PENDING, now + delay * random.uniform(0.5, 1.0)
         else:
             metrics.DEAD_LETTERS.labels(channel=channel).inc()
-            logger.warning("outbox: job %s dead after %d attempts: %s", job.id, attempts, outcome.detail)
             state = State.DEAD
         return replace(
             job, state=state, due=due, attempts=attempts, detail=outcome.detail, updated=now, code=outcome.code

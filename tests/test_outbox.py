@@ -176,6 +176,25 @@ def test_a_refused_delivery_is_dead_lettered_listed_and_can_be_retried(
     assert run_cli(path, "retry", "no-such-id").returncode == 1
 
 
+def test_a_refused_digest_is_one_dead_letter_line_in_the_log(
+    robot: tuple[DingTalkFake, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, url = robot
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url)
+    data["groups"][0]["channels"][0]["webhook"] += "-unknown"
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        gateway: Gateway = client.app.state.gateway  # type: ignore[attr-defined]
+
+        async def together() -> list[int]:  # written together, so delivered (and refused) in one digest
+            fields = [{k: v for k, v in alarm(n).items() if k != "sign"} for n in range(4)]
+            return [int(r.code) for r in await asyncio.gather(*(gateway.accept(Alarm.from_fields(f)) for f in fields))]
+
+        assert client.portal is not None
+        assert client.portal.call(together) == [4002] * 4
+    (line,) = [r.getMessage() for r in caplog.records if "dead" in r.getMessage()]
+    assert line.startswith("outbox: 4 job(s) for chenmin/3 dingtalk-robot dead") and "errcode 300001" in line
+
+
 def test_retryable_failures_are_dead_lettered_after_the_maximum_age(
     robot: tuple[DingTalkFake, str], tmp_path: Path
 ) -> None:

@@ -3,7 +3,7 @@
 The gateway runs with dry-run delivery to the bench group (DingTalk robot, WeCom robot, email: three jobs per
 alarm, each "delivered" to the log at INFO while the server logs at WARNING), rate limits raised so every alarm
 takes the full path, on a fresh SQLite file and on a fresh Redis prefix. The server is pinned to one core, wrk to
-the other.
+the other. Then bench.breakdown: the same alarms through the ASGI app in process, to show where the CPU goes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import wrk
+from bench import breakdown, wrk
 from bench.common import (
     REDIS_URL,
     SERVER_CORE,
@@ -70,6 +70,9 @@ def run(opts: Options) -> Section:
             Figure("B1", f"ingest p99, {label}", "ms", median(runs[label], "p99_ms"), ceiling_p99,
                    "bare Starlette", "≤ 3× ceiling", better="lower", note=rounds),
         ]  # fmt: skip
+    in_process = breakdown.run(opts)  # where the CPU per alarm goes, apart from uvicorn and the sockets
+    section.figures += in_process.figures
+    section.details["in_process"] = in_process.details
     return section
 
 

@@ -1,0 +1,179 @@
+"""B1 in process: where an alarm's CPU goes, apart from uvicorn and the sockets.
+
+The ASGI app is called directly, 64 alarms in flight as under B1's 64 connections, on one core: the bare
+endpoint of B1's ceiling, then the gateway (dry-run delivery, the bench group, the SQLite store) three ways,
+each adding one part of the path to the one before:
+
+- request path: the store and the first attempts replaced by ones that do nothing at all, so what remains is
+  parsing and checking the alarm, the dedup fingerprint, the jobs built, waiting for the write, the reply;
+- + delivery: the first attempts for real (digests rendered, "sent" to the log, outcomes built), the store
+  still doing nothing;
+- gateway: all of it, the store included (the claim and the jobs written, rate-limit slots, outcomes recorded).
+
+Each stage runs in its own process; the figure is that process's CPU per alarm (the store's thread included).
+Usage (one stage, JSON on stdout): python -m bench.breakdown STAGE ALARMS
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+from bench.common import (
+    SERVER_CORE,
+    Figure,
+    Section,
+    alarm_fields,
+    all_limits,
+    gateway_config,
+    median,
+    new_run,
+    pinned,
+    signed_body,
+)
+from bench.options import Options
+
+logger = logging.getLogger(__name__)
+STAGES = ("ceiling", "request path", "+ delivery", "gateway")
+IN_FLIGHT = 64
+WARM = 2000  # alarms before the measured ones: imports, caches and the store's first pages
+OK = b'{"code": 0}'
+App = Callable[
+    [dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
+
+
+def run(opts: Options) -> Section:
+    """The stages in turn, ``opts.b1_rounds`` times; the median CPU per alarm of each, against the bare endpoint."""
+    runs: dict[str, list[dict[str, Any]]] = {stage: [] for stage in STAGES}
+    for round_ in range(opts.b1_rounds):
+        for stage in STAGES:
+            logger.info("B1 in process, round %d/%d: %s", round_ + 1, opts.b1_rounds, stage)
+            command = [sys.executable, "-m", "bench.breakdown", stage, str(opts.b1_breakdown_alarms)]
+            done = subprocess.run(pinned(SERVER_CORE, command), capture_output=True, text=True, timeout=600, check=True)
+            runs[stage].append(json.loads(done.stdout.splitlines()[-1]))
+    bare = median(runs["ceiling"], "cpu_us")
+    rounds = f"median of {opts.b1_rounds} rounds" if opts.b1_rounds > 1 else "1 round"
+    section = Section(details={"alarms": opts.b1_breakdown_alarms, "runs": runs})
+    for stage in STAGES[1:]:
+        bad = sum(r["not_ok"] for r in runs[stage])
+        note = f"{rounds}, {opts.b1_breakdown_alarms} alarms each" + (f"; {bad} replies not code 0" if bad else "")
+        section.figures.append(Figure("B1", f"in process: CPU per alarm, {stage}", "µs", median(runs[stage], "cpu_us"),
+                                      bare, "bare endpoint", better="lower", note=note))  # fmt: skip
+    return section
+
+
+def _stubbed(stage: str) -> ExitStack:
+    """The parts of the gateway that ``stage`` leaves out, replaced by ones that do nothing."""
+    from bridge.outbox import Outbox
+    from bridge.store.sqlite import SqliteStore
+
+    async def admit(self: SqliteStore, admissions: Sequence[Any], lease: float) -> list[bool]:
+        return [True] * len(admissions)
+
+    async def settle(self: SqliteStore, jobs: Sequence[Any]) -> None:
+        return None
+
+    async def acquire(self: SqliteStore, key: str, limit: int, window: float) -> float:
+        return 0.0
+
+    def first_attempt(self: Outbox, entries: Sequence[Any]) -> asyncio.Future[dict[str, Any]]:
+        done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        done.set_result({})
+        return done
+
+    stack = ExitStack()
+    if stage == "request path":
+        stack.enter_context(mock.patch.object(Outbox, "_first_attempt", first_attempt))
+    if stage in ("request path", "+ delivery"):
+        for name, stub in (("admit", admit), ("settle", settle), ("acquire", acquire)):
+            stack.enter_context(mock.patch.object(SqliteStore, name, stub))
+    return stack
+
+
+async def _call(app: App, body: bytes) -> bytes:
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/alarm_v2", "raw_path": b"/alarm_v2", "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"bench"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {},
+    }  # fmt: skip
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    reply: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()  # asked again only to watch for a disconnect, which never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            reply.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return b"".join(reply)
+
+
+async def _measure(app: App, bodies: list[bytes]) -> tuple[float, float, int]:
+    """CPU and wall seconds for the bodies, IN_FLIGHT at a time, and how many replies were not code 0."""
+    queue = iter(bodies)
+    not_ok = 0
+
+    async def caller() -> None:
+        nonlocal not_ok
+        for body in queue:
+            not_ok += (await _call(app, body)) != OK
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(IN_FLIGHT)))
+    return time.process_time() - cpu, time.perf_counter() - wall, not_ok
+
+
+async def _stage(stage: str, alarms: int) -> dict[str, Any]:
+    run = new_run()
+    bodies = [signed_body(alarm_fields(run, i)) for i in range(alarms + WARM)]
+    warm, bodies = bodies[alarms:], bodies[:alarms]
+    if stage == "ceiling":
+        from bench.baseline_app import app
+
+        await _measure(app, warm)
+        cpu, wall, not_ok = await _measure(app, bodies)
+        return {"cpu_us": 1e6 * cpu / alarms, "wall_us": 1e6 * wall / alarms, "not_ok": not_ok}
+    from bridge.app import create_app
+    from bridge.config import load
+
+    with tempfile.TemporaryDirectory() as tmp, _stubbed(stage):
+        limits = all_limits({"limit": 10**9, "window": "1s"})
+        gateway = create_app(load(gateway_config(Path(tmp), "sqlite", dry_run=True, rate_limits=limits)))
+        async with gateway.router.lifespan_context(gateway):
+            await _measure(gateway, warm)
+            cpu, wall, not_ok = await _measure(gateway, bodies)
+    return {"cpu_us": 1e6 * cpu / alarms, "wall_us": 1e6 * wall / alarms, "not_ok": not_ok}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.breakdown")
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("alarms", type=int)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    import uvloop  # the loop uvicorn runs the gateway on
+
+    print(json.dumps(uvloop.run(_stage(args.stage, args.alarms))))
+
+
+if __name__ == "__main__":
+    main()

@@ -36,9 +36,6 @@ class Gateway:
         self.store = store
         self.outbox = outbox
 
-    async def find_group(self, id: str, level: str) -> Group | None:
-        return await find_group(self.settings, self.store, id, level)
-
     async def accept(self, alarm: Alarm, wait: float | None = None) -> Result:
         """Find the group, claim the dedup window and write the jobs; then wait for the first attempt.
 
@@ -47,7 +44,7 @@ class Gateway:
         wait = self.settings.delivery.reply_wait if wait is None else wait
         claim = None
         try:
-            group = await self.find_group(alarm.id, alarm.level)
+            group = await find_group(self.settings, self.store, alarm.id, alarm.level)
             if group is None:
                 return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
             window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window

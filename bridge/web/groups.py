@@ -20,7 +20,7 @@ from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge.config import Settings
-from bridge.gateway import Gateway
+from bridge.gateway import Gateway, find_group
 from bridge.model import TARGET_TYPES, Group, Member, Target
 from bridge.schema import ConfigError, Node, parse_group
 from bridge.web import audit
@@ -262,7 +262,7 @@ def _members_change(old: Sequence[Member], new: Sequence[Member]) -> list[str]:
 
 async def find(gateway: Gateway, id: str, level: str) -> tuple[Group, bool] | None:
     """The group and whether it is provisioned from the config file (and so read-only here)."""
-    group = await gateway.find_group(id, level)
+    group = await find_group(gateway.settings, gateway.store, id, level)
     return None if group is None else (group, group.source != "store")
 
 

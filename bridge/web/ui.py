@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -40,12 +39,14 @@ async def group_list(p: Page) -> Response:
 
 def _group_context(p: Page, form: forms.GroupForm, group: Group | None, provisioned: bool) -> dict[str, Any]:
     settings = p.gateway.settings
+    folder = settings.renderer.directory
+    names = forms.template_names(folder)
     return {
         "form": form,
         "group": group,
         "provisioned": provisioned,
-        "template_names": forms.template_names(settings.renderer.directory),
-        "defaults": _defaults(settings.renderer.directory),
+        "template_names": names,
+        "defaults": {name: (folder / name).read_text(encoding="utf-8") for name in names},
         "apps": {"dingtalk": sorted(settings.dingtalk.apps), "wecom": sorted(settings.wecom.apps)},
         "departments": sorted(settings.native.departments) or ["test"],
         "environments": sorted(settings.native.environments),
@@ -55,16 +56,12 @@ def _group_context(p: Page, form: forms.GroupForm, group: Group | None, provisio
     }
 
 
-def _defaults(folder: Path) -> dict[str, str]:
-    return {name: (folder / name).read_text(encoding="utf-8") for name in forms.template_names(folder)}
-
-
 @page
 async def group_new(p: Page) -> Response:
     context = _group_context(p, forms.from_group(None), None, False)
     if p.request.method == "GET":
         return p.render("group.html", **context)
-    names = forms.template_names(p.gateway.settings.renderer.directory)
+    names = context["template_names"]
     posted = forms.read(p.form, names, None)
     result = groups.build(posted.data, None, p.gateway.settings, posted.refs, names)
     if isinstance(result, Group) and await groups.find(p.gateway, result.id, result.level):
@@ -110,7 +107,7 @@ async def group_page(p: Page) -> Response:
             "This is the group as it is now."
         )
         return p.render("group.html", status=409, **context)
-    names = forms.template_names(p.gateway.settings.renderer.directory)
+    names = context["template_names"]
     posted = forms.read(p.form, names, group)
     posted.data.update(id=group.id, level=group.level)
     result = groups.build(posted.data, group, p.gateway.settings, posted.refs, names)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
+from bridge import jsontext
 from bridge.codes import Code
 from bridge.config import NativeSettings
 from bridge.model import ALERT_LEVELS, OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm
@@ -37,7 +38,7 @@ def sign(fields: Mapping[str, str], secret: str) -> str:
 
 def parse(body: bytes, settings: NativeSettings) -> Alarm | Rejection:
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)
     except (ValueError, RecursionError) as exc:
         return Rejection(Code.BAD_JSON, f"{type(exc).__name__}: {str(exc)[:120]}")
     if not isinstance(data, dict):

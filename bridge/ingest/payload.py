@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bridge import jsontext
+
 _STATUSES = ("firing", "resolved")
 
 
@@ -45,7 +47,7 @@ class _Invalid(ValueError):
 def parse(body: bytes) -> Notification | str:
     """The notification, or what is wrong with the payload (unknown keys are ignored: newer versions add some)."""
     try:
-        data = json.loads(body)
+        data = jsontext.loads(body)
     except (ValueError, RecursionError) as exc:
         return f"the body is not JSON: {str(exc)[:120]}"
     if not isinstance(data, dict):

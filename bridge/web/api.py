@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge import jsontext
 from bridge.gateway import Gateway
 from bridge.model import ALERT_LEVELS, Channel, Group
 from bridge.store import StoreError
@@ -75,8 +75,8 @@ async def body(call: Call, default: Any = None) -> Any:
     if not data:
         return problem(400, "a JSON body is required") if default is None else default
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        return jsontext.loads(data)
+    except (ValueError, RecursionError):
         return problem(400, "the body is not JSON")
 
 

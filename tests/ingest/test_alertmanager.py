@@ -179,6 +179,7 @@ def test_auth_can_be_disabled_explicitly_with_a_warning_at_start(
         (json.dumps(payload(alert(generatorURL=3))), "alerts[0].generatorURL: expected a string, got int"),
         (json.dumps(payload(truncatedAlerts=-1)), "truncatedAlerts: expected a number >= 0"),
         (json.dumps(payload(commonLabels=None, externalURL=7)), "externalURL: expected a string"),
+        (json.dumps(payload(alert(labels={"alertname": "Disk\ud800"}))), "lone UTF-16 surrogate"),
     ],
 )
 def test_a_bad_payload_answers_400_saying_what_is_wrong(bridge: Bridge, body: bytes | str, message: str) -> None:

@@ -54,6 +54,16 @@ def test_unparseable_body_answers_1002(client: TestClient, body: bytes) -> None:
     assert post_json(client, body)["code"] == 1002
 
 
+@pytest.mark.parametrize("key", ["notes", "\udc00"])
+def test_a_lone_surrogate_escape_answers_1002(client: TestClient, key: str) -> None:
+    """JSON can spell half of a UTF-16 pair (``"\\ud800"``), which is no Unicode text to sign, store or echo."""
+    alarm = {**signed(seed_alarm()), key: "disk \ud800 full"}
+    reply = post_json(client, json.dumps(alarm).encode())
+    assert reply["code"] == 1002
+    assert "surrogate" in reply["msg"]
+    assert post_json(client, json.dumps(signed(seed_alarm(notes="😀"))).encode()) == {"code": 0}  # a pair is fine
+
+
 @pytest.mark.parametrize("body", [[], ["id"], "text", 3, None, True])
 def test_a_body_that_is_not_an_object_answers_1000(client: TestClient, body: Any) -> None:
     assert post_json(client, body)["code"] == 1000

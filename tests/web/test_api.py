@@ -104,6 +104,9 @@ def test_invalid_groups_get_422_naming_each_field(
 def test_malformed_bodies(client: TestClient) -> None:
     post = client.post
     assert post("/api/v1/groups", content=b"{", headers=AUTH).status_code == 400
+    assert post("/api/v1/groups", content=b"[" * 50_000, headers=AUTH).status_code == 400  # too deep to parse
+    lone_surrogate = json.dumps(robot_group(name="ops \ud800")).encode()  # half of a UTF-16 pair: no text to store
+    assert post("/api/v1/groups", content=lone_surrogate, headers=AUTH).status_code == 400
     assert post("/api/v1/groups", content=b"[]", headers=AUTH).status_code == 422
     assert post("/api/v1/groups", content=b" " * (1024 * 1024 + 1), headers=AUTH).status_code == 413
     reply = client.put("/api/v1/groups/ops/1", json=robot_group(id="other"), headers=AUTH)

@@ -185,7 +185,17 @@ def split(text: str, limit: int, numbered: bool = True) -> list[str]:
         return [text]
     if not numbered:
         return [_cut(text, limit - len(TRUNCATED.encode())) + TRUNCATED]
-    room = limit - len(b"(99/99)\n")
+    prefix = len(b"(99/99)\n")
+    while True:  # a hundred parts or more need a longer "(i/n)": cut again with room for it
+        chunks = _chunks(text, limit - prefix)
+        if len(f"({len(chunks)}/{len(chunks)})\n".encode()) <= prefix:
+            return [f"({i}/{len(chunks)})\n{c}" for i, c in enumerate(chunks, 1)]
+        prefix = len(f"({len(chunks)}/{len(chunks)})\n".encode())
+
+
+def _chunks(text: str, room: int) -> list[str]:
+    """The text in pieces of at most ``room`` bytes; at least a character each, however small the room."""
+    room = max(room, 4)  # the widest character in UTF-8
     chunks: list[str] = []
     current = ""
     for line in text.splitlines(keepends=True):
@@ -198,8 +208,7 @@ def split(text: str, limit: int, numbered: bool = True) -> list[str]:
             current = ""
         current += line
     chunks.append(current)
-    chunks = [c.rstrip("\n") for c in chunks if c.strip()]
-    return [f"({i}/{len(chunks)})\n{c}" for i, c in enumerate(chunks, 1)]
+    return [c.rstrip("\n") for c in chunks if c.strip()]
 
 
 def _cut(text: str, limit: int) -> str:

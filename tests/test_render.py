@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.model import Alarm, Channel, Format, Group
-from bridge.render import Renderer
+from bridge.render import Renderer, split
 from tests.helpers import TEMPLATES
 
 SEED = Alarm(
@@ -113,3 +113,18 @@ def test_html_is_escaped_in_email_and_not_in_text() -> None:
     text, _ = Renderer(TEMPLATES).render("native/text.j2", hostile, MARKDOWN_GROUP)
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "异常说明:<script>alert(1)</script>" in text
+
+
+def test_split_keeps_every_part_within_the_limit_past_a_hundred_parts() -> None:
+    text = "告警" * 3000  # one line, so every part is filled up to the limit
+    parts = split(text, 60)
+    assert len(parts) > 100
+    assert all(len(part.encode()) <= 60 for part in parts)
+    assert parts[0].startswith(f"(1/{len(parts)})\n") and parts[-1].startswith(f"({len(parts)}/{len(parts)})\n")
+    assert "".join(part.split("\n", 1)[1] for part in parts) == text
+
+
+@pytest.mark.parametrize("limit", [-100, 0, 5])
+def test_split_ends_even_when_the_limit_leaves_no_room_for_a_character(limit: int) -> None:
+    parts = split("磁盘告警", limit)
+    assert "".join(part.split("\n", 1)[1] for part in parts) == "磁盘告警"

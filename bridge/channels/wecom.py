@@ -153,8 +153,12 @@ class Sender:
             return _config(name, Code.WECOM_SEND, "the robot webhook is not an absolute URL")
         userids = _userids(group)
         tags = ""  # markdown mentions live in the content, so they take room from it
-        if message.format is Format.MARKDOWN and group.mention is Mention.MEMBERS and userids:
-            tags = "\n" + " ".join(f"<@{u}>" for u in userids)
+        if message.format is Format.MARKDOWN and group.mention is Mention.MEMBERS:
+            kept = _tags(userids, ROBOT_CONTENT_BYTES[message.format] // 2)
+            if len(kept) < len(userids):
+                logger.warning("%s: group %s/%s: the mentions of %d of %d members fit in a message",
+                               name, *group.key, len(kept), len(userids))  # fmt: skip
+            tags = "\n" + " ".join(kept) if kept else ""
         parts = self._parts(message.body, ROBOT_CONTENT_BYTES[message.format] - len(tags.encode()))
         for i, part in enumerate(parts, 1):
             body = _content(message.format, part + tags if i == 1 else part)
@@ -213,3 +217,15 @@ def _failed(name: str, failure: Failure, prefix: str = "", suffix: str = "") -> 
 
 def _config(name: str, code: Code, detail: str) -> Outcome:
     return Outcome(name, False, code, False, Reason.CONFIG, detail)
+
+
+def _tags(userids: list[str], room: int) -> list[str]:
+    """The markdown mentions of the first members that fit in ``room`` bytes: the alarm keeps the rest."""
+    kept: list[str] = []
+    size = 0
+    for userid in userids:
+        size += len(f"<@{userid}>".encode()) + 1  # and the line break or space before it
+        if size > room:
+            break
+        kept.append(f"<@{userid}>")
+    return kept

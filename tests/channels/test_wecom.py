@@ -300,6 +300,21 @@ async def test_robot_markdown_mentions_fit_into_a_full_part(fake: WeComFake, url
     assert "".join(c.split("\n")[1] for c in contents) == body
 
 
+async def test_robot_markdown_mentions_of_a_large_group_leave_room_for_the_alarm(
+    fake: WeComFake, url: str, make: Make
+) -> None:
+    members = tuple(Member(name=f"m{i}", wecom_userid=f"member{i:04d}") for i in range(400))  # 5 KB of mentions
+    group = Group(id="g", level="1", members=members, mention=Mention.MEMBERS)
+    assert (await make().send(robot(url), group, MARKDOWN)).ok, "the message was refused"
+    [sent] = fake.robot_inbox(ROBOT_KEY)
+    body, tags = sent.content.split("\n<@", 1)
+    assert body == MARKDOWN.body
+    assert (
+        tags.startswith("member0000> <@member0001>")
+        and len(tags.encode()) <= wecom.ROBOT_CONTENT_BYTES[Format.MARKDOWN] // 2
+    )
+
+
 async def test_robot_unknown_key_is_rejected(fake: WeComFake, url: str, make: Make) -> None:
     outcome = await make().send(robot(url, "no-such-key-0000"), GROUP, TEXT)
     failed(outcome, Code.WECOM_SEND, Reason.REJECTED, retryable=False)

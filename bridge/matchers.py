@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 _MATCHER = re.compile(r"^\s*([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(=~|!=|!~|=)\s*(.*?)\s*$", re.DOTALL)
+# Alertmanager's escapes in a value: \" \n \\. Any other backslash stays, so regular expressions keep \d or \.
+_ESCAPE = re.compile(r'\\([n"\\])')
 
 
 @dataclass(frozen=True)
@@ -64,24 +66,14 @@ def _matcher(text: str) -> Matcher:
         raise ValueError(f'{text.strip()!r} is not a matcher such as name="value" (ops: = != =~ !~)')
     name, op, value = match[1], match[2], match[3]
     if len(value) >= 2 and value[0] == value[-1] == '"':
-        value = _unquote(value[1:-1])
-    elif '"' in value:
+        value = value[1:-1]
+    if '"' in _ESCAPE.sub("", value):
         raise ValueError(f"{text.strip()!r}: stray quote in the value")
+    value = _ESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], value)
     pattern = None
     if op in ("=~", "!~"):
         try:
-            pattern = re.compile(value, re.DOTALL)  # used with fullmatch: anchored at both ends, as Alertmanager does
+            pattern = re.compile(value)  # used with fullmatch: Alertmanager's ^(?:value)$, where . is not a newline
         except re.error as exc:
             raise ValueError(f"{text.strip()!r}: invalid regular expression: {exc}") from None
     return Matcher(name, op, value, pattern)
-
-
-def _unquote(value: str) -> str:
-    out, chars = [], iter(value)
-    for char in chars:
-        if char == "\\":
-            escaped = next(chars, "\\")
-            out.append({"n": "\n", "t": "\t"}.get(escaped, escaped))
-        else:
-            out.append(char)
-    return "".join(out)

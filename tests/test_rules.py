@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
         ('msg="x, y"', [("msg", "=", "x, y")]),
         (r'msg="say \"hi\" \\ bye"', [("msg", "=", 'say "hi" \\ bye')]),
         ('empty=""', [("empty", "=", "")]),
+        (r'v="a\tb", w=~"\w+\\\\"', [("v", "=", "a\\tb"), ("w", "=~", "\\w+\\\\")]),  # only \" \n \\ are escapes
         ("__name__:x=y", [("__name__:x", "=", "y")]),
     ],
 )
@@ -41,7 +42,9 @@ def test_matchers_parse_as_alertmanager_writes_them(text: str, expected: list[tu
     assert [(m.name, m.op, m.value) for m in parse_matchers(text)] == expected
 
 
-@pytest.mark.parametrize("text", ["severity", "a~b", '1a="x"', 'a=~"("', 'a="unterminated', "", "{}", 'a=b"c'])
+@pytest.mark.parametrize(
+    "text", ["severity", "a~b", '1a="x"', 'a=~"("', 'a="unterminated', "", "{}", 'a=b"c', 'a="b"c"', r'a="b\\"c"']
+)
 def test_invalid_matchers_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_matchers(text)
@@ -67,7 +70,11 @@ def test_invalid_matchers_are_refused(text: str) -> None:
         ('severity!~""', {}, False),
         ('team!~"|db"', {"team": "web"}, True),
         ('team!~"|db"', {}, False),
-        ('msg=~"a.b"', {"msg": "a\nb"}, True),  # . matches a newline, as in Go's (?s)
+        ('msg=~"a.b"', {"msg": "a\nb"}, False),  # Alertmanager compiles ^(?:a.b)$: . is not a newline
+        (r'instance=~"db\d+:9100"', {"instance": "db12:9100"}, True),  # \d is the regex's, not an escape
+        (r'instance=~"db\d+:9100"', {"instance": "dbd:9100"}, False),
+        (r'host=~"a\.b"', {"host": "axb"}, False),
+        (r'msg="line\nnext"', {"msg": "line\nnext"}, True),
     ],
 )
 def test_each_operator_matches_as_in_alertmanager(matcher: str, labels: dict[str, str], matches: bool) -> None:

@@ -135,7 +135,10 @@ def _mentions(sources: Sequence[rules.Source], alerts: Sequence[Alert]) -> list[
 
 
 def _show(moment: datetime, zone: ZoneInfo) -> str:
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
+    except OverflowError:  # within a day of year 9999 the zone's offset leaves datetime's range: shown as given
+        return moment.strftime("%Y-%m-%d %H:%M:%S%z")
 
 
 def _duration(delta: Any) -> str:

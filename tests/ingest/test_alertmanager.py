@@ -285,6 +285,14 @@ def test_the_message_shows_sections_counts_local_times_and_links(bridge: Bridge)
     assert text.endswith("@13800000000")
 
 
+def test_a_start_at_the_end_of_time_is_shown_as_given_instead_of_failing(bridge: Bridge) -> None:
+    body = payload(alert(startsAt="9999-12-31T23:59:59Z"))  # Shanghai's 08:00 later is past datetime's range
+    with bridge.client() as client:
+        assert client.post("/alertmanager", json=body, headers=BEARER).status_code == 200
+        (message,) = bridge.robot.robot_messages.wait_for(1)
+    assert "告警时间:9999-12-31 23:59:59+0000" in message.content
+
+
 def test_a_500_alert_storm_is_accepted_at_once_even_while_the_channel_hangs(bridge: Bridge) -> None:
     storm = payload(*(alert(n, annotations={"summary": "x" * 200}) for n in range(500)))
     assert len(json.dumps(storm)) > 250_000

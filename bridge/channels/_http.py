@@ -116,8 +116,9 @@ class Tokens:
             if cached:
                 return cached
             reply = checked(await fetch())
-            if isinstance(reply, Failure):
-                return Failure(Reason.TOKEN, reply.retryable, f"gettoken: {reply.detail}")
+            if isinstance(reply, Failure):  # a token errcode from gettoken itself (40001) is a wrong secret: no retry
+                retryable = reply.retryable and reply.reason is not Reason.TOKEN
+                return Failure(Reason.TOKEN, retryable, f"gettoken: {reply.detail}")
             metrics.TOKEN_REFRESHES.labels(vendor=self._vendor).inc()
             token = str(reply.get("access_token", ""))
             if not token:

@@ -25,11 +25,18 @@ class DryRun:
         logger.info("dry-run delivery to group %s/%s via %s:\n%s", group.id, group.level, label(target), message.body)
         return Outcome(label(target), ok=True)
 
+    def parts(self, target: Target, group: Group, message: Message) -> int:
+        return 1
+
 
 class Dispatcher:
     def __init__(self, senders: Mapping[Channel, Sender], deadline: float) -> None:
         self._senders = senders
         self._deadline = deadline
+
+    def parts(self, target: Target, group: Group, message: Message) -> int:
+        """How many messages upstream the target's delivery of this message is: the rate-limit slots it takes."""
+        return self._senders[target.channel].parts(target, group, message)
 
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         """One target's delivery, bounded by the deadline, so a hanging upstream delays nothing else."""

@@ -22,7 +22,7 @@ from bridge.config import DeliverySettings
 from bridge.dispatch import SEND_CODES, Dispatcher
 from bridge.intake import Admitted, Entry, FirstAttempt, Intake
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, Target, label
-from bridge.render import Renderer, RenderError, budget, split
+from bridge.render import Renderer, RenderError, budget
 from bridge.schema import Node, parse_group
 from bridge.store import Job, State, Store, StoreError
 from bridge.upstreams import RateLimit, rate_key
@@ -239,7 +239,7 @@ class Outbox:
             logger.error("outbox: %s", exc)
             code = SEND_CODES[work.target.channel]
             return Outcome(label(work.target), False, code, False, Reason.CONFIG, str(exc)), len(work.jobs)
-        parts = len(split(message.body, budget(work.target, work.group)))
+        parts = self._dispatcher.parts(work.target, work.group, message)
         if parts > 1 and not await self._take_slots(work, parts - 1):  # each part is a message upstream
             return None
         outcome = await self._dispatcher.send(work.target, work.group, message)

@@ -13,7 +13,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge import metrics
-from bridge.model import Alarm, Channel, Format, Group, Message, Target
+from bridge.model import Alarm, Channel, Format, Group, Mention, Message, Target
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +31,16 @@ REQUIRED = (
 # What one message's body may carry, in UTF-8 bytes, leaving room for the request around it.
 BUDGETS = {"dingtalk-robot": 18000, "dingtalk-app": 18000, "wecom-app": 2000, "wecom-appchat": 2000, "email": 500_000}
 WECOM_ROBOT_BUDGETS = {"text": 2000, "markdown": 4000}
+# A WeCom robot's markdown mentions of members ("<@userid>") live in the content: at most this many bytes of them.
+WECOM_MENTION_ROOM = 1024
 
 
 def budget(target: Target, group: Group) -> int:
-    return WECOM_ROBOT_BUDGETS[group.format] if target.kind == "wecom-robot" else BUDGETS[target.kind]
+    """What one message's body may carry: a message within it is one message upstream, one rate-limit slot."""
+    if target.kind != "wecom-robot":
+        return BUDGETS[target.kind]
+    mentions = group.format is Format.MARKDOWN and group.mention is Mention.MEMBERS
+    return WECOM_ROBOT_BUDGETS[group.format] - (WECOM_MENTION_ROOM if mentions else 0)
 
 
 class RenderError(Exception):

@@ -49,6 +49,21 @@ class Sender:
             return await self._app(target, group, message)
         return _config(label(target), Code.DINGTALK_SEND, f"not a DingTalk target: {target.kind}")
 
+    def parts(self, target: Target, group: Group, message: Message) -> int:
+        bodies = self._bodies(target, group, message)
+        return 1 if bodies is None else len(bodies)  # None: send refuses it as a config error
+
+    def _bodies(self, target: Target, group: Group, message: Message) -> list[Body] | None:
+        """The request bodies the message is sent as, or None if it cannot be fitted into them."""
+        if isinstance(target, DingTalkRobot):
+            return _fit(
+                message.body, lambda text, first: _robot_body(message, group, text, first), self._delivery.split
+            )
+        # The chat id is not known yet: the envelope is sized with room for a long one.
+        return _fit(
+            message.body, lambda text, _: {"chatid": "c" * 64, "msg": _msg(message, text)}, self._delivery.split
+        )
+
     # -- custom robot --
 
     async def _robot(self, target: DingTalkRobot, group: Group, message: Message) -> Outcome:
@@ -56,7 +71,7 @@ class Sender:
         webhook = URL(target.webhook)
         if not webhook.absolute:
             return _config(name, Code.DINGTALK_SEND, "the robot webhook is not an absolute URL")
-        bodies = _fit(message.body, lambda text, first: _robot_body(message, group, text, first), self._delivery.split)
+        bodies = self._bodies(target, group, message)
         if bodies is None:
             return _config(name, Code.DINGTALK_SEND, "the mentions leave no room for the message")
         for i, body in enumerate(bodies, 1):
@@ -83,10 +98,7 @@ class Sender:
             return _config(name, Code.DINGTALK_CHAT, "no member of the group has a dingtalk_userid")
         if len(userids) > MAX_CHAT_MEMBERS:
             return _config(name, Code.DINGTALK_CHAT, f"{len(userids)} members; chat/create takes {MAX_CHAT_MEMBERS}")
-        # The chat id is not known yet: the envelope is sized with room for a long one.
-        bodies = _fit(
-            message.body, lambda text, _: {"chatid": "c" * 64, "msg": _msg(message, text)}, self._delivery.split
-        )
+        bodies = self._bodies(target, group, message)
         if bodies is None:
             return _config(name, Code.DINGTALK_SEND, "the message cannot be fitted into a chat message")
         key = self._chats.key(target.app, group, userids)

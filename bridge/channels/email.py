@@ -91,6 +91,9 @@ class Sender:
         self._timeout = delivery.timeout
         self._connections = connections
 
+    def parts(self, target: Target, group: Group, message: Message) -> int:
+        return 1  # a mail is one message, however long
+
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         name = label(target)
         extra = target.to if isinstance(target, Email) else ()

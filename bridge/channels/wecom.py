@@ -26,7 +26,7 @@ from bridge.model import (
     WeComRobot,
     label,
 )
-from bridge.render import split
+from bridge.render import WECOM_MENTION_ROOM, split
 from bridge.store import Store
 from bridge.upstreams import WeComApp as AppSettings
 from bridge.upstreams import WeComSettings
@@ -75,7 +75,7 @@ class Sender:
         if len(userids) > MAX_RECIPIENTS:
             return _config(name, Code.WECOM_SEND, f"{len(userids)} members; message/send takes {MAX_RECIPIENTS}")
         invalid: dict[str, None] = {}  # ordered, across parts
-        parts = self._parts(message.body, APP_CONTENT_BYTES)
+        parts, _ = self._texts(target, group, message)
         for i, part in enumerate(parts, 1):
             body = {"touser": "|".join(userids), "agentid": app.agentid, **_content(message.format, part)}
             reply, raw = await self._post(target.app, app, "/cgi-bin/message/send", body)
@@ -96,7 +96,7 @@ class Sender:
         if len(userids) < 2:
             return _config(name, Code.WECOM_SEND, "an app chat needs at least 2 members with a wecom_userid")
         key = self._chats.key(target.app, group, userids)
-        parts = self._parts(message.body, APP_CONTENT_BYTES)
+        parts, _ = self._texts(target, group, message)
         for attempt in (1, 2):
             chatid = await self._chat(name, target.app, app, group, userids, key, recreate=attempt == 2)
             if isinstance(chatid, Outcome):
@@ -151,15 +151,10 @@ class Sender:
         name = label(target)
         if not URL(target.webhook).absolute:
             return _config(name, Code.WECOM_SEND, "the robot webhook is not an absolute URL")
-        userids = _userids(group)
-        tags = ""  # markdown mentions live in the content, so they take room from it
-        if message.format is Format.MARKDOWN and group.mention is Mention.MEMBERS:
-            kept = _tags(userids, ROBOT_CONTENT_BYTES[message.format] // 2)
-            if len(kept) < len(userids):
-                logger.warning("%s: group %s/%s: the mentions of %d of %d members fit in a message",
-                               name, *group.key, len(kept), len(userids))  # fmt: skip
-            tags = "\n" + " ".join(kept) if kept else ""
-        parts = self._parts(message.body, ROBOT_CONTENT_BYTES[message.format] - len(tags.encode()))
+        parts, tags = self._texts(target, group, message)
+        if tags and tags.count("<@") < (members := len(_userids(group))):
+            logger.warning("%s: group %s/%s: the mentions of %d of %d members fit in a message",
+                           name, *group.key, tags.count("<@"), members)  # fmt: skip
         for i, part in enumerate(parts, 1):
             body = _content(message.format, part + tags if i == 1 else part)
             if i == 1 and message.format is Format.TEXT:
@@ -171,8 +166,18 @@ class Sender:
 
     # -- shared --
 
-    def _parts(self, text: str, limit: int) -> list[str]:
-        return split(text, limit, self._delivery.split)
+    def parts(self, target: Target, group: Group, message: Message) -> int:
+        return len(self._texts(target, group, message)[0])
+
+    def _texts(self, target: Target, group: Group, message: Message) -> tuple[list[str], str]:
+        """The contents the message is sent as, and the mentions the first one ends with: a robot's markdown
+        mentions live in its content, so they take room from it."""
+        if not isinstance(target, WeComRobot):
+            return split(message.body, APP_CONTENT_BYTES, self._delivery.split), ""
+        mentions = message.format is Format.MARKDOWN and group.mention is Mention.MEMBERS
+        kept = _tags(_userids(group), WECOM_MENTION_ROOM) if mentions else []
+        tags = "\n" + " ".join(kept) if kept else ""
+        return split(message.body, ROBOT_CONTENT_BYTES[message.format] - len(tags.encode()), self._delivery.split), tags
 
     async def _post(self, app_name: str, app: AppSettings, path: str, body: Body) -> tuple[Reply | Failure, Reply]:
         base = self._settings.base_url

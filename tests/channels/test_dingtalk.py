@@ -353,3 +353,19 @@ async def test_an_alarms_own_mentions_go_into_at_without_tagging_twice(
     [sent] = fake.robot_messages
     assert sent.body["at"] == {"atMobiles": ["13700000000"], "atUserIds": ["oncall"]}
     assert sent.body["text"]["content"] == "磁盘满\n\n@13700000000 @oncall"
+
+
+@pytest.mark.parametrize("size", [10, 18000, 60000])
+@pytest.mark.parametrize("members", [0, 100])
+@pytest.mark.parametrize("fmt", list(Format))
+async def test_parts_counts_the_messages_a_robot_send_makes(
+    fake: DingTalkFake, url: str, make: Make, size: int, members: int, fmt: Format
+) -> None:
+    """What the outbox takes rate-limit slots for is what reaches the robot, JSON escapes and mentions included."""
+    crowd = tuple(Member(f"m{i}", mobile=f"138{i:08d}", dingtalk_userid=f"member{i:04d}") for i in range(members))
+    group = Group(id="g", level="1", members=crowd, mention=Mention.MEMBERS, format=fmt)
+    lines = "\n".join(f'{i}. "磁盘"\\告警 db-{i}' for i in range(size))  # quotes and backslashes grow in JSON
+    message = Message("t", lines.encode()[:size].decode("utf-8", "ignore"), fmt)
+    sender = make()
+    assert (await sender.send(signed_robot(url), group, message)).ok
+    assert sender.parts(signed_robot(url), group, message) == len(fake.robot_messages)

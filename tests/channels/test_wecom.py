@@ -23,7 +23,7 @@ from bridge.model import (
     WeComAppChat,
     WeComRobot,
 )
-from bridge.render import TRUNCATED
+from bridge.render import TRUNCATED, WECOM_MENTION_ROOM, budget
 from bridge.store import Store
 from bridge.upstreams import WeComApp as AppSettings
 from bridge.upstreams import WeComSettings
@@ -309,10 +309,21 @@ async def test_robot_markdown_mentions_of_a_large_group_leave_room_for_the_alarm
     [sent] = fake.robot_inbox(ROBOT_KEY)
     body, tags = sent.content.split("\n<@", 1)
     assert body == MARKDOWN.body
-    assert (
-        tags.startswith("member0000> <@member0001>")
-        and len(tags.encode()) <= wecom.ROBOT_CONTENT_BYTES[Format.MARKDOWN] // 2
-    )
+    assert tags.startswith("member0000> <@member0001>") and len(f"\n<@{tags}".encode()) <= WECOM_MENTION_ROOM
+
+
+@pytest.mark.parametrize("members", [0, 3, 60, 400])
+@pytest.mark.parametrize("fmt", list(Format))
+async def test_robot_sends_a_body_within_the_outbox_budget_as_one_message(
+    fake: WeComFake, url: str, make: Make, members: int, fmt: Format
+) -> None:
+    """The outbox takes one rate-limit slot for a digest within the budget: it must be one message upstream."""
+    crowd = tuple(Member(name=f"m{i}", wecom_userid=f"member{i:04d}") for i in range(members))
+    group = Group(id="g", level="1", members=crowd, mention=Mention.MEMBERS, format=fmt)
+    room = budget(robot(url), group)
+    body = "\n".join(f"{i}. 磁盘告警 db-{i}" for i in range(room)).encode()[:room].decode("utf-8", "ignore")
+    assert (await make().send(robot(url), group, Message("t", body, fmt))).ok
+    assert len(fake.robot_inbox(ROBOT_KEY)) == 1
 
 
 async def test_robot_unknown_key_is_rejected(fake: WeComFake, url: str, make: Make) -> None:
@@ -391,3 +402,19 @@ async def test_robot_text_carries_an_alarms_own_mentions(fake: WeComFake, url: s
     [sent] = fake.robot_messages
     assert sent.body["text"]["mentioned_list"] == ["oncall"]
     assert sent.body["text"]["mentioned_mobile_list"] == ["13700000000"]
+
+
+@pytest.mark.parametrize("size", [10, 4000, 20000])
+@pytest.mark.parametrize("members", [0, 60, 400])
+@pytest.mark.parametrize("fmt", list(Format))
+async def test_parts_counts_the_messages_a_robot_send_makes(
+    fake: WeComFake, url: str, make: Make, size: int, members: int, fmt: Format
+) -> None:
+    """What the outbox takes rate-limit slots for is what reaches the robot, its mentions included."""
+    crowd = tuple(Member(name=f"m{i}", wecom_userid=f"member{i:04d}") for i in range(members))
+    group = Group(id="g", level="1", members=crowd, mention=Mention.MEMBERS, format=fmt)
+    body = "\n".join(f"{i}. 磁盘告警 db-{i}" for i in range(size)).encode()[:size].decode("utf-8", "ignore")
+    message = Message("t", body, fmt)
+    sender = make()
+    assert (await sender.send(robot(url), group, message)).ok
+    assert sender.parts(robot(url), group, message) == len(fake.robot_inbox(ROBOT_KEY))

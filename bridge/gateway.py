@@ -47,8 +47,7 @@ class Gateway:
             group = await find_group(self.settings, self.store, alarm.id, alarm.level)
             if group is None:
                 return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
-            window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
-            claim = f"dedup:{alarm.fingerprint()}" if window > 0 else None
+            claim, window = self._claim(alarm, group)
             admitted = await self.outbox.admit(alarm, group, claim, window, wait)
         except (StoreError, TimeoutError) as exc:
             logger.warning("store unavailable: %s", exc or "timed out")
@@ -68,6 +67,23 @@ class Gateway:
             notes.append(f"delivery continues for {attempt.waiting} of {len(admitted.jobs)} channels")
         code = Code(min(o.code for o in failed)) if failed else Code.OK
         return Result(code, "; ".join(notes + attempt.warnings))
+
+    async def renew(self, alarm: Alarm) -> None:
+        """Start an accepted alarm's dedup window again, because its sender will send it again: Alertmanager
+        retries a notification answered 5xx whole, for as long as it fails, the alarms already accepted included."""
+        try:
+            group = await find_group(self.settings, self.store, alarm.id, alarm.level)
+            claim, window = self._claim(alarm, group) if group is not None else (None, 0.0)
+            if claim is not None:
+                async with asyncio.timeout(self.settings.store.timeout):
+                    await self.store.put(claim, "1", window)
+        except (StoreError, TimeoutError) as exc:  # the window ends as it would have: a later retry may repeat it
+            logger.warning("store unavailable, a dedup window was not renewed: %s", exc or "timed out")
+
+    def _claim(self, alarm: Alarm, group: Group) -> tuple[str | None, float]:
+        """The alarm's dedup claim in the store (None when the group's window is 0) and the window."""
+        window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
+        return (f"dedup:{alarm.fingerprint()}" if window > 0 else None), window
 
     async def _forget(self, claim: str) -> None:
         """Release a dedup claim for an alarm that was not accepted after all, so that a retry is not refused."""

@@ -83,6 +83,9 @@ class Receiver:
             return result
 
         results = await asyncio.gather(*(accept(a) for a in produced))
+        if any(r.code is Code.NO_GROUP for r in results):  # answered 500: the retry must not deliver the rest again
+            await asyncio.gather(*(gateway.renew(a) for a, r in zip(produced, results, strict=True)
+                                   if r.code in (Code.OK, Code.DUPLICATE)))  # fmt: skip
         return _reply(produced, results)
 
 

@@ -245,6 +245,21 @@ def test_a_route_to_a_missing_group_answers_500_so_that_nothing_is_lost_silently
     assert "no alert group for nobody/9" in caplog.text
 
 
+def test_alerts_delivered_beside_a_missing_group_are_not_delivered_again_by_the_retries(bridge: Bridge) -> None:
+    """Alertmanager retries the whole notification for as long as it is answered 500, past the dedup window."""
+    route = {"name": "team a", "matchers": ['team="a"'], "target": {"id": "chenmin", "level": "3"}}
+    rules = {"defaults": {"target": {"dep": "du-op", "env": "prod"}}, "routes": [route],
+             "fallback": {"target": {"id": "nobody", "level": "9"}}}  # fmt: skip
+    (bridge.rules / "mixed.yaml").write_text(yaml.safe_dump(rules))
+    bridge.config["groups"][0]["dedup_window"] = "2s"
+    team_b = alert(2, labels={"alertname": "DiskFull", "instance": "host2:9100", "team": "b"})
+    with bridge.client() as client:
+        for _ in range(3):  # the retries outlast the 2 s window
+            assert client.post("/alertmanager/mixed", json=payload(alert(1), team_b), headers=BEARER).status_code == 500
+            time.sleep(1.2)
+    assert len(bridge.texts()) == 1
+
+
 def test_a_repeated_notification_and_an_ha_peers_copy_are_delivered_once(bridge: Bridge) -> None:
     first = payload(alert(1), alert(2))
     with bridge.client() as client:

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from bridge.ingest.native import sign
+from bridge.upstreams import RATE_LIMITS
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -194,7 +195,7 @@ def gateway_config(
 
 
 def all_limits(value: dict[str, Any]) -> dict[str, Any]:
-    return {kind: value for kind in ("dingtalk-robot", "wecom-robot", "wecom-app")}
+    return dict.fromkeys(RATE_LIMITS, value)
 
 
 def drop_redis_prefix(url: str, prefix: str) -> int:

@@ -55,7 +55,7 @@ class DeliverySettings:
     poll: float  # how often an idle worker looks for due jobs
     batch: int  # jobs leased at a time (and at most merged into one digest)
     shutdown: float  # on SIGTERM, how long in-flight deliveries may finish
-    rate_limits: Mapping[str, RateLimit]  # per target type, shared by every replica
+    rate_limits: Mapping[str, tuple[RateLimit, ...]]  # per target type, every window applies; shared by replicas
     ca_file: str  # extra CA certificates to trust for HTTPS upstreams (a private proxy, test servers)
 
 

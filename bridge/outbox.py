@@ -64,7 +64,8 @@ class Outbox:
         self._store = store
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
         self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
-        self._blocked: dict[str, float] = {}  # per rate key: no slot is free before this time.monotonic()
+        # Per rate key: no slot is free before this time.monotonic(), in this window of its limits.
+        self._blocked: dict[str, tuple[float, RateLimit]] = {}
         self._lanes: dict[Lane, list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
         self._renderer = renderer
@@ -252,17 +253,29 @@ class Outbox:
         key = rate_key(work.target)
         if key is None:
             return True
-        limit = self._settings.rate_limits[work.target.kind]
+        limits = self._settings.rate_limits[work.target.kind]
         for _ in range(count):
             # Slots only free as time passes: until the store's last "wait" is over, asking it again is no use.
-            wait = self._blocked.get(key, 0.0) - time.monotonic()
-            if wait <= 0 and (wait := await self._store.acquire(key, limit.limit, limit.window)) > 0:
-                self._blocked[key] = time.monotonic() + wait
-            if wait > 0:
-                metrics.RATE_LIMIT_WAITS.labels(channel=work.target.channel).inc()
-                await self._settle(self._hold(work.jobs, key, wait, limit))
-                return False
+            blocked = self._blocked.get(key)
+            if blocked is None or blocked[0] <= time.monotonic():
+                wait, limit = await self._acquire(key, limits)
+                if wait <= 0:
+                    continue
+                blocked = self._blocked[key] = (time.monotonic() + wait, limit)
+            metrics.RATE_LIMIT_WAITS.labels(channel=work.target.channel).inc()
+            await self._settle(self._hold(work.jobs, key, blocked[0] - time.monotonic(), blocked[1]))
+            return False
         return True
+
+    async def _acquire(self, key: str, limits: Sequence[RateLimit]) -> tuple[float, RateLimit]:
+        """A slot in each window of the target's limits, in turn: 0.0 when every one gave one, else how long until
+        the first that refused has one, and that window (the windows before it keep their slot: they count a
+        message that was not sent, never one too few)."""
+        for i, limit in enumerate(limits):
+            wait = await self._store.acquire(key if i == 0 else f"{key}/{limit.window:g}s", limit.limit, limit.window)
+            if wait > 0:
+                return wait, limit
+        return 0.0, limits[0]
 
     def _hold(self, jobs: Sequence[Job], key: str, wait: float, limit: RateLimit) -> list[Job]:
         """Jobs a rate limit holds back, oldest first, each due when a slot for its message may be free: the first

@@ -57,25 +57,37 @@ class EmailSettings:
     validate_certs: bool
 
 
-# The upstreams' documented limits, measured over 62 s: a 2 s margin so that network delays never make
-# an upstream count 21 messages in its own minute.
+# The upstreams' documented limits, every window of a type applying. Each window is 2 s longer than the
+# upstream's (a minute is 62 s), so that network delays never make an upstream count one message too many.
 RATE_LIMITS = {
-    "dingtalk-robot": RateLimit(20, 62.0),
-    "wecom-robot": RateLimit(20, 62.0),
-    "wecom-app": RateLimit(30, 62.0),
+    "dingtalk-robot": (RateLimit(20, 62.0),),
+    "wecom-robot": (RateLimit(20, 62.0),),
+    # Per member, and more is dropped silently: an app 30 a minute and 1,000 an hour; an app chat 200 a minute
+    # and 10,000 a day.
+    "wecom-app": (RateLimit(30, 62.0), RateLimit(1000, 3602.0)),
+    "wecom-appchat": (RateLimit(200, 62.0), RateLimit(10_000, 86_402.0)),
 }
 
 
-def rate_limits(node: Node) -> dict[str, RateLimit]:
+def rate_limits(node: Node) -> dict[str, tuple[RateLimit, ...]]:
+    """Per target type, ``{limit, window}`` or a list of them (every one applies): the type's defaults replaced."""
     node.only(*RATE_LIMITS)
     limits = {}
-    for kind, default in RATE_LIMITS.items():
-        limit = node.child(kind)
-        limit.only("limit", "window")
-        limits[kind] = RateLimit(
-            limit.integer("limit", default.limit, minimum=1), limit.duration("window", default.window)
-        )
+    for kind, defaults in RATE_LIMITS.items():
+        value = node.raw(kind, None)
+        if value is None:
+            limits[kind] = defaults
+            continue
+        windows = node.children(kind) if isinstance(value, list) else [node.child(kind)]
+        if not windows:
+            raise node.fail(kind, "expected {limit, window} or a list of them, got an empty list")
+        limits[kind] = tuple(_window(window, defaults[0]) for window in windows)
     return limits
+
+
+def _window(node: Node, default: RateLimit) -> RateLimit:
+    node.only("limit", "window")
+    return RateLimit(node.integer("limit", default.limit, minimum=1), node.duration("window", default.window))
 
 
 def vendor(node: Node, base_url: str, app: type[T]) -> tuple[str, dict[str, T]]:
@@ -107,7 +119,7 @@ def email_settings(node: Node) -> EmailSettings:
 
 @functools.lru_cache(maxsize=1024)
 def rate_key(target: Target) -> str | None:
-    """Which upstream limit a target counts against: per robot, or per app and recipient list."""
+    """Which upstream limits a target counts against: per robot, or per app."""
     if target.kind not in RATE_LIMITS:
         return None
     digest = hashlib.sha256(json.dumps(asdict(target), sort_keys=True).encode()).hexdigest()[:24]

@@ -13,6 +13,7 @@ import pytest
 from bridge import config
 from bridge.model import DingTalkRobot, Email, Format
 from bridge.schema import ConfigError
+from bridge.upstreams import RateLimit
 from tests.helpers import TEMPLATES, config_data, write_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "alarm-bridge.example.yaml"
@@ -67,6 +68,9 @@ def test_a_missing_environment_variable_is_named_with_its_key() -> None:
          "groups[0].channels[0].webhook", "required"),
         ({"groups": [{"id": "a", "level": "1", "members": [{"name": "x", "phone": "1"}]}]},
          "groups[0].members[0].phone", "unknown key"),
+        ({"delivery": {"rate_limits": {"wecom-app": []}}}, "delivery.rate_limits.wecom-app", "a list of them"),
+        ({"delivery": {"rate_limits": {"wecom-app": [{"limit": 0}]}}}, "delivery.rate_limits.wecom-app[0].limit",
+         ">= 1"),
     ],
 )  # fmt: skip
 def test_errors_name_the_file_the_key_and_what_is_expected(change: dict[str, Any], where: str, expected: str) -> None:
@@ -150,3 +154,14 @@ def test_check_config_exits_non_zero_on_any_error(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("store: [unclosed", encoding="utf-8")
     assert "not valid YAML" in check_config(tmp_path / "broken.yaml").stderr
     assert check_config(tmp_path / "missing.yaml").returncode == 1
+
+
+def test_rate_limits_are_one_window_or_several_and_replace_the_types_defaults() -> None:
+    data = config_data("sqlite:///x.db")
+    app = [{"limit": 5, "window": "1m"}, {"limit": 100, "window": "1h"}]
+    data["delivery"] = {"rate_limits": {"dingtalk-robot": {"limit": 10}, "wecom-app": app}}
+    limits = config.parse(data, "site.yaml").delivery.rate_limits
+    assert limits["dingtalk-robot"] == (RateLimit(10, 62.0),)  # the default window
+    assert limits["wecom-app"] == (RateLimit(5, 60.0), RateLimit(100, 3600.0))
+    # WeCom drops what an app sends a member beyond 30 a minute and 1,000 an hour (an app chat: 200 and 10,000 a day)
+    assert limits["wecom-appchat"] == (RateLimit(200, 62.0), RateLimit(10_000, 86_402.0))

@@ -236,6 +236,20 @@ def test_a_held_target_does_not_ask_the_store_again_before_a_slot_can_be_free(
     assert len(asked) == 3  # two slots taken, one refused: the next three alarms were held without asking
 
 
+def test_every_window_of_a_limit_holds_messages_back(robot: tuple[DingTalkFake, str], tmp_path: Path) -> None:
+    fake, url = robot
+    limits = {"dingtalk-robot": [{"limit": 500, "window": "3s"}, {"limit": 2, "window": "1h"}]}  # an hourly cap
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, rate_limits=limits)
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        codes = [client.post("/alarm_v2", content=json.dumps(alarm(n))).json()["code"] for n in range(5)]
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        assert client.portal is not None
+        held = client.portal.call(store.jobs, State.PENDING, 10)
+    assert codes == [0] * 5
+    assert markers(fake) == {0: 1, 1: 1} and len(held) == 3
+    assert min(job.due for job in held) > time.time() + 3000  # when the hour's first slot frees, not the 3 s one
+
+
 def test_a_storm_is_shaped_to_the_robot_limit_and_merged_into_digests(
     robot: tuple[DingTalkFake, str], tmp_path: Path
 ) -> None:

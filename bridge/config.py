@@ -116,7 +116,7 @@ def load(path: str | Path) -> Settings:
 
 
 def parse(data: object, file: str) -> Settings:
-    top = Node(file, "", data)
+    top = Node(file, "", data, environment=True)
     top.only(
         "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "alertmanager",
         "web", "reload_enabled", "groups",

@@ -134,7 +134,7 @@ def load_file(path: Path) -> Ruleset:
 
 
 def parse(data: object, file: str, name: str) -> Ruleset:
-    top = Node(file, "", data)
+    top = Node(file, "", data, environment=True)
     top.only("defaults", "routes", "fallback")
     if "fallback" not in top.data:
         raise top.fail("fallback", "is required: the route for alerts that no other route matches")

@@ -22,12 +22,16 @@ class ConfigError(Exception):
 
 
 class Node:
-    """A mapping in the config file, read key by key so that every error can say exactly where it is."""
+    """A mapping in the config file, read key by key so that every error can say exactly where it is.
 
-    def __init__(self, file: str, path: str, data: object) -> None:
+    ``${ENV}`` references are read from the environment only in files ops write (``environment``): never in what
+    the web, the API or the store hand over, where they would let a user read the server's environment.
+    """
+
+    def __init__(self, file: str, path: str, data: object, environment: bool = False) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{file}: {path or 'top level'}: expected a mapping, got {_kind(data)}")
-        self.file, self.path, self.data = file, path, data
+        self.file, self.path, self.data, self.environment = file, path, data, environment
 
     def where(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -45,7 +49,7 @@ class Node:
             if default is REQUIRED:
                 raise self.fail(key, "is required")
             return default
-        return _interpolate(self.data[key], self, key)
+        return _interpolate(self.data[key], self, key) if self.environment else self.data[key]
 
     def text(self, key: str, default: Any = REQUIRED) -> str:
         value = self.raw(key, default)
@@ -94,16 +98,16 @@ class Node:
         value = self.raw(key, list(default))
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(key, f"expected a list of strings, got {value!r}")
-        return tuple(str(_interpolate(v, self, key)) for v in value)
+        return tuple(str(_interpolate(v, self, key)) if self.environment else v for v in value)
 
     def child(self, key: str) -> Node:
-        return Node(self.file, self.where(key), self.raw(key, {}))
+        return Node(self.file, self.where(key), self.raw(key, {}), self.environment)
 
     def children(self, key: str) -> list[Node]:
         value = self.raw(key, [])
         if not isinstance(value, list):
             raise self.fail(key, f"expected a list, got {_kind(value)}")
-        return [Node(self.file, f"{self.where(key)}[{i}]", item) for i, item in enumerate(value)]
+        return [Node(self.file, f"{self.where(key)}[{i}]", item, self.environment) for i, item in enumerate(value)]
 
 
 def _kind(value: object) -> str:

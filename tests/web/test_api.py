@@ -53,6 +53,18 @@ def test_create_read_list_delete(client: TestClient) -> None:
     assert_no_secret(SECRETS, created.text, json.dumps(listed))
 
 
+def test_env_references_in_a_group_are_kept_as_text_not_read_from_the_servers_environment(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SERVER_SECRET", "must-not-leak")
+    name = "${SERVER_SECRET} ${NOT_SET:-${ALSO_NOT_SET}}"
+    created = client.post("/api/v1/groups", json=robot_group(name=name), headers=AUTH)
+    assert created.status_code == 201 and created.json()["name"] == name
+    listed = client.get("/api/v1/groups", headers=AUTH).json()["groups"]
+    assert [g["name"] for g in listed if g["id"] == "ops"] == [name]  # read back from the store as well
+    assert "must-not-leak" not in client.get("/ui/groups").text + client.get("/api/v1/groups/ops/1", headers=AUTH).text
+
+
 def test_put_keeps_masked_and_missing_secrets_and_an_empty_secret_clears_it(client: TestClient) -> None:
     client.post("/api/v1/groups", json=robot_group(), headers=AUTH)
     read_back = client.get("/api/v1/groups/ops/1", headers=AUTH).json()

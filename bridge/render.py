@@ -19,7 +19,10 @@ logger = logging.getLogger(__name__)
 
 TRUNCATED = "\n…(truncated)"
 LINES_KEPT = 4096  # digest lines kept for the other targets of the same alarm
-_PLAIN_FIELDS = {kind: frozenset(f.name for f in fields(kind)) for kind in (Alarm, Group)}
+# A group's channels hold webhook tokens and signing secrets, which are write-only: no template reads them (nor
+# the group's JSON, which holds them too); its other fields, and an alarm's, are plain data.
+_HIDDEN = frozenset({"targets", "encoded", "to_dict"})
+_PLAIN_FIELDS = {kind: frozenset(f.name for f in fields(kind)) - _HIDDEN for kind in (Alarm, Group)}
 # Every shipped template a message may need: a directory that lacks one cannot deliver some alarms at all.
 _MESSAGE_PARTS = ("title.j2", "text.j2", "email.html.j2", "dingtalk.md.j2", "wecom.md.j2")
 REQUIRED = (
@@ -55,6 +58,9 @@ class _Environment(SandboxedEnvironment):
         if names is not None and attribute in names:
             return getattr(obj, attribute)
         return super().getattr(obj, attribute)
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        return not (isinstance(obj, Group) and attr in _HIDDEN) and super().is_safe_attribute(obj, attr, value)
 
     def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
         """A plain dict, not Jinja's ChainMap: every render copies a template's globals, and a ChainMap copies slowly

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import Alarm, Channel, Format, Group
+from bridge.model import Alarm, Channel, DingTalkRobot, Format, Group
 from bridge.render import Renderer, split
 from tests.helpers import TEMPLATES
 
@@ -75,6 +75,24 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
         text, error = Renderer(TEMPLATES).render("native/text.j2", SEED, group)
         assert text.startswith("部门:xx\n"), source
         assert "native/text.j2" in error
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ group.targets[0].webhook }}",
+        "{{ (group|attr('targets'))[0]|attr('secret') }}",
+        "{{ group['targets'][0].secret }}",
+        "{{ group.encoded }}",
+        "{{ group.to_dict() }}",
+    ],
+)
+def test_an_override_cannot_read_the_groups_webhooks_or_secrets(source: str) -> None:
+    robot = DingTalkRobot(webhook="https://oapi.dingtalk.com/robot/send?access_token=tok3n", secret="SECs3cret")
+    group = Group(id="chenmin", level="3", targets=(robot,), templates={"native/title.j2": source})
+    text, error = Renderer(TEMPLATES).render("native/title.j2", SEED, group)
+    assert "tok3n" not in text + error and "s3cret" not in text + error
+    assert "native/title.j2" in error  # the override failed, and the default was used
 
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -27,18 +27,34 @@ from bridge.web import audit
 
 MASK = "****"
 SECRET_FIELDS = ("webhook", "secret")
-KEY_PATTERN = re.compile(r"^[^/\s]+$")  # id and level are path segments of the page and the API
+KEY_PATTERN = re.compile(r"^(?!\.\.?$)[^/\s]+$")  # id and level are path segments of the page and the API
 _ERROR = re.compile(r"^group: (?P<path>.+?): (?P<message>.+)$", re.DOTALL)
 
 Errors = dict[str, str]  # field path (e.g. "channels[0].webhook") -> what is wrong and what is expected
 
 
 def mask_webhook(url: str) -> str:
-    """The URL with every query value and any password hidden: robot tokens and keys travel in the query."""
-    parts = urlsplit(url)
-    query = "&".join(f"{p.partition('=')[0]}={MASK}" for p in parts.query.split("&") if p) if parts.query else ""
+    """The URL with every query value (a bare query item whole) and any password hidden: robot tokens and keys
+    travel in the query. A URL that cannot be read (stored before it was checked) is hidden whole."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    query = "&".join(f"{p.partition('=')[0]}={MASK}" if "=" in p else MASK for p in parts.query.split("&") if p)
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _webhook_error(url: str) -> str | None:
+    """Why the URL is not a robot webhook: http(s), a host, nothing a request could not carry."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        return f"expected the robot's http(s) URL ({exc})"
+    if parts.scheme not in ("http", "https") or not host or any(c.isspace() or ord(c) < 32 for c in url):
+        return "expected the robot's http(s) URL"
+    return None
 
 
 def mask_secret(secret: str) -> str:
@@ -123,7 +139,7 @@ def build(
         if value == "":
             errors[key] = "is required"
         elif isinstance(value, str) and not KEY_PATTERN.match(value):
-            errors[key] = "must not contain a slash or spaces"
+            errors[key] = "must not contain a slash or spaces, nor be . or .."
     members = data.get("members", [])
     for i, member in enumerate(members if isinstance(members, list) else []):
         if isinstance(member, dict):
@@ -188,8 +204,8 @@ def _channel_errors(i: int, channel: object, settings: Settings) -> Errors:
         return {path: message}
     where = f"channels[{i}]"
     webhook = getattr(target, "webhook", None)
-    if webhook is not None and not re.match(r"^https?://[^/\s]+", webhook):
-        return {f"{where}.webhook": "expected the robot's http(s) URL"}
+    if webhook is not None and (error := _webhook_error(webhook)):
+        return {f"{where}.webhook": error}
     app = getattr(target, "app", None)
     apps = settings.dingtalk.apps if target.kind == "dingtalk-app" else settings.wecom.apps
     if app is not None and app not in apps:

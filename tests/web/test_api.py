@@ -65,6 +65,15 @@ def test_env_references_in_a_group_are_kept_as_text_not_read_from_the_servers_en
     assert "must-not-leak" not in client.get("/ui/groups").text + client.get("/api/v1/groups/ops/1", headers=AUTH).text
 
 
+def test_a_webhook_key_in_a_bare_query_item_is_masked_too(client: TestClient) -> None:
+    webhook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?SECRETKEY123"
+    created = client.post("/api/v1/groups", json=robot_group(channels=[{"type": "wecom-robot", "webhook": webhook}]),
+                          headers=AUTH)  # fmt: skip
+    assert created.status_code == 201
+    assert created.json()["channels"][0]["webhook"] == "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?****"
+    assert "SECRETKEY123" not in client.get("/api/v1/groups/ops/1", headers=AUTH).text
+
+
 def test_put_keeps_masked_and_missing_secrets_and_an_empty_secret_clears_it(client: TestClient) -> None:
     client.post("/api/v1/groups", json=robot_group(), headers=AUTH)
     read_back = client.get("/api/v1/groups/ops/1", headers=AUTH).json()
@@ -100,6 +109,19 @@ def test_a_masked_webhook_for_a_new_channel_is_refused(client: TestClient) -> No
         ({"templates": {"native/text.j2": "{{ x"}}, {"templates.native/text.j2": "line 1"}),
         ({"colour": "red"}, {"colour": "unknown key"}),
         ({"id": ""}, {"id": "is required"}),
+        ({"id": ".."}, {"id": "nor be . or .."}),  # a page path that clients normalize away
+        (
+            {
+                "channels": [
+                    {"type": "dingtalk-robot", "webhook": "https://[oapi.dingtalk.com/robot/send?access_token=x"}
+                ]
+            },
+            {"channels[0].webhook": "http(s) URL"},
+        ),
+        (
+            {"channels": [{"type": "wecom-robot", "webhook": "https://x y/cgi-bin/webhook/send?key=k"}]},
+            {"channels[0].webhook": "http(s) URL"},
+        ),
     ],
 )
 def test_invalid_groups_get_422_naming_each_field(

@@ -14,6 +14,7 @@ from bridge.model import TARGET_TYPES, Format, Group, Member, Mention, Target
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_LONGEST = 366 * 86400.0
 REQUIRED: Any = object()  # the default of a key that must be given
 
 
@@ -79,14 +80,18 @@ class Node:
         return value
 
     def duration(self, key: str, default: float) -> float:
-        """Seconds, written as a number or with a unit: 500ms, 2s, 5m, 1h."""
+        """Seconds, written as a number or with a unit: 500ms, 2s, 5m, 1h; at most a year (the stores keep
+        expiry times in milliseconds, and no window or timeout here is meant to be longer)."""
         value = self.raw(key, default)
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-            return float(value)
-        match = _DURATION.match(value) if isinstance(value, str) else None
-        if match is None:
+            seconds = float(value)
+        elif isinstance(value, str) and (match := _DURATION.match(value)):
+            seconds = float(match[1]) * _UNITS[match[2]]
+        else:
             raise self.fail(key, f"expected a duration such as 30, 500ms, 2s, 5m or 1h, got {value!r}")
-        return float(match[1]) * _UNITS[match[2]]
+        if not seconds <= _LONGEST:  # also refuses inf and nan
+            raise self.fail(key, f"expected a duration of at most a year ({_LONGEST:g} s), got {value!r}")
+        return seconds
 
     def choice(self, key: str, default: str, allowed: tuple[str, ...]) -> str:
         value = self.text(key, default)

@@ -110,6 +110,8 @@ def test_a_masked_webhook_for_a_new_channel_is_refused(client: TestClient) -> No
         ({"colour": "red"}, {"colour": "unknown key"}),
         ({"id": ""}, {"id": "is required"}),
         ({"id": ".."}, {"id": "nor be . or .."}),  # a page path that clients normalize away
+        ({"dedup_window": 1e20}, {"dedup_window": "at most a year"}),
+        ({"dedup_window": "9" * 400 + "h"}, {"dedup_window": "at most a year"}),
         (
             {
                 "channels": [
@@ -137,6 +139,8 @@ def test_invalid_groups_get_422_naming_each_field(
 
 def test_malformed_bodies(client: TestClient) -> None:
     post = client.post
+    infinite = json.dumps(robot_group(dedup_window=float("inf"))).encode()  # Python's JSON reads Infinity
+    assert post("/api/v1/groups", content=infinite, headers=AUTH).status_code == 422
     assert post("/api/v1/groups", content=b"{", headers=AUTH).status_code == 400
     assert post("/api/v1/groups", content=b"[" * 50_000, headers=AUTH).status_code == 400  # too deep to parse
     lone_surrogate = json.dumps(robot_group(name="ops \ud800")).encode()  # half of a UTF-16 pair: no text to store

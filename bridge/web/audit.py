@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import asdict, dataclass
 
 from bridge.store import Store
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,9 @@ def _key(number: int) -> str:
 
 
 async def record(store: Store, who: str, action: str, target: str, detail: str = "") -> None:
-    logger.info("audit: %s %s %s %s", who, action, target, detail)
+    # One line per event: a line break in a name someone typed must not forge another log line.
+    line = " ".join(_CONTROL.sub(lambda m: repr(m[0])[1:-1], part) for part in (who, action, target, detail))
+    logger.info("audit: %s", line)
     number = int(await store.get(HEAD) or 0) + 1
     data = json.dumps({"at": time.time(), "who": who, "action": action, "target": target, "detail": detail})
     while not await store.put_new(_key(number), data, TTL):

@@ -64,7 +64,9 @@ async def _login(request: Request) -> Response:
         minutes = max(1, round(web.login_window / 60))
         return show(429, f"Too many failed logins from your address: try again in up to {minutes} minutes.", user)
     if not await auth.check_login(web, user, password):
-        logger.warning("web: failed login for %r from %s", user[:64], address)
+        # An unknown name is not logged: it is often a password typed into the wrong field.
+        who = repr(user) if user in web.users else "an unknown user"
+        logger.warning("web: failed login for %s from %s", who, address)
         return show(401, "Wrong user name or password.", user)
     await gateway.store.delete(slot)
     response = see_other(next_page)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -45,6 +46,16 @@ async def test_concurrent_writers_on_two_replicas_lose_no_entry(stores: tuple[St
     assert [e.number for e in entries] == list(range(30, 0, -1))
     assert sorted(e.who for e in entries) == sorted(f"user{i}" for i in range(15) for _ in range(2))
     assert await audit.entries(first, 100) == entries
+
+
+async def test_a_line_break_in_what_someone_typed_stays_in_one_log_line(
+    stores: tuple[Store, Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    forged = "bob\n2026-11-29 15:40:00,000 WARNING bridge.web.auth [-] web: failed login for 'root'"
+    with caplog.at_level(logging.INFO, "bridge.web.audit"):
+        await audit.record(stores[0], "alice", "group.update", "ops/1", f"members added: {forged}")
+    assert len(caplog.records) == 1 and "\n" not in caplog.records[0].getMessage()
+    assert (await audit.entries(stores[0], 1))[0].detail == f"members added: {forged}"  # the trail keeps it as typed
 
 
 async def test_newest_first_with_paging(stores: tuple[Store, Store]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import httpx2
@@ -12,7 +13,7 @@ from starlette.testclient import TestClient
 from bridge import cli
 from bridge.app import create_app
 from bridge.web.auth import hash_password, verify_password
-from tests.web._web import PASSWORD, client_for, csrf_of, login, text_of, web_settings
+from tests.web._web import PASSWORD, USER, client_for, csrf_of, login, text_of, web_settings
 
 
 def test_a_hash_checks_its_password_and_no_other() -> None:
@@ -69,14 +70,18 @@ def test_login_never_sends_anyone_to_another_site(tmp_path: Path, target: str) -
         assert reply.headers["location"] == "/ui/groups"
 
 
-def test_wrong_passwords_and_unknown_users_get_the_same_answer(tmp_path: Path) -> None:
-    with client_for(web_settings(f"sqlite:///{tmp_path / 's.db'}")) as c:
+def test_wrong_passwords_and_unknown_users_get_the_same_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with client_for(web_settings(f"sqlite:///{tmp_path / 's.db'}")) as c, caplog.at_level(logging.WARNING):
         wrong = post_login(c, password="wrong")
-        unknown = post_login(c, user="mallory", password=PASSWORD)
+        unknown = post_login(c, user="hunter2-typed-here", password=PASSWORD)
         for reply in (wrong, unknown):
             assert reply.status_code == 401
             assert "Wrong user name or password." in text_of(reply.text)
             assert "alarm_bridge_session" not in reply.headers.get("set-cookie", "")
+    assert f"failed login for {USER!r}" in caplog.text and "failed login for an unknown user" in caplog.text
+    assert "hunter2" not in caplog.text  # an unknown name is often a password in the wrong field
 
 
 @pytest.mark.parametrize(("https", "secure"), [(False, False), (True, True)])

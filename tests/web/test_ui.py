@@ -194,6 +194,19 @@ def test_saving_over_someone_elses_change_is_refused(client: TestClient) -> None
     assert group is not None and group.name == "theirs"
 
 
+def test_saving_over_someone_elses_new_webhook_is_refused(client: TestClient) -> None:
+    csrf = login(client)
+    client.post("/ui/groups/new", data=robot_form(csrf))
+    form = edit_form(client, name="mine")  # made before the rotation: it would write the old token back
+    rotated = "https://oapi.dingtalk.com/robot/send?access_token=rotated-token-42"
+    theirs = client.get("/api/v1/groups/ops/1", headers=AUTH).json()
+    theirs["channels"][0] |= {"webhook": rotated}
+    assert client.put("/api/v1/groups/ops/1", json=theirs, headers=AUTH).status_code == 200
+    assert client.post("/ui/groups/ops/1", data=form).status_code == 409
+    group = stored(client)
+    assert group is not None and group.targets[0] == DingTalkRobot(webhook=rotated, secret=ROBOT_SECRET)
+
+
 def test_provisioned_groups_are_read_only_and_say_where_they_come_from(client: TestClient) -> None:
     csrf = login(client)
     page = client.get("/ui/groups/chenmin/3")

@@ -42,7 +42,6 @@ class Gateway:
         ``wait`` bounds that wait (default ``delivery.reply_wait``); 0 answers as soon as the jobs are written.
         """
         wait = self.settings.delivery.reply_wait if wait is None else wait
-        claim = None
         try:
             group = await find_group(self.settings, self.store, alarm.id, alarm.level)
             if group is None:
@@ -50,10 +49,10 @@ class Gateway:
             claim, window = self._claim(alarm, group)
             admitted = await self.outbox.admit(alarm, group, claim, window, wait)
         except (StoreError, TimeoutError) as exc:
+            # The claim is written with the jobs or not at all: if a slow store wrote them after all, the claim
+            # keeps the sender's retry from delivering the alarm twice; if it did not, there is no claim either.
             logger.warning("store unavailable: %s", exc or "timed out")
             metrics.STORE_ERRORS.inc()
-            if claim is not None:
-                await self._forget(claim)
             return Result(Code.STORE_DOWN)
         if admitted is None:
             metrics.DEDUP_HITS.labels(source=alarm.source).inc()
@@ -84,11 +83,3 @@ class Gateway:
         """The alarm's dedup claim in the store (None when the group's window is 0) and the window."""
         window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
         return (f"dedup:{alarm.fingerprint()}" if window > 0 else None), window
-
-    async def _forget(self, claim: str) -> None:
-        """Release a dedup claim for an alarm that was not accepted after all, so that a retry is not refused."""
-        try:
-            async with asyncio.timeout(self.settings.store.timeout):
-                await self.store.delete(claim)
-        except (StoreError, TimeoutError):
-            pass  # the claim expires with the window

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -212,7 +213,25 @@ def test_a_store_that_fails_unexpectedly_gives_3000_and_the_next_alarm_goes_thro
     assert reply["code"] == 3000 and "bug" not in reply["msg"]
     assert any("writing accepted alarms failed" in r.getMessage() for r in caplog.records)
     monkeypatch.setattr(store, "admit", admit)
-    assert post_json(client, signed(seed_alarm())) == {"code": 0}  # the claim of the failed one was given back
+    assert post_json(client, signed(seed_alarm())) == {"code": 0}  # the failed write left no claim behind
+
+
+def test_a_store_too_slow_to_answer_in_time_may_still_write_and_the_retry_is_not_delivered_twice(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    with TestClient(create_app(make_settings(f"sqlite:///{path}"))) as client:  # store.timeout 1s
+        assert post_json(client, signed(seed_alarm(notes="warm-up"))) == {"code": 0}
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock for 1.5 s
+        threading.Timer(1.5, other.close).start()
+        assert post_json(client, signed(seed_alarm()))["code"] == 3000  # no answer in time ...
+        time.sleep(0.5)
+        assert post_json(client, signed(seed_alarm()))["code"] == 1010  # ... yet written: the retry is a duplicate
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        assert client.portal is not None
+        jobs = client.portal.call(store.jobs, None, 10)
+    assert len(jobs) == 2  # the warm-up's and the slow one's, each once
 
 
 def test_a_store_that_never_answers_gives_3000_instead_of_a_hang() -> None:

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 import urllib.error
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +252,7 @@ async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
 async def _deliveries(settings: config.Settings, failed: bool, limit: int, words: list[str]) -> int:
     from bridge.model import TARGET_TYPES
     from bridge.store import State, open_store
+    from bridge.web import activity
 
     store = open_store(settings.store)
     try:
@@ -260,12 +260,10 @@ async def _deliveries(settings: config.Settings, failed: bool, limit: int, words
             if len(words) != 2 or words[0] != "retry":
                 print("alarm-bridge: expected `deliveries retry ID`", file=sys.stderr)
                 return 2
-            job = await store.job(words[1])
-            if job is None:
-                print(f"alarm-bridge: no delivery {words[1]!r}", file=sys.stderr)
+            job = await activity.retry(store, words[1])
+            if job is None:  # a done or pending delivery is not sent again: that would be a duplicate
+                print(f"alarm-bridge: no dead delivery {words[1]!r}", file=sys.stderr)
                 return 1
-            now = time.time()
-            await store.settle([replace(job, state=State.PENDING, due=now, created=now, attempts=0)])
             print(f"{job.id}: back in the outbox; a running gateway delivers it")
             return 0
         for job in await store.jobs(State.DEAD if failed else None, limit):

@@ -174,6 +174,11 @@ def test_a_refused_delivery_is_dead_lettered_listed_and_can_be_retried(
     assert markers(fake) == {7: 1}
     assert run_cli(path, "--failed").stdout == ""
     assert run_cli(path, "retry", "no-such-id").returncode == 1
+    again = run_cli(path, "retry", job_id)  # delivered by now: sending it again would be a duplicate
+    assert again.returncode == 1 and "no dead delivery" in again.stderr
+    with TestClient(create_app(parse(data, str(path)))):
+        time.sleep(0.5)
+    assert markers(fake) == {7: 1}
 
 
 def test_a_refused_digest_is_one_dead_letter_line_in_the_log(

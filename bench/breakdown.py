@@ -88,7 +88,7 @@ def _stubbed(stage: str) -> ExitStack:
     async def acquire(self: SqliteStore, key: str, limit: int, window: float) -> float:
         return 0.0
 
-    def first_attempt(self: Outbox, entries: Sequence[Any]) -> asyncio.Future[dict[str, Any]]:
+    def first_attempt(self: Outbox, entries: Sequence[Any], leased_until: float) -> asyncio.Future[dict[str, Any]]:
         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         done.set_result({})
         return done

@@ -80,7 +80,7 @@ class Intake:
         store: Store,
         store_timeout: float,
         lease: Callable[[], float],
-        first_attempt: Callable[[list[Entry]], FirstAttempt],
+        first_attempt: Callable[[list[Entry], float], FirstAttempt],
     ) -> None:
         self._store = store
         self._store_timeout = store_timeout
@@ -116,9 +116,10 @@ class Intake:
             self._writer = None
 
     async def _write(self, batch: list[Entry]) -> None:
+        lease, started = self._lease(), time.monotonic()
         async with asyncio.timeout(self._store_timeout):
-            written = await self._store.admit([e.admission for e in batch], lease=self._lease())
-        attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok])
+            written = await self._store.admit([e.admission for e in batch], lease=lease)
+        attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok], started + lease)
         waits: dict[float, list[Entry]] = {}
         for entry, ok in zip(batch, written, strict=True):
             if ok:

@@ -45,12 +45,13 @@ class Attempt:
 
 @dataclass(frozen=True)
 class _Work:
-    """Jobs for one target, decoded."""
+    """Jobs for one target, decoded, and when their lease to this process ends (time.monotonic())."""
 
     group: Group
     target: Target
     jobs: list[Job]
     alarms: list[Alarm]
+    leased_until: float
 
 
 def _merged(results: Iterable[dict[str, Outcome | None]]) -> dict[str, Outcome | None]:
@@ -62,6 +63,7 @@ class Outbox:
         self, store: Store, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings, store_timeout: float
     ) -> None:
         self._store = store
+        self._store_timeout = store_timeout
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
         self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
         # Per rate key: no slot is free before this time.monotonic(), in this window of its limits.
@@ -90,11 +92,11 @@ class Outbox:
         that arrive beside it (one message per target, a digest where several alarms share it)."""
         return await self._intake.admit(alarm, group, claim, ttl, wait)
 
-    def _first_attempt(self, entries: list[Entry]) -> FirstAttempt:
+    def _first_attempt(self, entries: list[Entry], leased_until: float) -> FirstAttempt:
         works: dict[Lane, _Work] = {}
         for entry in entries:
             for i, (job, target) in enumerate(zip(entry.admission.jobs, entry.group.targets, strict=True)):
-                work = works.setdefault((id(entry.group), i), _Work(entry.group, target, [], []))
+                work = works.setdefault((id(entry.group), i), _Work(entry.group, target, [], [], leased_until))
                 work.jobs.append(job)
                 work.alarms.append(entry.alarm)
         return self._spawn(self._deliver_in_lanes(works))
@@ -119,9 +121,9 @@ class Outbox:
                 self._lanes[lane] = []
                 first = queued[0][0]
                 jobs = [j for work, _ in queued for j in work.jobs]
-                results = await self._deliver(
-                    _Work(first.group, first.target, jobs, [a for w, _ in queued for a in w.alarms])
-                )
+                alarms = [a for w, _ in queued for a in w.alarms]
+                until = min(w.leased_until for w, _ in queued)
+                results = await self._deliver(_Work(first.group, first.target, jobs, alarms, until))
                 for _, future in queued:
                     if not future.done():
                         future.set_result(results)
@@ -144,14 +146,15 @@ class Outbox:
             if len(self._tasks) >= PARALLEL:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
                 continue
+            lease, started = self._settings.lease, time.monotonic()
             try:
-                jobs = await self._store.lease(self._settings.batch, lease=self._settings.lease)
+                jobs = await self._store.lease(self._settings.batch, lease=lease)
             except StoreError as exc:
                 metrics.STORE_ERRORS.inc()
                 logger.warning("outbox: cannot lease jobs: %s", exc)
                 jobs = []
             if jobs:
-                self._spawn(self._process(jobs))
+                self._spawn(self._process(jobs, started + lease))
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -167,28 +170,33 @@ class Outbox:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
-    async def _process(self, jobs: Sequence[Job]) -> dict[str, Outcome | None]:
+    async def _process(self, jobs: Sequence[Job], leased_until: float) -> dict[str, Outcome | None]:
         """Deliver jobs, merged per target; an outcome per job id (None where it is still waiting)."""
         batches: dict[str, list[tuple[Job, dict[str, Any]]]] = {}
         for job in jobs:
             data = json.loads(job.payload)  # once per job: the key here, the alarm and group in _decode
             key = json.dumps([data["group"]["id"], data["group"]["level"], data["group"]["channels"][data["target"]]])
             batches.setdefault(key, []).append((job, data))
-        return await self._deliver_all([self._decode(b) for b in batches.values()])
+        return await self._deliver_all([self._decode(b, leased_until) for b in batches.values()])
 
     async def _deliver_all(self, works: list[_Work]) -> dict[str, Outcome | None]:
         return _merged(await asyncio.gather(*(self._deliver(w) for w in works)))
 
-    def _decode(self, batch: list[tuple[Job, dict[str, Any]]]) -> _Work:
+    def _decode(self, batch: list[tuple[Job, dict[str, Any]]], leased_until: float) -> _Work:
         data = batch[0][1]
         group = parse_group(Node("outbox", "group", data["group"]), source=f"{data['group']['id']}")
         alarms = [Alarm(**each["alarm"]) for _, each in batch]
-        return _Work(group, group.targets[data["target"]], [job for job, _ in batch], alarms)
+        return _Work(group, group.targets[data["target"]], [job for job, _ in batch], alarms, leased_until)
 
     async def _deliver(self, work: _Work) -> dict[str, Outcome | None]:
         """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so."""
         results: dict[str, Outcome | None] = {}
         while work.jobs:
+            if results and time.monotonic() + self._settings.deadline + self._store_timeout > work.leased_until:
+                # The lease may end before another message is sent and recorded: hand the rest back now, or they
+                # would come due again, be leased anew, and be sent twice. (The first message always goes.)
+                await self._settle(replace(j, due=time.time()) for j in work.jobs)
+                return results | dict.fromkeys((j.id for j in work.jobs), None)
             try:
                 sent = await self._deliver_one(work)
             except asyncio.CancelledError:  # shutting down: hand the jobs back at once, not when the lease ends
@@ -202,7 +210,7 @@ class Outbox:
                 return results | dict.fromkeys((j.id for j in work.jobs), None)
             outcome, count = sent
             results |= {j.id: outcome for j in work.jobs[:count]}
-            work = _Work(work.group, work.target, work.jobs[count:], work.alarms[count:])
+            work = replace(work, jobs=work.jobs[count:], alarms=work.alarms[count:])
         return results
 
     async def _deliver_one(self, work: _Work) -> tuple[Outcome, int] | None:

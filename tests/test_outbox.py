@@ -106,6 +106,28 @@ def test_alarms_arriving_while_a_message_is_in_flight_share_the_next_one(
     assert sent == [["00001"], ["00002", "00003", "00004"]]
 
 
+def test_a_backlog_longer_to_send_than_its_lease_is_handed_back_not_sent_twice(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, deadline="1s", timeout="900ms", lease="4s")
+    big = "磁盘" * 2500  # 15 KB: one alarm a message
+    fake.fail_next(10_000, 500)
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        for n in range(12):
+            reply = client.post(
+                "/alarm_v2", content=json.dumps(signed(seed_alarm(exception_spec=f"alarm-{n:05d} {big}")))
+            )
+            assert reply.json()["code"] == 4002  # accepted, to be retried
+    time.sleep(1.0)  # every retry is due when the gateway starts again: its worker leases them all at once
+    fake.fail_next(0)
+    fake.hang(0.5)  # the robot is back, slowly: the twelve messages take 6 s, the lease is 4 s
+    with TestClient(create_app(parse(data, "t.yaml"))):
+        wait_until(lambda: len(markers(fake)) == 12, timeout=60)
+        time.sleep(1.5)
+    assert markers(fake) == dict.fromkeys(range(12), 1)
+
+
 def test_callers_are_answered_when_their_wait_runs_out_and_delivery_goes_on(
     robot: tuple[DingTalkFake, str], tmp_path: Path
 ) -> None:

@@ -23,13 +23,15 @@ from bridge.dispatch import SEND_CODES, Dispatcher
 from bridge.intake import Admitted, Entry, FirstAttempt, Intake
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, Target, label
 from bridge.render import Renderer, RenderError, budget
-from bridge.schema import Node, parse_group
+from bridge.schema import ConfigError, Node, parse_group
 from bridge.store import Job, State, Store, StoreError
 from bridge.upstreams import RateLimit, rate_key
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What reading a job's payload raises when it is not what this version writes (ValueError covers bad JSON).
+_UNREADABLE = (ValueError, KeyError, IndexError, TypeError, ConfigError)
 PARALLEL = 16  # leased batches in flight per process
 Lane = tuple[int, int]  # a target of a group object: id(group), index
 
@@ -173,11 +175,43 @@ class Outbox:
     async def _process(self, jobs: Sequence[Job], leased_until: float) -> dict[str, Outcome | None]:
         """Deliver jobs, merged per target; an outcome per job id (None where it is still waiting)."""
         batches: dict[str, list[tuple[Job, dict[str, Any]]]] = {}
+        unreadable: list[tuple[Job, Exception]] = []
         for job in jobs:
-            data = json.loads(job.payload)  # once per job: the key here, the alarm and group in _decode
-            key = json.dumps([data["group"]["id"], data["group"]["level"], data["group"]["channels"][data["target"]]])
+            try:
+                data = json.loads(job.payload)  # once per job: the key here, the alarm and group in _decode
+                group, target = data["group"], data["target"]
+                key = json.dumps([group["id"], group["level"], group["channels"][target]])
+            except _UNREADABLE as exc:
+                unreadable.append((job, exc))
+                continue
             batches.setdefault(key, []).append((job, data))
-        return await self._deliver_all([self._decode(b, leased_until) for b in batches.values()])
+        works = []
+        for batch in batches.values():
+            try:
+                works.append(self._decode(batch, leased_until))
+            except _UNREADABLE as exc:
+                unreadable += [(job, exc) for job, _ in batch]
+        if unreadable:
+            await self._bury(unreadable)
+        return await self._deliver_all(works)
+
+    async def _bury(self, unreadable: list[tuple[Job, Exception]]) -> None:
+        """Jobs whose payload cannot be read (a bug, or damage): dead, saying why, so that they hold back none of
+        the jobs leased with them and stay listed, to be retried once whatever is wrong is put right."""
+        (first, error), now = unreadable[0], time.time()
+        logger.error("outbox: %d job(s) cannot be read and are dead, the first %s: %s: %s",
+                     len(unreadable), first.id, type(error).__name__, error)  # fmt: skip
+        dead = [
+            replace(
+                job, state=State.DEAD, attempts=job.attempts + 1, updated=now, detail=f"cannot be read: {exc!r}"[:300]
+            )
+            for job, exc in unreadable
+        ]
+        try:
+            await self._settle(dead)
+        except StoreError as exc:  # the lease runs out and they come back
+            metrics.STORE_ERRORS.inc()
+            logger.warning("outbox: cannot record a delivery: %s", exc)
 
     async def _deliver_all(self, works: list[_Work]) -> dict[str, Outcome | None]:
         return _merged(await asyncio.gather(*(self._deliver(w) for w in works)))

@@ -20,7 +20,7 @@ from bridge.app import create_app
 from bridge.config import parse
 from bridge.gateway import Gateway
 from bridge.model import Alarm
-from bridge.store import State
+from bridge.store import Admission, Job, State
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import config_data, seed_alarm, signed, write_config
@@ -126,6 +126,31 @@ def test_a_backlog_longer_to_send_than_its_lease_is_handed_back_not_sent_twice(
         wait_until(lambda: len(markers(fake)) == 12, timeout=60)
         time.sleep(1.5)
     assert markers(fake) == dict.fromkeys(range(12), 1)
+
+
+def test_a_job_that_cannot_be_read_is_dead_and_holds_back_none_leased_with_it(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url)
+    fake.fail_next(10_000, 500)
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        assert {client.post("/alarm_v2", content=json.dumps(alarm(n))).json()["code"] for n in range(5)} == {4002}
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        assert client.portal is not None
+        pending = client.portal.call(store.jobs, State.PENDING, 10)
+        damaged = json.loads(pending[0].payload) | {"target": 5}  # the group has one channel
+        bad = Job(id="damaged:5", payload=json.dumps(damaged), created=time.time())
+        client.portal.call(store.admit, [Admission([bad])], 0.0)
+    time.sleep(1.0)  # all due together: one lease holds the damaged job and the good ones
+    fake.fail_next(0)
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        wait_until(lambda: len(markers(fake)) == 5, timeout=30)
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        assert client.portal is not None
+        (dead,) = client.portal.call(store.jobs, State.DEAD, 10)
+    assert markers(fake) == dict.fromkeys(range(5), 1)
+    assert dead.id == "damaged:5" and "cannot be read: IndexError" in dead.detail
 
 
 def test_callers_are_answered_when_their_wait_runs_out_and_delivery_goes_on(

@@ -90,9 +90,11 @@ for i, j in ipairs(cjson.decode(ARGV[1])) do
     redis.call('ZADD', KEYS[2], created, id)
     if state == 'pending' then
       redis.call('ZADD', KEYS[3], due, id)
+      redis.call('ZREM', KEYS[4], id)
       redis.call('ZREM', KEYS[5], id)
     else
       redis.call('ZREM', KEYS[3], id)
+      redis.call('ZREM', state == 'done' and KEYS[5] or KEYS[4], id)
       redis.call('ZADD', state == 'done' and KEYS[4] or KEYS[5], created, id)
     end
   end

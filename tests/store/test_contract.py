@@ -207,6 +207,19 @@ async def test_only_the_newest_done_jobs_are_kept(store: Store) -> None:
     assert await store.depth() == 1
 
 
+async def test_a_done_job_made_pending_again_is_not_forgotten_by_the_trim(store: Store) -> None:
+    first = job(0)
+    await store.admit([Admission([first])], lease=0)
+    await store.settle([replace(first, state=State.DONE)])
+    await store.settle([replace(first, state=State.PENDING, due=0)])  # sent again on purpose
+    later = [job(n) for n in range(1, 9)]
+    await store.admit([Admission(later)], lease=0)
+    await store.settle([replace(j, state=State.DONE) for j in later])  # beyond the history of 5
+    kept = await store.job("alarm0:0")
+    assert kept is not None and kept.state is State.PENDING
+    assert [j.id for j in await store.lease(10, lease=60)] == ["alarm0:0"]
+
+
 async def test_rate_slots_are_shared_and_free_up_after_the_window(store: Store) -> None:
     waits = await asyncio.gather(*(store.acquire("robot:a", limit=3, window=0.5) for _ in range(5)))
     assert sorted(waits)[:3] == [0.0, 0.0, 0.0]

@@ -233,7 +233,12 @@ class Outbox:
                 return results | dict.fromkeys((j.id for j in work.jobs), None)
             try:
                 sent = await self._deliver_one(work)
-            except asyncio.CancelledError:  # shutting down: hand the jobs back at once, not when the lease ends
+                if sent is not None:
+                    outcome, count, settled = sent
+                    results |= {j.id: outcome for j in work.jobs[:count]}
+                    work = replace(work, jobs=work.jobs[count:], alarms=work.alarms[count:])
+                    await asyncio.shield(self._settle(settled))  # recorded even when shutting down meanwhile
+            except asyncio.CancelledError:  # shutting down: hand the rest back at once, not when the lease ends
                 await asyncio.shield(self._settle(replace(j, due=time.time()) for j in work.jobs))
                 raise
             except StoreError as exc:  # the lease runs out and the jobs come back
@@ -242,13 +247,11 @@ class Outbox:
                 sent = None
             if sent is None:
                 return results | dict.fromkeys((j.id for j in work.jobs), None)
-            outcome, count = sent
-            results |= {j.id: outcome for j in work.jobs[:count]}
-            work = replace(work, jobs=work.jobs[count:], alarms=work.alarms[count:])
         return results
 
-    async def _deliver_one(self, work: _Work) -> tuple[Outcome, int] | None:
-        """Send one message for the leading jobs and record it: its outcome and how many jobs it settled.
+    async def _deliver_one(self, work: _Work) -> tuple[Outcome, int, list[Job]] | None:
+        """Send one message for the leading jobs: its outcome, how many jobs it carried, and those jobs as they are
+        to be recorded.
 
         When the message fails, the jobs not yet sent share its outcome (and its retry), as the upstream refuses.
         None if a rate limit holds the jobs back (they are put back until a slot is free).
@@ -270,8 +273,7 @@ class Outbox:
                 len(dead), work.group.id, work.group.level, label(work.target), dead[0].id, dead[0].attempts,
                 outcome.detail,
             )  # fmt: skip
-        await self._settle(settled)
-        return outcome, count
+        return outcome, count, settled
 
     async def _send(self, work: _Work) -> tuple[Outcome, int] | None:
         """The message for the leading jobs, sent: its outcome and how many jobs it carries; None if a rate limit

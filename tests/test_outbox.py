@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -151,6 +153,29 @@ def test_a_job_that_cannot_be_read_is_dead_and_holds_back_none_leased_with_it(
         (dead,) = client.portal.call(store.jobs, State.DEAD, 10)
     assert markers(fake) == dict.fromkeys(range(5), 1)
     assert dead.id == "damaged:5" and "cannot be read: IndexError" in dead.detail
+
+
+def test_a_delivery_recorded_while_shutting_down_stays_recorded(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    """Stopping cancels a delivery whose outcome is on its way into a slow store: it is recorded, not handed back."""
+    fake, url = robot
+    path = tmp_path / "s.db"
+    data = robot_config(f"sqlite:///{path}", url, shutdown="100ms", reply_wait="0s", timeout="1s", deadline="2s")
+    fake.hang(0.3)
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        assert client.post("/alarm_v2", content=json.dumps(alarm(1))).json() == {"code": 0}
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # the store is busy when the delivery's outcome comes
+        threading.Timer(1.5, other.close).start()
+        fake.robot_messages.wait_for(1)
+        time.sleep(0.2)  # the outcome waits for the store: now the gateway stops
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        assert client.portal is not None
+        (done,) = client.portal.call(store.jobs, None, 10)
+        time.sleep(0.5)
+    assert done.state is State.DONE and markers(fake) == {1: 1}
 
 
 def test_callers_are_answered_when_their_wait_runs_out_and_delivery_goes_on(

@@ -130,8 +130,11 @@ class Outbox:
                     if not future.done():
                         future.set_result(results)
         finally:  # cancelled at shutdown: nobody waits for these any more (their jobs are in the outbox)
-            for _, future in queued + self._lanes.pop(lane, []):
+            waiting = self._lanes.pop(lane, [])
+            for _, future in queued + waiting:
                 future.cancel()
+            if waiting:  # never started: handed back at once, not when their lease ends
+                await asyncio.shield(self._settle(replace(j, due=time.time()) for w, _ in waiting for j in w.jobs))
 
     def attempt(self, alarm: Alarm, group: Group, admitted: Admitted) -> Attempt:
         """How far the first attempt at an admitted alarm got when its caller stopped waiting."""

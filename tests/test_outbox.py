@@ -178,6 +178,23 @@ def test_a_delivery_recorded_while_shutting_down_stays_recorded(
     assert done.state is State.DONE and markers(fake) == {1: 1}
 
 
+def test_alarms_waiting_behind_a_delivery_are_handed_back_at_shutdown(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot  # deadline 4 s: the lease is 18 s
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, shutdown="100ms", reply_wait="0s", timeout="3s",
+                        deadline="4s")  # fmt: skip
+    fake.hang(2.0)
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        for n in range(6):  # the first in flight, the others waiting for the next message to the robot
+            assert client.post("/alarm_v2", content=json.dumps(alarm(n))).json() == {"code": 0}
+    fake.unhang()
+    with TestClient(create_app(parse(data, "t.yaml"))):
+        wait_until(lambda: set(markers(fake)) == set(range(6)), timeout=8)  # well before their lease ends
+        time.sleep(0.3)
+    assert all(markers(fake)[n] == 1 for n in range(1, 6))
+
+
 def test_callers_are_answered_when_their_wait_runs_out_and_delivery_goes_on(
     robot: tuple[DingTalkFake, str], tmp_path: Path
 ) -> None:

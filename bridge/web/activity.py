@@ -187,6 +187,10 @@ async def retry(store: Store, job_id: str) -> Job | None:
     job = await store.job(job_id)
     if job is None or job.state is not State.DEAD:
         return None
+    # Two retries of one dead delivery at once (two clicks, two replicas, the page and the command) put it back
+    # once: a second would make it pending again after the first had it sent.
+    if not await store.put_new(f"retry:{job.id}:{job.updated!r}", "1", 3600.0):
+        return None
     now = time.time()
     job = replace(job, state=State.PENDING, due=now, created=now, attempts=0)
     await store.settle([job])

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from bridge.config import StoreSettings
 from bridge.model import DingTalkRobot, Email, Format, Group, Member, Mention
 from bridge.store import Admission, Job, State, Store, open_store
+from bridge.web import activity
 from tests.helpers import REDIS_URL
 
 pytestmark = pytest.mark.anyio
@@ -195,6 +196,16 @@ async def test_a_dead_job_can_be_made_pending_again(store: Store) -> None:
     await store.settle([replace(leased, state=State.PENDING, due=0)])
     assert await store.jobs(State.DEAD, 10) == []
     assert [j.id for j in await store.lease(1, lease=60)] == ["alarm1:0"]
+
+
+async def test_concurrent_retries_of_a_dead_delivery_put_it_back_once(store: Store) -> None:
+    await store.admit([Admission([job(1)])], lease=0)
+    (leased,) = await store.lease(1, lease=60)
+    await store.settle([replace(leased, state=State.DEAD, updated=time.time())])
+    retried = await asyncio.gather(*(activity.retry(store, "alarm1:0") for _ in range(5)))
+    assert sum(r is not None for r in retried) == 1  # a second would put it back after the first had it sent
+    again = await store.job("alarm1:0")
+    assert again is not None and again.state is State.PENDING
 
 
 async def test_only_the_newest_done_jobs_are_kept(store: Store) -> None:

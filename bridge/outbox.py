@@ -134,7 +134,7 @@ class Outbox:
             for _, future in queued + waiting:
                 future.cancel()
             if waiting:  # never started: handed back at once, not when their lease ends
-                await asyncio.shield(self._settle(replace(j, due=time.time()) for w, _ in waiting for j in w.jobs))
+                await asyncio.shield(self._hand_back(j for w, _ in waiting for j in w.jobs))
 
     def attempt(self, alarm: Alarm, group: Group, admitted: Admitted) -> Attempt:
         """How far the first attempt at an admitted alarm got when its caller stopped waiting."""
@@ -210,11 +210,7 @@ class Outbox:
             )
             for job, exc in unreadable
         ]
-        try:
-            await self._settle(dead)
-        except StoreError as exc:  # the lease runs out and they come back
-            metrics.STORE_ERRORS.inc()
-            logger.warning("outbox: cannot record a delivery: %s", exc)
+        await self._record(dead)
 
     async def _deliver_all(self, works: list[_Work]) -> dict[str, Outcome | None]:
         return _merged(await asyncio.gather(*(self._deliver(w) for w in works)))
@@ -232,7 +228,7 @@ class Outbox:
             if results and time.monotonic() + self._settings.deadline + self._store_timeout > work.leased_until:
                 # The lease may end before another message is sent and recorded: hand the rest back now, or they
                 # would come due again, be leased anew, and be sent twice. (The first message always goes.)
-                await self._settle(replace(j, due=time.time()) for j in work.jobs)
+                await self._hand_back(work.jobs)
                 return results | dict.fromkeys((j.id for j in work.jobs), None)
             try:
                 sent = await self._deliver_one(work)
@@ -242,7 +238,7 @@ class Outbox:
                     work = replace(work, jobs=work.jobs[count:], alarms=work.alarms[count:])
                     await asyncio.shield(self._settle(settled))  # recorded even when shutting down meanwhile
             except asyncio.CancelledError:  # shutting down: hand the rest back at once, not when the lease ends
-                await asyncio.shield(self._settle(replace(j, due=time.time()) for j in work.jobs))
+                await asyncio.shield(self._hand_back(work.jobs))
                 raise
             except StoreError as exc:  # the lease runs out and the jobs come back
                 metrics.STORE_ERRORS.inc()
@@ -354,6 +350,19 @@ class Outbox:
         return replace(
             job, state=state, due=due, attempts=attempts, detail=outcome.detail, updated=now, code=outcome.code
         )
+
+    async def _hand_back(self, jobs: Iterable[Job]) -> None:
+        """Leased jobs this process will not deliver after all: due again at once, not when their lease ends."""
+        now = time.time()
+        await self._record(replace(j, due=now) for j in jobs)
+
+    async def _record(self, jobs: Iterable[Job]) -> None:
+        """Settle jobs that no caller waits on: if the store fails, their lease runs out and they come back."""
+        try:
+            await self._settle(jobs)
+        except StoreError as exc:
+            metrics.STORE_ERRORS.inc()
+            logger.warning("outbox: cannot record a delivery: %s", exc)
 
     async def _settle(self, jobs: Iterable[Job]) -> None:
         # No wake-up of the worker: a job settled pending is due later (a backoff, a rate limit), and the worker

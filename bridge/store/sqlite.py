@@ -25,26 +25,41 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (id TEXT NOT NULL, level TEXT NOT NULL, data TEXT NOT NULL,
                                    PRIMARY KEY (id, level));
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
-                                   created REAL NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL,
-                                   detail TEXT NOT NULL, updated REAL NOT NULL, code INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox (due) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS outbox_created ON outbox (state, created);
+CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
+                                       created REAL NOT NULL, attempts INTEGER NOT NULL, detail TEXT NOT NULL,
+                                       updated REAL NOT NULL, code INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (state, created);
+CREATE TABLE IF NOT EXISTS payloads (id TEXT PRIMARY KEY, payload TEXT NOT NULL);
+CREATE TRIGGER IF NOT EXISTS payloads_forgotten AFTER DELETE ON deliveries
+    BEGIN DELETE FROM payloads WHERE id = old.id; END;
 CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 """
-# The outbox's columns: a settle rewrites the small ones and never the payload.
-_COLUMNS = "id, state, due, created, payload, attempts, detail, updated, code"
-# Files from before the outbox table kept each job as one JSON document in the table "jobs".
-_MIGRATE = (
-    "INSERT OR IGNORE INTO outbox SELECT id, state, due, created, json_extract(data, '$.payload'),"
-    " json_extract(data, '$.attempts'), json_extract(data, '$.detail'), json_extract(data, '$.updated'),"
-    " coalesce(json_extract(data, '$.code'), 0) FROM jobs",
-    "DROP TABLE jobs",
-)
+# A job is a row of deliveries, rewritten by every settle, and its payload, written once: the rows a settle
+# rewrites stay small, so a commit writes few pages.
+_STATE = "id, state, due, created, attempts, detail, updated, code"
+_COLUMNS = "d.id, state, due, created, attempts, detail, updated, code, payload"
+_JOINED = "deliveries d JOIN payloads USING (id)"
+# Older files, each moved to this layout when opened: the outbox table held a job in one row; before it, the
+# jobs table held a job as one JSON document.
+_MIGRATE = {
+    "outbox": (
+        f"INSERT OR IGNORE INTO deliveries SELECT {_STATE} FROM outbox",  # noqa: S608
+        "INSERT OR IGNORE INTO payloads SELECT id, payload FROM outbox",
+        "DROP TABLE outbox",
+    ),
+    "jobs": (
+        "INSERT OR IGNORE INTO deliveries SELECT id, state, due, created, json_extract(data, '$.attempts'),"
+        " json_extract(data, '$.detail'), json_extract(data, '$.updated'), coalesce(json_extract(data, '$.code'), 0)"
+        " FROM jobs",
+        "INSERT OR IGNORE INTO payloads SELECT id, json_extract(data, '$.payload') FROM jobs",
+        "DROP TABLE jobs",
+    ),
+}
 # The partial index by name: the planner would otherwise take (state, created) and sort the whole backlog.
-_DUE = "SELECT id FROM outbox INDEXED BY outbox_due WHERE state = 'pending' AND due <= ? ORDER BY due LIMIT ?"
-_LEASE = f"UPDATE outbox SET due = ? WHERE id IN ({_DUE}) RETURNING {_COLUMNS}"  # noqa: S608
+_DUE = "SELECT id FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending' AND due <= ? ORDER BY due LIMIT ?"
+_LEASE = f"UPDATE deliveries SET due = ? WHERE id IN ({_DUE}) RETURNING id"  # noqa: S608
 _PURGE_EVERY = 60.0
 _BUSY = 5.0  # seconds a call waits for another process's write lock
 _GROUP_COMMIT = 256  # calls at most in one transaction
@@ -193,14 +208,21 @@ class SqliteStore:
     def _admit(self, conn: sqlite3.Connection, admission: Admission, due: float) -> bool:
         if admission.claim is not None and not self._put_new(conn, admission.claim, "1", admission.ttl):
             return False
-        rows = [_row(j, due) for j in admission.jobs]
-        conn.executemany(f"INSERT OR REPLACE INTO outbox ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # noqa: S608
+        jobs = admission.jobs
+        states = [(j.id, j.state.value, due, j.created, j.attempts, j.detail, j.updated, j.code) for j in jobs]
+        conn.executemany(f"INSERT OR REPLACE INTO deliveries ({_STATE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", states)  # noqa: S608
+        conn.executemany(
+            "INSERT OR REPLACE INTO payloads (id, payload) VALUES (?, ?)", [(j.id, j.payload) for j in jobs]
+        )
         return True
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
-        rows = await self._run(lambda c: c.execute(_LEASE, (now + lease, now, limit)).fetchall())
-        return [_job(row) for row in rows]
+        return await self._run(lambda c: self._lease(c, (now + lease, now, limit)))
+
+    def _lease(self, conn: sqlite3.Connection, args: tuple[float, float, int]) -> list[Job]:
+        ids = [row[0] for row in conn.execute(_LEASE, args).fetchall()]
+        return [_job(conn.execute(f"SELECT {_COLUMNS} FROM {_JOINED} WHERE id = ?", (id,)).fetchone()) for id in ids]  # noqa: S608
 
     async def settle(self, jobs: Sequence[Job]) -> None:
         rows = [(j.state.value, j.due, j.attempts, j.detail, j.updated, j.code, j.id) for j in jobs]
@@ -209,28 +231,29 @@ class SqliteStore:
 
     def _settle(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], done: int) -> None:
         conn.executemany(
-            "UPDATE outbox SET state = ?, due = ?, attempts = ?, detail = ?, updated = ?, code = ? WHERE id = ?", rows
+            "UPDATE deliveries SET state = ?, due = ?, attempts = ?, detail = ?, updated = ?, code = ? WHERE id = ?",
+            rows,
         )
         self._done_since_trim += done
         if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
             conn.execute(
-                "DELETE FROM outbox WHERE state = 'done' AND created < (SELECT created FROM outbox"
+                "DELETE FROM deliveries WHERE state = 'done' AND created < (SELECT created FROM deliveries"
                 " WHERE state = 'done' ORDER BY created DESC LIMIT 1 OFFSET ?)",
                 (self._history - 1,),
             )
             self._done_since_trim = 0
 
     async def job(self, id: str) -> Job | None:
-        row = await self._run(lambda c: c.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (id,)).fetchone())  # noqa: S608
+        row = await self._run(lambda c: c.execute(f"SELECT {_COLUMNS} FROM {_JOINED} WHERE id = ?", (id,)).fetchone())  # noqa: S608
         return None if row is None else _job(row)
 
     async def jobs(self, state: State | None, limit: int) -> list[Job]:
         where, args = ("WHERE state = ?", (state.value, limit)) if state else ("", (limit,))
-        sql = f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY created DESC LIMIT ?"  # noqa: S608
+        sql = f"SELECT {_COLUMNS} FROM {_JOINED} {where} ORDER BY created DESC LIMIT ?"  # noqa: S608
         return [_job(row) for row in await self._run(lambda c: c.execute(sql, args).fetchall())]
 
     async def depth(self) -> int:
-        row = await self._run(lambda c: c.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone())
+        row = await self._run(lambda c: c.execute("SELECT count(*) FROM deliveries WHERE state = 'pending'").fetchone())
         return int(row[0])
 
     async def acquire(self, key: str, limit: int, window: float) -> float:
@@ -251,12 +274,8 @@ class SqliteStore:
         self._disconnect()
 
 
-def _row(job: Job, due: float) -> tuple[Any, ...]:
-    return (job.id, job.state.value, due, job.created, job.payload, job.attempts, job.detail, job.updated, job.code)
-
-
 def _job(row: Sequence[Any]) -> Job:
-    id, state, due, created, payload, attempts, detail, updated, code = row
+    id, state, due, created, attempts, detail, updated, code, payload = row
     return Job(id, payload, created, due, State(state), attempts, detail, updated, code)
 
 
@@ -288,9 +307,10 @@ def _prepare(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone():
-            for statement in _MIGRATE:
-                conn.execute(statement)
+        for table, statements in _MIGRATE.items():
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
+                for statement in statements:
+                    conn.execute(statement)
         conn.execute("COMMIT")
     except sqlite3.Error:
         conn.execute("ROLLBACK")

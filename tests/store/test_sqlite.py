@@ -1,14 +1,15 @@
-"""What only the SQLite store has: its file layout's upgrade, and the query plan of its lease."""
+"""What only the SQLite store has: the upgrades of its older file layouts, and the query plan of its lease."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from bridge.store import State
+from bridge.store import Admission, Job, State
 from bridge.store.sqlite import _LEASE, SqliteStore
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +49,36 @@ async def test_jobs_of_the_first_layout_are_moved_and_still_delivered(tmp_path: 
         await store.close()
     with sqlite3.connect(path) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert "jobs" not in tables and "outbox" in tables
+    assert "jobs" not in tables and "deliveries" in tables
+
+
+OLD_OUTBOX = """
+CREATE TABLE outbox (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL, created REAL NOT NULL,
+                     payload TEXT NOT NULL, attempts INTEGER NOT NULL, detail TEXT NOT NULL, updated REAL NOT NULL,
+                     code INTEGER NOT NULL);
+CREATE INDEX outbox_due ON outbox (due) WHERE state = 'pending';
+CREATE INDEX outbox_created ON outbox (state, created);
+"""
+
+
+async def test_jobs_of_the_one_row_layout_are_moved_and_still_delivered(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(OLD_OUTBOX)
+        rows = [("a:0", "pending", 2.0, 1.0, '{"target": 0}', 2, "HTTP 502", 3.0, 502),
+                ("b:1", "dead", 2.0, 1.5, '{"target": 1}', 9, "errcode 300001", 3.0, 300001)]  # fmt: skip
+        conn.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    store = SqliteStore(str(path), history=100)
+    try:
+        (pending,) = await store.lease(10, lease=60)
+        assert (pending.id, pending.payload, pending.attempts, pending.code) == ("a:0", '{"target": 0}', 2, 502)
+        (dead,) = await store.jobs(State.DEAD, 10)
+        assert (dead.id, dead.payload, dead.detail, dead.created) == ("b:1", '{"target": 1}', "errcode 300001", 1.5)
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "outbox" not in tables and {"deliveries", "payloads"} <= tables
 
 
 async def test_a_lease_reads_only_due_jobs_however_large_the_backlog(tmp_path: Path) -> None:
@@ -57,4 +87,19 @@ async def test_a_lease_reads_only_due_jobs_however_large_the_backlog(tmp_path: P
     await store.close()
     with sqlite3.connect(tmp_path / "s.db") as conn:
         plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {_LEASE}", (0.0, 0.0, 500)))
-    assert "USING INDEX outbox_due" in plan and "TEMP B-TREE" not in plan, plan
+    assert "USING INDEX deliveries_due" in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_the_trim_of_done_jobs_forgets_their_payloads_too(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path), history=5)
+    try:
+        jobs = [Job(f"alarm{n}:0", f'{{"target": 0, "n": {n}}}', created=float(n)) for n in range(20)]
+        await store.admit([Admission(jobs)], lease=0)
+        await store.settle([replace(j, state=State.DONE) for j in jobs[:19]])
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        payloads = [row[0] for row in conn.execute("SELECT payload FROM payloads ORDER BY id")]
+        deliveries = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+    assert len(payloads) == deliveries < 20 and payloads[-1] == '{"target": 0, "n": 19}'

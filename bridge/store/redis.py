@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from bridge.model import Group
 from bridge.store.base import Admission, Job, State, StoreError, dump_group, load_group
@@ -148,8 +148,24 @@ class RedisStore:
         data = await self._run(self._redis.hget(self._key(GROUPS), self._field(id, level)))
         return None if data is None else load_group(str(data))
 
-    async def put_group(self, group: Group) -> None:
-        await self._run(self._redis.hset(self._key(GROUPS), self._field(group.id, group.level), dump_group(group)))
+    async def put_group(self, group: Group, replacing: Group | None) -> bool:
+        return await self._run(self._put_group(group, replacing))
+
+    async def _put_group(self, group: Group, replacing: Group | None) -> bool:
+        key, field = self._key(GROUPS), self._field(group.id, group.level)
+        async with self._redis.pipeline() as pipe:
+            while True:  # compared as groups, not as JSON: one stored by an older version reads the same
+                await pipe.watch(key)
+                data = await pipe.hget(key, field)
+                if (None if data is None else load_group(str(data))) != replacing:
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                pipe.hset(key, field, dump_group(group))
+                try:
+                    await pipe.execute()
+                    return True
+                except WatchError:  # a group was written meanwhile, maybe this one: read it again
+                    continue
 
     async def delete_group(self, id: str, level: str) -> bool:
         return bool(await self._run(self._redis.hdel(self._key(GROUPS), self._field(id, level))))

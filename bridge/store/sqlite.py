@@ -153,13 +153,15 @@ class SqliteStore:
         )
         return None if row is None else load_group(row[0])
 
-    async def put_group(self, group: Group) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO groups (id, level, data) VALUES (?, ?, ?)",
-                (group.id, group.level, dump_group(group)),
-            )
-        )
+    async def put_group(self, group: Group, replacing: Group | None) -> bool:
+        return await self._run(lambda c: self._put_group(c, group, replacing))
+
+    def _put_group(self, conn: sqlite3.Connection, group: Group, replacing: Group | None) -> bool:
+        row = conn.execute("SELECT data FROM groups WHERE id=? AND level=?", group.key).fetchone()
+        if (None if row is None else load_group(row[0])) != replacing:
+            return False
+        conn.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?)", (*group.key, dump_group(group)))
+        return True
 
     async def delete_group(self, id: str, level: str) -> bool:
         cursor = await self._run(lambda c: c.execute("DELETE FROM groups WHERE id=? AND level=?", (id, level)))

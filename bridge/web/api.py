@@ -108,9 +108,10 @@ async def create_group(call: Call) -> Response:
     result = groups.build(_input(data), None, call.gateway.settings, template_names=_names(call))
     if not isinstance(result, Group):
         return problem(422, "the group is not valid", fields=result)
-    if await groups.find(call.gateway, result.id, result.level):
+    if await groups.find(call.gateway, result.id, result.level) or not await groups.save(
+        call.gateway, call.caller, result, None
+    ):
         return problem(409, f"a group {result.id}/{result.level} already exists")
-    await groups.save(call.gateway, call.caller, result, None)
     return reply(groups.masked(result, False), 201)
 
 
@@ -141,8 +142,8 @@ async def put_group(call: Call) -> Response:
     result = groups.build(data, current, call.gateway.settings, template_names=_names(call))
     if not isinstance(result, Group):
         return problem(422, "the group is not valid", fields=result)
-    if result != current:
-        await groups.save(call.gateway, call.caller, result, current)
+    if result != current and not await groups.save(call.gateway, call.caller, result, current):
+        return problem(409, "the group was changed or created meanwhile: read it again, then send the change")
     return reply(groups.masked(result, False), 200 if current else 201)
 
 

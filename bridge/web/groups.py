@@ -289,10 +289,13 @@ async def everything(gateway: Gateway) -> list[tuple[Group, bool]]:
     return [(g, True) for g in provisioned.values()] + [(g, False) for g in stored]
 
 
-async def save(gateway: Gateway, who: str, new: Group, old: Group | None) -> None:
-    await gateway.store.put_group(new)
+async def save(gateway: Gateway, who: str, new: Group, old: Group | None) -> bool:
+    """Store the group if the stored one is still ``old`` (None: there is none); False if someone got there first."""
+    if not await gateway.store.put_group(new, old):
+        return False
     action = "group.create" if old is None else "group.update"
     await audit.record(gateway.store, who, action, f"{new.id}/{new.level}", describe(old, new))
+    return True
 
 
 async def remove(gateway: Gateway, who: str, group: Group) -> bool:

@@ -27,7 +27,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
         "401": "no valid API token",
         "403": "the group is provisioned from the config file and read-only",
         "404": "no such group",
-        "409": "the group already exists, or the delivery is not dead",
+        "409": "the group already exists, or was changed meanwhile (read it again), or the delivery is not dead",
         "413": "the body is too large",
         "422": "the group is not valid; `fields` names each wrong field",
         "503": "the store is unavailable",
@@ -194,7 +194,7 @@ def document() -> dict[str, Any]:
                 "responses": {
                     **_ok("replaced", _ref("Group")),
                     **_ok("created", _ref("Group"), "201"),
-                    **_errors("400", "403", "413", "422"),
+                    **_errors("400", "403", "409", "413", "422"),
                 },
             },
             "delete": {

@@ -64,13 +64,15 @@ async def group_new(p: Page) -> Response:
     names = context["template_names"]
     posted = forms.read(p.form, names, None)
     result = groups.build(posted.data, None, p.gateway.settings, posted.refs, names)
-    if isinstance(result, Group) and await groups.find(p.gateway, result.id, result.level):
+    if isinstance(result, Group) and (
+        await groups.find(p.gateway, result.id, result.level)
+        or not await groups.save(p.gateway, p.session.user, result, None)
+    ):
         result = {"id": f"a group {result.id}/{result.level} already exists"}
     if not isinstance(result, Group):
         posted.form.errors = forms.form_errors(result)
         context["form"] = forms.with_blank_rows(posted.form)
         return p.render("group.html", status=400, **context)
-    await groups.save(p.gateway, p.session.user, result, None)
     return see_other(f"{_url(result)}?notice=created")
 
 
@@ -86,27 +88,41 @@ def _url(group: Group) -> str:
     return "/ui/groups/" + "/".join(quote(v, safe="") for v in group.key)
 
 
+async def _page_context(p: Page, group: Group, provisioned: bool) -> dict[str, Any]:
+    form = forms.from_group(group, groups.version(group), blank_rows=not provisioned)
+    context = _group_context(p, form, group, provisioned)
+    recent = await activity.recent(p.gateway.store, activity.Filters(group=f"{group.id}/{group.level}"), limit=500)
+    rejected = activity.rejected_userids(recent, group, display_zone(p.gateway))
+    return context | {"rejected": rejected, "recent": recent[:5]}
+
+
+async def _changed_meanwhile(p: Page) -> Response:
+    """The group as it is now, saying that the user's changes were not saved (404 if it was deleted)."""
+    found = await _path_group(p)
+    if isinstance(found, Response):
+        return found
+    context = await _page_context(p, *found)
+    context["form"].errors[""] = (
+        "Someone changed this group after you opened it, so your changes were not saved. "
+        "This is the group as it is now."
+    )
+    return p.render("group.html", status=409, **context)
+
+
 @page
 async def group_page(p: Page) -> Response:
     found = await _path_group(p)
     if isinstance(found, Response):
         return found
     group, provisioned = found
-    form = forms.from_group(group, groups.version(group), blank_rows=not provisioned)
-    context = _group_context(p, form, group, provisioned)
-    recent = await activity.recent(p.gateway.store, activity.Filters(group=f"{group.id}/{group.level}"), limit=500)
-    context |= {"rejected": activity.rejected_userids(recent, group, display_zone(p.gateway)), "recent": recent[:5]}
+    context = await _page_context(p, group, provisioned)
     notice = {"created": "Group created.", "saved": "Saved.", "unchanged": "Nothing changed."}.get(p.query("notice"))
     if p.request.method == "GET":
         return p.render("group.html", notice=notice, **context)
     if provisioned:
         return p.error(403, "Read-only group", f"This group is provisioned from {group.source}: change it there.")
     if p.value("version") != groups.version(group):
-        context["form"].errors[""] = (
-            "Someone changed this group after you opened it, so your changes were not saved. "
-            "This is the group as it is now."
-        )
-        return p.render("group.html", status=409, **context)
+        return await _changed_meanwhile(p)
     names = context["template_names"]
     posted = forms.read(p.form, names, group)
     posted.data.update(id=group.id, level=group.level)
@@ -118,7 +134,8 @@ async def group_page(p: Page) -> Response:
         return p.render("group.html", status=400, **context)
     if result == group:
         return see_other(f"{_url(group)}?notice=unchanged")
-    await groups.save(p.gateway, p.session.user, result, group)
+    if not await groups.save(p.gateway, p.session.user, result, group):
+        return await _changed_meanwhile(p)
     return see_other(f"{_url(group)}?notice=saved")
 
 

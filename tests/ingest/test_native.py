@@ -170,7 +170,7 @@ def test_groups_added_to_the_store_are_found(tmp_path: Path) -> None:
         assert post_json(client, signed(seed_alarm(id="wangwu")))["code"] == 3001
         assert client.portal is not None
         gateway = client.app.state.gateway  # type: ignore[attr-defined]
-        client.portal.call(gateway.store.put_group, Group(id="wangwu", level="3"))
+        client.portal.call(gateway.store.put_group, Group(id="wangwu", level="3"), None)
         assert post_json(client, signed(seed_alarm(id="wangwu")))["code"] == 0
 
 

@@ -65,22 +65,35 @@ GROUP = Group(
 
 async def test_groups_round_trip(store: Store) -> None:
     assert await store.get_group("chenmin", "3") is None
-    await store.put_group(GROUP)
+    assert await store.put_group(GROUP, None) is True
     assert await store.get_group("chenmin", "3") == GROUP
     assert await store.get_group("chenmin", "4") is None
     other = Group(id="a:b", level="1")
-    await store.put_group(other)
+    await store.put_group(other, None)
     assert await store.list_groups() == [other, GROUP]
 
 
 async def test_put_group_replaces_and_delete_removes(store: Store) -> None:
-    await store.put_group(GROUP)
+    await store.put_group(GROUP, None)
     renamed = Group(id="chenmin", level="3", name="renamed")
-    await store.put_group(renamed)
+    assert await store.put_group(renamed, GROUP) is True
     assert await store.get_group("chenmin", "3") == renamed
     assert await store.delete_group("chenmin", "3") is True
     assert await store.delete_group("chenmin", "3") is False
     assert await store.list_groups() == []
+
+
+async def test_a_group_is_written_only_over_the_one_its_writer_read(store: Store) -> None:
+    first, second = (Group(id="chenmin", level="3", name=name) for name in ("first", "second"))
+    created = await asyncio.gather(store.put_group(first, None), store.put_group(second, None))
+    assert sorted(created) == [False, True]  # two creates at once: one finds the other's group there
+    kept = await store.get_group("chenmin", "3")
+    assert kept in (first, second)
+    edits = [Group(id="chenmin", level="3", name=f"edit {n}") for n in range(5)]
+    saved = await asyncio.gather(*(store.put_group(edit, kept) for edit in edits))  # all read the same group
+    assert saved.count(True) == 1
+    assert await store.get_group("chenmin", "3") == edits[saved.index(True)]
+    assert await store.put_group(edits[0], None) is False  # a create over an existing group
 
 
 async def test_values_expire(store: Store) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,19 @@ def test_create_read_list_delete(client: TestClient) -> None:
     assert client.get("/api/v1/groups/ops/1", headers=AUTH).status_code == 404
     assert client.delete("/api/v1/groups/ops/1", headers=AUTH).status_code == 404
     assert_no_secret(SECRETS, created.text, json.dumps(listed))
+
+
+def test_of_creates_of_one_group_at_once_one_gets_201_and_the_others_409(client: TestClient) -> None:
+    def create(n: int) -> int:
+        return client.post("/api/v1/groups", json=robot_group(name=f"create {n}"), headers=AUTH).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(create, range(8)))
+    assert sorted(codes) == [201] + [409] * 7, codes
+    stored = client.get("/api/v1/groups/ops/1", headers=AUTH).json()
+    assert stored["name"] == f"create {codes.index(201)}"
+    entries = client.get("/api/v1/audit", headers=AUTH).json()["entries"]
+    assert [e["action"] for e in entries] == ["group.create"]
 
 
 def test_env_references_in_a_group_are_kept_as_text_not_read_from_the_servers_environment(

@@ -6,6 +6,7 @@ import html
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -192,6 +193,19 @@ def test_saving_over_someone_elses_change_is_refused(client: TestClient) -> None
     assert reply.status_code == 409 and "your changes were not saved" in reply.text
     group = stored(client)
     assert group is not None and group.name == "theirs"
+
+
+def test_of_saves_at_once_from_forms_opened_on_one_version_one_is_kept(client: TestClient) -> None:
+    csrf = login(client)
+    client.post("/ui/groups/new", data=robot_form(csrf))
+    forms = [edit_form(client, name=f"save {n}") for n in range(6)]  # all opened before any was saved
+    with ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda form: client.post("/ui/groups/ops/1", data=form), forms))
+    codes = [r.status_code for r in replies]
+    assert sorted(codes) == [303] + [409] * 5, codes
+    assert all("your changes were not saved" in r.text for r in replies if r.status_code == 409)
+    group = stored(client)
+    assert group is not None and group.name == f"save {codes.index(303)}"
 
 
 def test_saving_over_someone_elses_new_webhook_is_refused(client: TestClient) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from collections.abc import MutableMapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge import metrics
@@ -68,18 +71,74 @@ class _Environment(SandboxedEnvironment):
         return {**self.globals, **(d or {})}
 
 
+# The CPU time rendering one group override may take: a hundred times what a plain one does, yet short enough
+# that a runaway one (a loop in a loop) does not hold up the deliveries of every other group.
+OVERRIDE_SECONDS = 0.1
+OVERRIDE_CHARS = 1_000_000
+
+
+class _Overrun(SecurityError):
+    """An override ran past OVERRIDE_SECONDS: it would again, so it is not tried again (until it is changed)."""
+
+
+class _Bounded(_Environment):
+    """The environment of groups' overrides, which ops write on the page: a render ends with an error once it runs
+    past its CPU time or its output past OVERRIDE_CHARS (checked at each call, repeated sequence and piece of
+    output), and the default template is used."""
+
+    intercepted_binops = frozenset({"*", "**"})
+    deadline = math.inf  # of this thread's CPU time: another process's load or a paused process does not count
+
+    def check(self) -> None:
+        if time.thread_time() > self.deadline:
+            raise _Overrun(f"took more than {OVERRIDE_SECONDS:g}s of CPU to render")
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        self.check()
+        return super().call(context, obj, *args, **kwargs)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        self.check()
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise SecurityError("an exponent above 64")
+        if operator == "*" and isinstance(left, int) != isinstance(right, int):  # a sequence repeated
+            times, sequence = (left, right) if isinstance(left, int) else (right, left)
+            if isinstance(sequence, str | list | tuple) and len(sequence) * times > OVERRIDE_CHARS:
+                raise SecurityError(f"a repeated sequence of more than {OVERRIDE_CHARS} items")
+        return super().call_binop(context, operator, left, right)
+
+    def render(self, template: Template, context: dict[str, Any]) -> str:
+        self.deadline = time.thread_time() + OVERRIDE_SECONDS
+        try:
+            out, size = [], 0
+            for piece in template.generate(context):
+                size += len(piece)
+                if size > OVERRIDE_CHARS:
+                    raise SecurityError(f"more than {OVERRIDE_CHARS} characters of output")
+                self.check()
+                out.append(piece)
+            return "".join(out)
+        finally:
+            self.deadline = math.inf
+
+
+def _options(directory: Path) -> dict[str, Any]:
+    return {
+        "loader": FileSystemLoader(directory),
+        "autoescape": select_autoescape(["html.j2"], default_for_string=False, default=False),
+        "trim_blocks": True,
+        "lstrip_blocks": True,
+        "undefined": StrictUndefined,
+        "auto_reload": False,  # no stat() per message: a config reload makes a new Renderer, which reads them anew
+    }
+
+
 class Renderer:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._env = _Environment(
-            loader=FileSystemLoader(directory),
-            autoescape=select_autoescape(["html.j2"], default_for_string=False, default=False),
-            trim_blocks=True,
-            lstrip_blocks=True,
-            undefined=StrictUndefined,
-            auto_reload=False,  # no stat() per message: a config reload makes a new Renderer, which reads them anew
-        )
-        self._overrides: dict[str, Template] = {}
+        self._env = _Environment(**_options(directory))
+        self._bounded = _Bounded(**_options(directory))
+        self._overrides: dict[str, Template | _Overrun] = {}
         self._lines: dict[tuple[int, int], tuple[Alarm, Group, str]] = {}  # see _line
 
     def problems(self) -> list[str]:
@@ -102,9 +161,14 @@ class Renderer:
         if override is not None:
             try:
                 if override not in self._overrides:  # compiling is the costly part; overrides rarely change
-                    self._overrides[override] = self._env.from_string(override)
-                return self._overrides[override].render(context).strip(), ""
+                    self._overrides[override] = self._bounded.from_string(override)
+                compiled = self._overrides[override]
+                if isinstance(compiled, _Overrun):
+                    raise compiled
+                return self._bounded.render(compiled, context).strip(), ""
             except Exception as exc:  # a template is ops' code: it may raise anything
+                if isinstance(exc, _Overrun):
+                    self._overrides[override] = exc
                 error = f"template override {name!r} of group {group.id}/{group.level} failed: {exc}"
                 logger.error("%s; using the default", error)
                 metrics.TEMPLATE_ERRORS.inc()

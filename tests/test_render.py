@@ -78,6 +78,27 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
 
 
 @pytest.mark.parametrize(
+    ("source", "why"),
+    [
+        ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "of CPU to render"),
+        ("{% for a in range(100000) %}{{ 'x' * 50 }}{% endfor %}", "characters of output"),
+        ("{{ 'x' * 10 ** 10 }}", "repeated sequence"),
+        ("{{ [alarm] * 10 ** 9 }}", "repeated sequence"),
+        ("{{ 9 ** 99999999 }}", "exponent"),
+    ],
+)
+def test_a_runaway_override_ends_soon_and_the_default_is_used(source: str, why: str) -> None:
+    """Without the bound, each of these would hold the event loop, and so every group's deliveries, for hours or
+    take gigabytes."""
+    renderer = Renderer(TEMPLATES)
+    group = Group(id="chenmin", level="3", templates={"native/title.j2": source})
+    for _ in range(2):  # the second time too (an override that overran its CPU time is not run again)
+        text, error = renderer.render("native/title.j2", SEED, group)
+        assert text == renderer.render("native/title.j2", SEED, Group(id="chenmin", level="3"))[0]
+        assert "native/title.j2" in error and why in error
+
+
+@pytest.mark.parametrize(
     "source",
     [
         "{{ group.targets[0].webhook }}",

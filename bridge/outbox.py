@@ -347,9 +347,8 @@ class Outbox:
         else:
             metrics.DEAD_LETTERS.labels(channel=channel).inc()
             state = State.DEAD
-        return replace(
-            job, state=state, due=due, attempts=attempts, detail=outcome.detail, updated=now, code=outcome.code
-        )
+        # Made anew rather than by dataclasses.replace, which costs three times as much: this runs for every job.
+        return Job(job.id, job.payload, job.created, due, state, attempts, outcome.detail, now, outcome.code)
 
     async def _hand_back(self, jobs: Iterable[Job]) -> None:
         """Leased jobs this process will not deliver after all: due again at once, not when their lease ends."""

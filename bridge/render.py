@@ -13,6 +13,7 @@ from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import SandboxedEnvironment
 
 from bridge import metrics
@@ -26,6 +27,7 @@ LINES_KEPT = 4096  # digest lines kept for the other targets of the same alarm
 # the group's JSON, which holds them too); its other fields, and an alarm's, are plain data.
 _HIDDEN = frozenset({"targets", "encoded", "to_dict"})
 _PLAIN_FIELDS = {kind: frozenset(f.name for f in fields(kind)) - _HIDDEN for kind in (Alarm, Group)}
+_LOOP_FIELDS = frozenset({"index", "index0", "first", "last", "length", "revindex", "revindex0"})
 # Every shipped template a message may need: a directory that lacks one cannot deliver some alarms at all.
 _MESSAGE_PARTS = ("title.j2", "text.j2", "email.html.j2", "dingtalk.md.j2", "wecom.md.j2")
 REQUIRED = (
@@ -59,6 +61,8 @@ class _Environment(SandboxedEnvironment):
         cost more than the rest of a digest line); everything else goes through them."""
         names = _PLAIN_FIELDS.get(type(obj))
         if names is not None and attribute in names:
+            return getattr(obj, attribute)
+        if type(obj) is LoopContext and attribute in _LOOP_FIELDS:  # a digest's numbering, on every line
             return getattr(obj, attribute)
         return super().getattr(obj, attribute)
 

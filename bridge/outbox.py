@@ -25,7 +25,7 @@ from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, Target
 from bridge.render import Renderer, RenderError, budget
 from bridge.schema import ConfigError, Node, parse_group
 from bridge.store import Job, State, Store, StoreError
-from bridge.upstreams import RateLimit, rate_key
+from bridge.upstreams import BLOCKS, RateLimit, rate_key
 
 logger = logging.getLogger(__name__)
 
@@ -263,6 +263,7 @@ class Outbox:
         outcome, count = sent
         if not outcome.ok:
             count = len(work.jobs)
+            self._note_block(work, outcome)
         now = time.time()
         settled = [self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count]]
         # One line per message, not per job: a refused digest would otherwise log its reason once per alarm.
@@ -309,6 +310,15 @@ class Outbox:
             await self._settle(self._hold(work.jobs, key, blocked[0] - time.monotonic(), blocked[1]))
             return False
         return True
+
+    def _note_block(self, work: _Work, outcome: Outcome) -> None:
+        """An upstream that said "too fast" and now blocks the target (see BLOCKS): no slot is free until the block
+        ends, so its messages wait, not retried into the block, and go out as digests when it is over."""
+        key, block = rate_key(work.target), BLOCKS.get(work.target.kind)
+        if outcome.reason is Reason.RATE_LIMITED and key is not None and block is not None:
+            self._blocked[key] = (time.monotonic() + block, self._settings.rate_limits[work.target.kind][0])
+            logger.warning("outbox: %s of group %s/%s is blocked by the upstream for %gs (%s); its messages wait",
+                           label(work.target), work.group.id, work.group.level, block, outcome.detail)  # fmt: skip
 
     async def _acquire(self, key: str, limits: Sequence[RateLimit]) -> tuple[float, RateLimit]:
         """A slot in each window of the target's limits, in turn: 0.0 when every one gave one, else how long until

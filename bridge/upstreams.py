@@ -68,6 +68,10 @@ RATE_LIMITS = {
     "wecom-appchat": (RateLimit(200, 62.0), RateLimit(10_000, 86_402.0)),
 }
 
+# How long an upstream refuses every message once one went over its limit: DingTalk blocks a robot for ten
+# minutes. The gateway keeps within the limits itself, but a robot may be shared with other senders.
+BLOCKS = {"dingtalk-robot": 600.0}
+
 
 def rate_limits(node: Node) -> dict[str, tuple[RateLimit, ...]]:
     """Per target type, ``{limit, window}`` or a list of them (every one applies): the type's defaults replaced."""

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,6 +343,30 @@ def test_every_window_of_a_limit_holds_messages_back(robot: tuple[DingTalkFake, 
     assert codes == [0] * 5
     assert markers(fake) == {0: 1, 1: 1} and len(held) == 3
     assert min(job.due for job in held) > time.time() + 3000  # when the hour's first slot frees, not the 3 s one
+
+
+def test_a_robot_blocked_for_another_senders_messages_is_left_alone_until_the_block_ends(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    other = json.dumps({"msgtype": "text", "text": {"content": "another sender"}}).encode()
+    for _ in range(21):  # another sender shares the robot and goes over its limit: blocked for ten minutes
+        send = urllib.request.Request(
+            f"{url}/robot/send?access_token={TOKEN}", other, {"Content-Type": "application/json"}
+        )
+        urllib.request.urlopen(send, timeout=5).read()
+    assert fake.too_fast == 1
+    with TestClient(create_app(parse(robot_config(f"sqlite:///{tmp_path / 's.db'}", url), "t.yaml"))) as client:
+        first = client.post("/alarm_v2", content=json.dumps(alarm(1))).json()
+        later = [client.post("/alarm_v2", content=json.dumps(alarm(n))).json()["code"] for n in (2, 3)]
+        time.sleep(2.0)  # a backoff of 100-400 ms would have retried alarm 1 five times or more by now
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        assert client.portal is not None
+        held = client.portal.call(store.jobs, State.PENDING, 10)
+    assert first["code"] == 4002 and "errcode 130101" in first["msg"] and later == [0, 0]
+    assert fake.too_fast == 2  # the gateway's one message into the block, then none
+    assert len(held) == 3 and min(job.due for job in held) > time.time() + 500  # due when the block ends
+    assert [job.attempts for job in sorted(held, key=lambda j: j.created)] == [1, 0, 0]
 
 
 def test_a_storm_is_shaped_to_the_robot_limit_and_merged_into_digests(

@@ -222,3 +222,4 @@ class Outcome:
     retryable: bool = False
     reason: Reason = Reason.OK
     detail: str = ""
+    later: tuple[str, ...] = ()  # email: recipients the server refused for now (4xx) while it took the others

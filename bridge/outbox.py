@@ -24,7 +24,7 @@ from bridge.intake import Admitted, Entry, FirstAttempt, Intake
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, Target, label
 from bridge.render import Renderer, RenderError, budget
 from bridge.schema import ConfigError, Node, parse_group
-from bridge.store import Job, State, Store, StoreError
+from bridge.store import Admission, Job, State, Store, StoreError
 from bridge.upstreams import BLOCKS, RateLimit, rate_key
 
 logger = logging.getLogger(__name__)
@@ -266,6 +266,8 @@ class Outbox:
             self._note_block(work, outcome)
         now = time.time()
         settled = [self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count]]
+        if outcome.later:  # before the jobs are recorded as done: a crash in between repeats a mail, loses none
+            await self._mail_again(work.jobs[:count], outcome.later)
         # One line per message, not per job: a refused digest would otherwise log its reason once per alarm.
         if dead := [j for j in settled if j.state is State.DEAD]:
             logger.warning(
@@ -310,6 +312,20 @@ class Outbox:
             await self._settle(self._hold(work.jobs, key, blocked[0] - time.monotonic(), blocked[1]))
             return False
         return True
+
+    async def _mail_again(self, jobs: Sequence[Job], recipients: Sequence[str]) -> None:
+        """New jobs for the recipients that an email server refused for now (a 4xx: greylisting, a full mailbox)
+        while it took the others: the same mails, to those addresses alone, retried as any job is after a backoff,
+        so that the others do not get them twice."""
+        again = []
+        for job in jobs:
+            data = json.loads(job.payload)
+            data["group"]["members"] = []  # every address is in the target's "to"
+            data["group"]["channels"][data["target"]] = {"type": "email", "to": list(recipients)}
+            payload = json.dumps(data, ensure_ascii=False)
+            again.append(Job(id=f"{job.id}+{job.attempts + 1}", payload=payload, created=job.created))
+        # Leased to nobody for a backoff: then due, and the worker sends them.
+        await self._store.admit([Admission(again)], lease=self._settings.backoff)
 
     def _note_block(self, work: _Work, outcome: Outcome) -> None:
         """An upstream that said "too fast" and now blocks the target (see BLOCKS): no slot is free until the block

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from starlette.testclient import TestClient
 from bridge.app import create_app
 from bridge.config import parse
 from bridge.store import State, open_store
+from bridge.web import activity
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.fakes.smtp import Recorder, smtp_server
@@ -193,3 +195,28 @@ def test_a_hanging_upstream_does_not_hold_back_the_others(upstreams: Upstreams) 
         ("wecom-app", "wecom-appchat", "wecom-robot", "email"), 1
     )
     assert received["dingtalk-robot"] == 0
+
+
+def test_a_recipient_refused_for_now_gets_the_mail_later_and_the_others_only_once(upstreams: Upstreams) -> None:
+    upstreams.config["groups"][0]["channels"] = [{"type": "email", "to": ["ops@example.com"]}]
+    upstreams.config["delivery"] |= {"backoff": "200ms", "poll": "50ms"}
+    upstreams.smtp.refuse["wangwei@example.com"] = "450 4.7.1 greylisted, try again later"
+    with TestClient(create_app(parse(upstreams.config, "test.yaml"))) as client:
+        reply = client.post("/alarm_v2", content=json.dumps(signed(seed_alarm()))).json()
+        assert reply == {"code": 0}  # delivered: the server took two of the three recipients
+        upstreams.smtp.refuse.clear()  # the greylisting passes
+        deadline = time.monotonic() + 30
+        while len(upstreams.smtp.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # nothing more arrives
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        assert client.portal is not None
+        jobs = client.portal.call(store.jobs, None, 10)
+    first, again = upstreams.smtp.received
+    assert sorted(first.rcpt_tos) == ["chenmin@example.com", "ops@example.com"]
+    assert again.rcpt_tos == ["wangwei@example.com"]
+    assert again.message()["Subject"] == first.message()["Subject"]
+    bodies = [mail.message().get_body(("plain",)) for mail in (first, again)]
+    assert bodies[0] is not None and bodies[1] is not None and bodies[0].get_content() == bodies[1].get_content()
+    (record,) = activity.records(jobs)  # one alarm, its mail listed twice: to everyone, then to the one refused
+    assert [(d.job.rpartition(":")[2], d.state) for d in record.deliveries] == [("0", State.DONE), ("0+1", State.DONE)]

@@ -111,11 +111,12 @@ class Sender:
             logger.warning("email to group %s/%s failed: %s", group.id, group.level, result.detail)
             return result.outcome(name, Code.EMAIL_SEND)
         detail = f"{len(recipients) - len(result)} of {len(recipients)} recipients accepted"
+        later = tuple(addr for addr, r in result.items() if 400 <= r.code < 500)
         if result:
             refused = "; ".join(f"{addr} refused ({r.code} {r.message})" for addr, r in result.items())
-            detail += f"; {self._scrub(refused)}"
+            detail += f"; {self._scrub(refused)}" + ("; those refused for now are mailed again" if later else "")
             logger.warning("email to group %s/%s: %s", group.id, group.level, detail)
-        return Outcome(target=name, ok=True, detail=detail + skipped)
+        return Outcome(target=name, ok=True, detail=detail + skipped, later=later)
 
     def _compose(self, recipients: Sequence[Address], message: Message) -> MimeMessage:
         """The mail, built with the classic API: the header registry's parsing cost more than sending it."""

@@ -81,6 +81,13 @@ def _label(target: dict[str, object]) -> str:
     return f"{target['type']} {app}" if app else str(target["type"])
 
 
+def _order(job_id: str) -> tuple[int, str]:
+    """A delivery's place in its alarm: by its target's index ("ALARM:2", or "ALARM:2+1" for a mail sent again)."""
+    target = job_id.rpartition(":")[2]
+    index = target.partition("+")[0]
+    return (int(index) if index.isdigit() else 0, target)
+
+
 def records(jobs: Iterable[Job]) -> list[AlarmRecord]:
     """Jobs (one per alarm and target) as alarms, newest first."""
     found: dict[str, AlarmRecord] = {}
@@ -102,7 +109,7 @@ def records(jobs: Iterable[Job]) -> list[AlarmRecord]:
             Delivery(job.id, _label(target), job.state, job.attempts, code, job.detail, job.updated or job.created)
         )
     for record in found.values():
-        record.deliveries.sort(key=lambda d: int(d.job.rpartition(":")[2]) if d.job.rpartition(":")[2].isdigit() else 0)
+        record.deliveries.sort(key=lambda d: _order(d.job))
     return sorted(found.values(), key=lambda r: r.created, reverse=True)
 
 

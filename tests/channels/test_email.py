@@ -253,6 +253,15 @@ async def test_a_partial_refusal_is_delivered_and_names_the_refused() -> None:
     assert "2 of 3 recipients accepted" in outcome.detail
     assert "wangwei@example.com refused (550 5.1.1 no such user)" in outcome.detail
     assert sorted(handler.received[0].rcpt_tos) == ["chenmin@example.com", "ops@example.com"]
+    assert outcome.later == ()  # refused for good: mailing again would not help
+
+
+async def test_recipients_refused_for_now_are_named_to_be_mailed_again() -> None:
+    handler = Recorder(refuse={"wangwei@example.com": "450 4.7.1 greylisted", "ops@example.com": "550 no such user"})
+    with smtp_server(handler) as port:
+        outcome = await sender(port).send(TARGET, GROUP, MESSAGE)
+    assert outcome.ok and outcome.later == ("wangwei@example.com",), outcome
+    assert "1 of 3 recipients accepted" in outcome.detail and "mailed again" in outcome.detail
 
 
 @pytest.mark.parametrize(("reply", "retryable"), [("550 5.1.1 no such user", False), ("450 4.2.1 busy", True)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import ssl
 import time
@@ -22,14 +23,16 @@ from starlette.types import Receive, Scope, Send
 from bridge import metrics, ops, web
 from bridge.channels import Sender, dingtalk, email, wecom
 from bridge.codes import Code
-from bridge.config import Settings
+from bridge.config import Settings, StoreSettings
 from bridge.dispatch import Dispatcher, DryRun
 from bridge.gateway import Gateway
 from bridge.ingest import alertmanager, native
 from bridge.logs import RequestIdMiddleware
 from bridge.model import Channel
 from bridge.outbox import Outbox
-from bridge.store import Store, open_store
+from bridge.store import Store, StoreError, open_store
+
+logger = logging.getLogger(__name__)
 
 
 class AnyMethod:
@@ -65,6 +68,18 @@ async def client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=400)
 
 
+async def _warn_of_risks(store: Store, settings: StoreSettings) -> None:
+    """Log what in the store's setup can lose accepted alarms (a Redis that may evict them, say), at start."""
+    try:
+        async with asyncio.timeout(settings.timeout):
+            risks = await store.risks()
+    except (StoreError, TimeoutError) as exc:
+        logger.warning("store: could not check its setup: %s", exc or "timed out")
+        return
+    for risk in risks:
+        logger.warning("store: %s", risk)
+
+
 def senders(
     settings: Settings, session: aiohttp.ClientSession, connections: email.Connections, store: Store
 ) -> dict[Channel, Sender]:
@@ -97,6 +112,7 @@ def create_app(settings: Settings) -> Starlette:
                 app.state.gateway = Gateway(new, store, outbox)
 
             app.state.gateway = Gateway(settings, store, outbox)
+            checked = asyncio.create_task(_warn_of_risks(store, settings.store))
             app.state.reload = lambda: ops.reload(app.state.gateway.settings, apply)
             metrics.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.set(time.time())
             worker = asyncio.create_task(outbox.run())
@@ -105,6 +121,7 @@ def create_app(settings: Settings) -> Starlette:
             try:
                 yield
             finally:
+                checked.cancel()
                 await outbox.stop()
                 await worker
                 await connections.close()

@@ -103,6 +103,10 @@ class Store(Protocol):
         """Take a slot of a sliding-window rate limit shared by every replica: 0.0 if taken, else seconds to wait."""
         ...
 
+    async def risks(self) -> list[str]:
+        """What in the store's own setup can lose accepted alarms or deliver one twice, for a warning at start."""
+        ...
+
     async def close(self) -> None: ...
 
 

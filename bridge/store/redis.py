@@ -144,6 +144,28 @@ class RedisStore:
     async def ping(self) -> None:
         await self._run(self._redis.ping())
 
+    async def risks(self) -> list[str]:
+        info = await self._run(self._redis.info("all"))
+        found = []
+        limited = int(info.get("maxmemory", 0)) > 0  # no limit (0): it never evicts
+        evicts = str(info.get("maxmemory_policy", "noeviction")) if limited else "noeviction"
+        if evicts.startswith("allkeys"):
+            found.append(
+                f"Redis evicts any key when full (maxmemory-policy {evicts}): the outbox's jobs, and the "
+                "accepted alarms in them, can be lost; set maxmemory-policy noeviction"
+            )
+        elif evicts.startswith("volatile"):
+            found.append(
+                f"Redis evicts keys that expire when full (maxmemory-policy {evicts}): a dedup claim can "
+                "end before its window does, and a repeated alarm be delivered again; set noeviction"
+            )
+        if not int(info.get("aof_enabled", 0)):
+            found.append(
+                "Redis runs without appendonly: if it crashes, the outbox's latest jobs, and the accepted "
+                "alarms in them, are lost; set appendonly yes"
+            )
+        return found
+
     async def get_group(self, id: str, level: str) -> Group | None:
         data = await self._run(self._redis.hget(self._key(GROUPS), self._field(id, level)))
         return None if data is None else load_group(str(data))

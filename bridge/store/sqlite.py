@@ -270,6 +270,9 @@ class SqliteStore:
         conn.execute("INSERT INTO slots (key, at) VALUES (?, ?)", (key, now))
         return 0.0
 
+    async def risks(self) -> list[str]:
+        return []  # every accepted alarm is committed to the file before its reply
+
     async def close(self) -> None:
         self._calls.put(None)
         await asyncio.to_thread(self._thread.join)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -21,17 +20,15 @@ from bridge import metrics
 from bridge.config import DeliverySettings
 from bridge.dispatch import SEND_CODES, Dispatcher
 from bridge.intake import Admitted, Entry, FirstAttempt, Intake
-from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, Target, label
+from bridge.limits import Limits
+from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, label
 from bridge.render import Renderer, RenderError, budget
-from bridge.schema import ConfigError, Node, parse_group
 from bridge.store import Admission, Job, State, Store, StoreError
-from bridge.upstreams import BLOCKS, RateLimit, rate_key
+from bridge.work import Work, mailed_again, read_leased
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# What reading a job's payload raises when it is not what this version writes (ValueError covers bad JSON).
-_UNREADABLE = (ValueError, KeyError, IndexError, TypeError, ConfigError)
 PARALLEL = 16  # leased batches in flight per process
 Lane = tuple[int, int]  # a target of a group object: id(group), index
 
@@ -45,17 +42,6 @@ class Attempt:
     warnings: list[str]
 
 
-@dataclass(frozen=True)
-class _Work:
-    """Jobs for one target, decoded, and when their lease to this process ends (time.monotonic())."""
-
-    group: Group
-    target: Target
-    jobs: list[Job]
-    alarms: list[Alarm]
-    leased_until: float
-
-
 def _merged(results: Iterable[dict[str, Outcome | None]]) -> dict[str, Outcome | None]:
     return {job_id: outcome for result in results for job_id, outcome in result.items()}
 
@@ -67,10 +53,8 @@ class Outbox:
         self._store = store
         self._store_timeout = store_timeout
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
-        self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
-        # Per rate key: no slot is free before this time.monotonic(), in this window of its limits.
-        self._blocked: dict[str, tuple[float, RateLimit]] = {}
-        self._lanes: dict[Lane, list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
+        self._limits = Limits(store, settings.rate_limits)
+        self._lanes: dict[Lane, list[tuple[Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
         self._renderer = renderer
         self._settings = settings
@@ -81,7 +65,7 @@ class Outbox:
     def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
         """A reloaded config: deliveries from now on use the new senders, templates and settings."""
         self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
-        self._blocked.clear()  # new limits may free slots sooner
+        self._limits.reconfigure(settings.rate_limits)
 
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
@@ -95,18 +79,18 @@ class Outbox:
         return await self._intake.admit(alarm, group, claim, ttl, wait)
 
     def _first_attempt(self, entries: list[Entry], leased_until: float) -> FirstAttempt:
-        works: dict[Lane, _Work] = {}
+        works: dict[Lane, Work] = {}
         for entry in entries:
             for i, (job, target) in enumerate(zip(entry.admission.jobs, entry.group.targets, strict=True)):
-                work = works.setdefault((id(entry.group), i), _Work(entry.group, target, [], [], leased_until))
+                work = works.setdefault((id(entry.group), i), Work(entry.group, target, [], [], leased_until))
                 work.jobs.append(job)
                 work.alarms.append(entry.alarm)
         return self._spawn(self._deliver_in_lanes(works))
 
-    async def _deliver_in_lanes(self, works: dict[Lane, _Work]) -> dict[str, Outcome | None]:
+    async def _deliver_in_lanes(self, works: dict[Lane, Work]) -> dict[str, Outcome | None]:
         return _merged(await asyncio.gather(*(self._queue_in_lane(lane, work) for lane, work in works.items())))
 
-    def _queue_in_lane(self, lane: Lane, work: _Work) -> asyncio.Future[dict[str, Outcome | None]]:
+    def _queue_in_lane(self, lane: Lane, work: Work) -> asyncio.Future[dict[str, Outcome | None]]:
         """First attempts go one delivery at a time per target: what arrives meanwhile is merged into the next."""
         future: asyncio.Future[dict[str, Outcome | None]] = asyncio.get_running_loop().create_future()
         if lane in self._lanes:
@@ -117,7 +101,7 @@ class Outbox:
         return future
 
     async def _run_lane(self, lane: Lane) -> None:
-        queued: list[tuple[_Work, asyncio.Future[dict[str, Outcome | None]]]] = []
+        queued: list[tuple[Work, asyncio.Future[dict[str, Outcome | None]]]] = []
         try:
             while queued := self._lanes[lane]:
                 self._lanes[lane] = []
@@ -125,7 +109,7 @@ class Outbox:
                 jobs = [j for work, _ in queued for j in work.jobs]
                 alarms = [a for w, _ in queued for a in w.alarms]
                 until = min(w.leased_until for w, _ in queued)
-                results = await self._deliver(_Work(first.group, first.target, jobs, alarms, until))
+                results = await self._deliver(Work(first.group, first.target, jobs, alarms, until))
                 for _, future in queued:
                     if not future.done():
                         future.set_result(results)
@@ -177,23 +161,7 @@ class Outbox:
 
     async def _process(self, jobs: Sequence[Job], leased_until: float) -> dict[str, Outcome | None]:
         """Deliver jobs, merged per target; an outcome per job id (None where it is still waiting)."""
-        batches: dict[str, list[tuple[Job, dict[str, Any]]]] = {}
-        unreadable: list[tuple[Job, Exception]] = []
-        for job in jobs:
-            try:
-                data = json.loads(job.payload)  # once per job: the key here, the alarm and group in _decode
-                group, target = data["group"], data["target"]
-                key = json.dumps([group["id"], group["level"], group["channels"][target]])
-            except _UNREADABLE as exc:
-                unreadable.append((job, exc))
-                continue
-            batches.setdefault(key, []).append((job, data))
-        works = []
-        for batch in batches.values():
-            try:
-                works.append(self._decode(batch, leased_until))
-            except _UNREADABLE as exc:
-                unreadable += [(job, exc) for job, _ in batch]
+        works, unreadable = read_leased(jobs, leased_until)
         if unreadable:
             await self._bury(unreadable)
         return await self._deliver_all(works)
@@ -212,16 +180,10 @@ class Outbox:
         ]
         await self._record(dead)
 
-    async def _deliver_all(self, works: list[_Work]) -> dict[str, Outcome | None]:
+    async def _deliver_all(self, works: list[Work]) -> dict[str, Outcome | None]:
         return _merged(await asyncio.gather(*(self._deliver(w) for w in works)))
 
-    def _decode(self, batch: list[tuple[Job, dict[str, Any]]], leased_until: float) -> _Work:
-        data = batch[0][1]
-        group = parse_group(Node("outbox", "group", data["group"]), source=f"{data['group']['id']}")
-        alarms = [Alarm(**each["alarm"]) for _, each in batch]
-        return _Work(group, group.targets[data["target"]], [job for job, _ in batch], alarms, leased_until)
-
-    async def _deliver(self, work: _Work) -> dict[str, Outcome | None]:
+    async def _deliver(self, work: Work) -> dict[str, Outcome | None]:
         """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so."""
         results: dict[str, Outcome | None] = {}
         while work.jobs:
@@ -248,7 +210,7 @@ class Outbox:
                 return results | dict.fromkeys((j.id for j in work.jobs), None)
         return results
 
-    async def _deliver_one(self, work: _Work) -> tuple[Outcome, int, list[Job]] | None:
+    async def _deliver_one(self, work: Work) -> tuple[Outcome, int, list[Job]] | None:
         """Send one message for the leading jobs: its outcome, how many jobs it carried, and those jobs as they are
         to be recorded.
 
@@ -263,7 +225,9 @@ class Outbox:
         outcome, count = sent
         if not outcome.ok:
             count = len(work.jobs)
-            self._note_block(work, outcome)
+            if block := self._limits.blocked(work.target, outcome):
+                logger.warning("outbox: %s of group %s/%s is blocked by the upstream for %gs (%s); its messages wait",
+                               label(work.target), work.group.id, work.group.level, block, outcome.detail)  # fmt: skip
         now = time.time()
         settled = [self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count]]
         if outcome.later:  # before the jobs are recorded as done: a crash in between repeats a mail, loses none
@@ -277,7 +241,7 @@ class Outbox:
             )  # fmt: skip
         return outcome, count, settled
 
-    async def _send(self, work: _Work) -> tuple[Outcome, int] | None:
+    async def _send(self, work: Work) -> tuple[Outcome, int] | None:
         """The message for the leading jobs, sent: its outcome and how many jobs it carries; None if a rate limit
         holds back the further parts of a message that had to be split."""
         try:
@@ -290,72 +254,28 @@ class Outbox:
         if parts > 1 and not await self._take_slots(work, parts - 1):  # each part is a message upstream
             return None
         outcome = await self._dispatcher.send(work.target, work.group, message)
-        if count < len(work.jobs) and (key := rate_key(work.target)):  # a full digest: what one message carries
-            self._packing[key] = count
+        if count < len(work.jobs):
+            self._limits.packed(work.target, count)
         return outcome, count
 
-    async def _take_slots(self, work: _Work, count: int) -> bool:
+    async def _take_slots(self, work: Work, count: int) -> bool:
         """Take rate-limit slots for the target; if one is not free, put the jobs back until it is."""
-        key = rate_key(work.target)
-        if key is None:
+        held = await self._limits.take(work.target, count)
+        if held is None:
             return True
-        limits = self._settings.rate_limits[work.target.kind]
-        for _ in range(count):
-            # Slots only free as time passes: until the store's last "wait" is over, asking it again is no use.
-            blocked = self._blocked.get(key)
-            if blocked is None or blocked[0] <= time.monotonic():
-                wait, limit = await self._acquire(key, limits)
-                if wait <= 0:
-                    continue
-                blocked = self._blocked[key] = (time.monotonic() + wait, limit)
-            metrics.RATE_LIMIT_WAITS.labels(channel=work.target.channel).inc()
-            await self._settle(self._hold(work.jobs, key, blocked[0] - time.monotonic(), blocked[1]))
-            return False
-        return True
+        metrics.RATE_LIMIT_WAITS.labels(channel=work.target.channel).inc()
+        await self._settle(self._limits.hold(work.target, work.jobs, *held))
+        return False
 
     async def _mail_again(self, jobs: Sequence[Job], recipients: Sequence[str]) -> None:
         """New jobs for the recipients that an email server refused for now (a 4xx: greylisting, a full mailbox)
         while it took the others: the same mails, to those addresses alone, retried as any job is after a backoff,
         so that the others do not get them twice."""
-        again = []
-        for job in jobs:
-            data = json.loads(job.payload)
-            data["group"]["members"] = []  # every address is in the target's "to"
-            data["group"]["channels"][data["target"]] = {"type": "email", "to": list(recipients)}
-            payload = json.dumps(data, ensure_ascii=False)
-            again.append(Job(id=f"{job.id}+{job.attempts + 1}", payload=payload, created=job.created))
+        again = [mailed_again(job, recipients) for job in jobs]
         # Leased to nobody for a backoff: then due, and the worker sends them.
         await self._store.admit([Admission(again)], lease=self._settings.backoff)
 
-    def _note_block(self, work: _Work, outcome: Outcome) -> None:
-        """An upstream that said "too fast" and now blocks the target (see BLOCKS): no slot is free until the block
-        ends, so its messages wait, not retried into the block, and go out as digests when it is over."""
-        key, block = rate_key(work.target), BLOCKS.get(work.target.kind)
-        if outcome.reason is Reason.RATE_LIMITED and key is not None and block is not None:
-            self._blocked[key] = (time.monotonic() + block, self._settings.rate_limits[work.target.kind][0])
-            logger.warning("outbox: %s of group %s/%s is blocked by the upstream for %gs (%s); its messages wait",
-                           label(work.target), work.group.id, work.group.level, block, outcome.detail)  # fmt: skip
-
-    async def _acquire(self, key: str, limits: Sequence[RateLimit]) -> tuple[float, RateLimit]:
-        """A slot in each window of the target's limits, in turn: 0.0 when every one gave one, else how long until
-        the first that refused has one, and that window (the windows before it keep their slot: they count a
-        message that was not sent, never one too few)."""
-        for i, limit in enumerate(limits):
-            wait = await self._store.acquire(key if i == 0 else f"{key}/{limit.window:g}s", limit.limit, limit.window)
-            if wait > 0:
-                return wait, limit
-        return 0.0, limits[0]
-
-    def _hold(self, jobs: Sequence[Job], key: str, wait: float, limit: RateLimit) -> list[Job]:
-        """Jobs a rate limit holds back, oldest first, each due when a slot for its message may be free: the first
-        message's worth when the next slot is, the next message's worth one slot spacing later, and so on; so a
-        backlog is not all read back at every free slot, only what the next message can carry."""
-        per_message, spacing = self._packing.get(key, len(jobs)), limit.window / limit.limit
-        due = time.time() + wait
-        ordered = sorted(jobs, key=lambda j: j.created)
-        return [replace(j, due=due + (i // per_message) * spacing) for i, j in enumerate(ordered)]
-
-    def _message(self, work: _Work) -> tuple[Message, int]:
+    def _message(self, work: Work) -> tuple[Message, int]:
         channel = work.target.channel
         if len(work.alarms) == 1:
             return self._renderer.message(work.alarms[0], work.group, channel)[0], 1

@@ -1,0 +1,75 @@
+"""The upstreams' rate limits as the outbox applies them: slots shared through the store, the waits they ask
+for, when held jobs come due again, and the blocks an upstream imposes on a sender that went too fast."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from bridge.model import Outcome, Reason, Target
+from bridge.store import Job, Store
+from bridge.upstreams import BLOCKS, RateLimit, rate_key
+
+
+class Limits:
+    def __init__(self, store: Store, rate_limits: Mapping[str, tuple[RateLimit, ...]]) -> None:
+        self._store = store
+        self._limits = rate_limits
+        self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
+        # Per rate key: no slot is free before this time.monotonic(), in this window of its limits.
+        self._blocked: dict[str, tuple[float, RateLimit]] = {}
+
+    def reconfigure(self, rate_limits: Mapping[str, tuple[RateLimit, ...]]) -> None:
+        self._limits = rate_limits
+        self._blocked.clear()  # new limits may free slots sooner
+
+    async def take(self, target: Target, count: int) -> tuple[float, RateLimit] | None:
+        """Take ``count`` slots for the target: None when it has them (or no limit), else how long until one is
+        free, and in which window."""
+        key = rate_key(target)
+        if key is None:
+            return None
+        for _ in range(count):
+            # Slots only free as time passes: until the store's last "wait" is over, asking it again is no use.
+            blocked = self._blocked.get(key)
+            if blocked is None or blocked[0] <= time.monotonic():
+                wait, limit = await self._acquire(key, self._limits[target.kind])
+                if wait <= 0:
+                    continue
+                blocked = self._blocked[key] = (time.monotonic() + wait, limit)
+            return blocked[0] - time.monotonic(), blocked[1]
+        return None
+
+    async def _acquire(self, key: str, limits: Sequence[RateLimit]) -> tuple[float, RateLimit]:
+        """A slot in each window of the target's limits, in turn: 0.0 when every one gave one, else how long until
+        the first that refused has one, and that window (the windows before it keep their slot: they count a
+        message that was not sent, never one too few)."""
+        for i, limit in enumerate(limits):
+            wait = await self._store.acquire(key if i == 0 else f"{key}/{limit.window:g}s", limit.limit, limit.window)
+            if wait > 0:
+                return wait, limit
+        return 0.0, limits[0]
+
+    def hold(self, target: Target, jobs: Sequence[Job], wait: float, limit: RateLimit) -> list[Job]:
+        """Jobs a rate limit holds back, oldest first, each due when a slot for its message may be free: the first
+        message's worth when the next slot is, the next message's worth one slot spacing later, and so on; so a
+        backlog is not all read back at every free slot, only what the next message can carry."""
+        per_message = self._packing.get(rate_key(target) or "", len(jobs))
+        due, spacing = time.time() + wait, limit.window / limit.limit
+        ordered = sorted(jobs, key=lambda j: j.created)
+        return [replace(j, due=due + (i // per_message) * spacing) for i, j in enumerate(ordered)]
+
+    def packed(self, target: Target, count: int) -> None:
+        """A digest for the target was full at ``count`` jobs: what one message carries, for ``hold``."""
+        if key := rate_key(target):
+            self._packing[key] = count
+
+    def blocked(self, target: Target, outcome: Outcome) -> float | None:
+        """If the upstream said "too fast" and now blocks the target (see BLOCKS), for how long: no slot is free
+        until then, so its messages wait instead of being retried into the block."""
+        key, block = rate_key(target), BLOCKS.get(target.kind)
+        if outcome.reason is not Reason.RATE_LIMITED or key is None or block is None:
+            return None
+        self._blocked[key] = (time.monotonic() + block, self._limits[target.kind][0])
+        return block

@@ -1,0 +1,64 @@
+"""What the outbox delivers: one target's jobs with their alarms and group, read back from the jobs' payloads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.model import Alarm, Group, Target
+from bridge.schema import ConfigError, Node, parse_group
+from bridge.store import Job
+
+# What reading a job's payload raises when it is not what this version writes (ValueError covers bad JSON).
+_UNREADABLE = (ValueError, KeyError, IndexError, TypeError, ConfigError)
+
+
+@dataclass(frozen=True)
+class Work:
+    """Jobs for one target, decoded, and when their lease to this process ends (time.monotonic())."""
+
+    group: Group
+    target: Target
+    jobs: list[Job]
+    alarms: list[Alarm]
+    leased_until: float
+
+
+def read_leased(jobs: Sequence[Job], leased_until: float) -> tuple[list[Work], list[tuple[Job, Exception]]]:
+    """Leased jobs as work, one per target, and the jobs whose payload cannot be read, each with why."""
+    batches: dict[str, list[tuple[Job, dict[str, Any]]]] = {}
+    unreadable: list[tuple[Job, Exception]] = []
+    for job in jobs:
+        try:
+            data = json.loads(job.payload)  # once per job: the key here, the alarm and group in _decode
+            group, target = data["group"], data["target"]
+            key = json.dumps([group["id"], group["level"], group["channels"][target]])
+        except _UNREADABLE as exc:
+            unreadable.append((job, exc))
+            continue
+        batches.setdefault(key, []).append((job, data))
+    works = []
+    for batch in batches.values():
+        try:
+            works.append(_decode(batch, leased_until))
+        except _UNREADABLE as exc:
+            unreadable += [(job, exc) for job, _ in batch]
+    return works, unreadable
+
+
+def _decode(batch: list[tuple[Job, dict[str, Any]]], leased_until: float) -> Work:
+    data = batch[0][1]
+    group = parse_group(Node("outbox", "group", data["group"]), source=f"{data['group']['id']}")
+    alarms = [Alarm(**each["alarm"]) for _, each in batch]
+    return Work(group, group.targets[data["target"]], [job for job, _ in batch], alarms, leased_until)
+
+
+def mailed_again(job: Job, recipients: Sequence[str]) -> Job:
+    """A new job for an email job's mail, to these addresses alone (its group's members left out)."""
+    data = json.loads(job.payload)
+    data["group"]["members"] = []  # every address is in the target's "to"
+    data["group"]["channels"][data["target"]] = {"type": "email", "to": list(recipients)}
+    payload = json.dumps(data, ensure_ascii=False)
+    return Job(id=f"{job.id}+{job.attempts + 1}", payload=payload, created=job.created)

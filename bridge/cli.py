@@ -250,7 +250,6 @@ async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
 
 
 async def _deliveries(settings: config.Settings, failed: bool, limit: int, words: list[str]) -> int:
-    from bridge.model import TARGET_TYPES
     from bridge.store import State, open_store
     from bridge.web import activity
 
@@ -267,9 +266,8 @@ async def _deliveries(settings: config.Settings, failed: bool, limit: int, words
             print(f"{job.id}: back in the outbox; a running gateway delivers it")
             return 0
         for job in await store.jobs(State.DEAD if failed else None, limit):
-            data = json.loads(job.payload)
-            target = data["group"]["channels"][data["target"]]
-            where = f"{data['group']['id']}/{data['group']['level']} {TARGET_TYPES[target['type']].kind}"
+            read = activity.read(job)
+            where = f"{read.group[0]}/{read.group[1]} {read.target}"
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created))
             print(f"{job.id}  {job.state:<7} {created}  attempts={job.attempts}  {where}  {job.detail}")
         return 0

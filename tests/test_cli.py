@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from bridge import cli
+from bridge.store import Admission, Job, State
+from bridge.store.sqlite import SqliteStore
 from tests.helpers import TEMPLATES, config_data, seed_alarm, write_config
 
 
@@ -61,3 +64,21 @@ def test_deliveries_says_when_the_store_is_unavailable(tmp_path: Path, capsys: p
     assert cli.main(["deliveries", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("alarm-bridge: the store is unavailable: ") and "Traceback" not in err
+
+
+def test_deliveries_lists_a_job_that_cannot_be_read(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def damage() -> None:
+        store = SqliteStore(str(tmp_path / "s.db"), history=100)
+        try:
+            damaged = Job(id="damaged:5", payload="{", created=1.0, state=State.DEAD, detail="cannot be read")
+            await store.admit([Admission([damaged])], lease=0.0)
+            await store.settle([damaged])
+        finally:
+            await store.close()
+
+    asyncio.run(damage())
+    assert cli.main(["deliveries", "--config", str(config), "--failed"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("damaged:5  dead ") and "?/? unreadable  cannot be read" in out

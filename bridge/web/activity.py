@@ -76,9 +76,30 @@ def code_of(job: Job) -> int | None:
     return None if job.attempts == 0 else job.code
 
 
-def _label(target: dict[str, object]) -> str:
-    app = target.get("app")
-    return f"{target['type']} {app}" if app else str(target["type"])
+@dataclass(frozen=True)
+class Read:
+    """What a job's payload says of its alarm, as far as it can be read (a damaged one is listed all the same)."""
+
+    group: tuple[str, str]
+    group_name: str
+    fields: dict[str, str]  # the alarm's native fields
+    target: str  # the target's type and app, never its webhook
+    identity: str = ""  # a test alarm's
+
+
+def read(job: Job) -> Read:
+    try:
+        data = json.loads(job.payload)
+        group, alarm = data["group"], data["alarm"]
+        target = group["channels"][data["target"]]
+        app = target.get("app")
+        kind = f"{target['type']} {app}" if app else str(target["type"])
+        names = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
+        fields = {k: str(alarm[k]) for k in names if isinstance(alarm.get(k), str) and alarm[k]}
+        key = (str(group["id"]), str(group["level"]))
+        return Read(key, str(group.get("name", "")), fields, kind, str(alarm.get("identity") or ""))
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):  # its delivery says why: dead
+        return Read(("?", "?"), "", {}, "unreadable")
 
 
 def _order(job_id: str) -> tuple[int, str]:
@@ -92,21 +113,17 @@ def records(jobs: Iterable[Job]) -> list[AlarmRecord]:
     """Jobs (one per alarm and target) as alarms, newest first."""
     found: dict[str, AlarmRecord] = {}
     for job in jobs:
-        data = json.loads(job.payload)
-        group, alarm = data["group"], data["alarm"]
-        target = group["channels"][data["target"]]
+        read_back = read(job)
         alarm_id = job.id.rpartition(":")[0] or job.id
         record = found.get(alarm_id)
         if record is None:
-            names = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
-            values = {k: str(alarm[k]) for k in names if isinstance(alarm.get(k), str) and alarm[k]}
             record = found[alarm_id] = AlarmRecord(
-                alarm_id, job.created, (group["id"], group["level"]), group.get("name", ""), values
+                alarm_id, job.created, read_back.group, read_back.group_name, read_back.fields
             )
         record.created = min(record.created, job.created)
         code = code_of(job)
         record.deliveries.append(
-            Delivery(job.id, _label(target), job.state, job.attempts, code, job.detail, job.updated or job.created)
+            Delivery(job.id, read_back.target, job.state, job.attempts, code, job.detail, job.updated or job.created)
         )
     for record in found.values():
         record.deliveries.sort(key=lambda d: _order(d.job))
@@ -184,7 +201,7 @@ async def send_test(gateway: Gateway, alarm: Alarm) -> tuple[Result, list[Delive
     """The test alarm through the real delivery path, and each target's delivery as far as it got."""
     result = await gateway.accept(alarm)
     jobs = await gateway.store.jobs(None, 200)
-    jobs = [j for j in jobs if json.loads(j.payload)["alarm"].get("identity") == alarm.identity]
+    jobs = [j for j in jobs if read(j).identity == alarm.identity]
     found = records(jobs)
     return result, found[0].deliveries if found else []
 

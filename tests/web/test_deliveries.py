@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from starlette.testclient import TestClient
 
+from bridge.store import Admission, Job, State
 from tests.channels._shared import assert_no_secret
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
@@ -98,6 +99,21 @@ def test_a_dead_delivery_is_shown_and_retried(world: World) -> None:
     assert world.client.post(action[1], data={"csrf": world.csrf}).status_code == 409  # no longer dead
     audit = world.client.get("/api/v1/audit", headers=AUTH).json()["entries"]
     assert audit[0]["action"] == "delivery.retry" and audit[0]["who"] == "alice"
+
+
+def test_a_job_that_cannot_be_read_is_listed_and_breaks_no_page(world: World) -> None:
+    create(world)
+    damaged = Job(id="damaged:5", payload='{"target": 5, "group": {"channels": []}}', created=time.time(),
+                  state=State.DEAD, attempts=1, detail="cannot be read: IndexError(...)")  # fmt: skip
+    store = world.client.app.state.gateway.store  # type: ignore[attr-defined]
+    assert world.client.portal is not None
+    world.client.portal.call(store.admit, [Admission([damaged])], 0.0)
+    world.client.portal.call(store.settle, [damaged])
+    assert len(send_test(world)["deliveries"]) == 2  # a test alarm still finds its own deliveries among the jobs
+    (listed,) = [a for a in world.client.get("/api/v1/alarms", headers=AUTH).json()["alarms"] if a["id"] == "damaged"]
+    assert listed["deliveries"][0]["target"] == "unreadable" and "cannot be read" in listed["deliveries"][0]["detail"]
+    for page in ("/ui/alarms", "/ui/alarms?state=dead", "/ui/groups/data/2", "/ui/groups"):
+        assert world.client.get(page).status_code == 200, page
 
 
 def test_recent_alarms_filter_by_group_code_state_and_time(world: World) -> None:

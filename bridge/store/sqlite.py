@@ -39,8 +39,9 @@ CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 # A job is a row of deliveries, rewritten by every settle, and its payload, written once: the rows a settle
 # rewrites stay small, so a commit writes few pages.
 _STATE = "id, state, due, created, attempts, detail, updated, code"
-_COLUMNS = "d.id, state, due, created, attempts, detail, updated, code, payload"
-_JOINED = "deliveries d JOIN payloads USING (id)"
+# A job whose payload is missing (a damaged file) reads as an empty one: the outbox dead-letters it, saying why.
+_COLUMNS = "d.id, state, due, created, attempts, detail, updated, code, coalesce(payload, '')"
+_JOINED = "deliveries d LEFT JOIN payloads USING (id)"
 # Older files, each moved to this layout when opened: the outbox table held a job in one row; before it, the
 # jobs table held a job as one JSON document.
 _MIGRATE = {

@@ -103,3 +103,17 @@ async def test_the_trim_of_done_jobs_forgets_their_payloads_too(tmp_path: Path) 
         payloads = [row[0] for row in conn.execute("SELECT payload FROM payloads ORDER BY id")]
         deliveries = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
     assert len(payloads) == deliveries < 20 and payloads[-1] == '{"target": 0, "n": 19}'
+
+
+async def test_a_job_whose_payload_is_missing_is_leased_with_an_empty_one(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path), history=100)
+    try:
+        await store.admit([Admission([Job("a:0", '{"target": 0}', created=1.0), Job("b:0", "{}", created=2.0)])], 0)
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM payloads WHERE id = 'a:0'")  # damaged by hand, say
+        leased = await store.lease(10, lease=60)  # the outbox dead-letters the unreadable one
+        assert sorted((j.id, j.payload) for j in leased) == [("a:0", ""), ("b:0", "{}")]
+        assert [j.id for j in await store.jobs(None, 10)] == ["b:0", "a:0"]
+    finally:
+        await store.close()

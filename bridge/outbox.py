@@ -142,6 +142,9 @@ class Outbox:
                 metrics.STORE_ERRORS.inc()
                 logger.warning("outbox: cannot lease jobs: %s", exc)
                 jobs = []
+            except Exception:  # a damaged record, or a bug: the worker goes on, or no retry would ever be sent
+                logger.exception("outbox: leasing jobs failed")
+                jobs = []
             if jobs:
                 self._spawn(self._process(jobs, started + lease))
                 continue

@@ -156,6 +156,27 @@ def test_a_job_that_cannot_be_read_is_dead_and_holds_back_none_leased_with_it(
     assert dead.id == "damaged:5" and "cannot be read: IndexError" in dead.detail
 
 
+def test_the_worker_goes_on_after_a_lease_that_failed_unexpectedly(
+    robot: tuple[DingTalkFake, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, url = robot
+    fake.fail_next(1, 500)  # the first attempt fails: the alarm is left to the worker's retry
+    with TestClient(create_app(parse(robot_config(f"sqlite:///{tmp_path / 's.db'}", url), "t.yaml"))) as client:
+        store = client.app.state.gateway.store  # type: ignore[attr-defined]
+        lease, calls = store.lease, []
+
+        async def damaged_once(limit: int, lease_for: float) -> list[Job]:
+            calls.append(limit)
+            if len(calls) == 1:
+                raise ValueError("a record that cannot be read")
+            return list(await lease(limit, lease_for))
+
+        monkeypatch.setattr(store, "lease", lambda limit, lease: damaged_once(limit, lease))
+        assert client.post("/alarm_v2", content=json.dumps(alarm(1))).json()["code"] == 4002
+        wait_until(lambda: markers(fake) == {1: 1}, timeout=10)
+    assert len(calls) > 1
+
+
 def test_a_delivery_recorded_while_shutting_down_stays_recorded(
     robot: tuple[DingTalkFake, str], tmp_path: Path
 ) -> None:

@@ -92,8 +92,8 @@ class Member:
 class DingTalkRobot:
     kind: ClassVar[str] = "dingtalk-robot"
     channel: ClassVar[Channel] = Channel.DINGTALK
-    webhook: str
-    secret: str = ""
+    webhook: str = field(repr=False)  # holds the robot's token: never in a repr, so never in a template or a log
+    secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class WeComAppChat:
 class WeComRobot:
     kind: ClassVar[str] = "wecom-robot"
     channel: ClassVar[Channel] = Channel.WECOM
-    webhook: str
+    webhook: str = field(repr=False)
 
 
 @dataclass(frozen=True)

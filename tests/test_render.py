@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import Alarm, Channel, DingTalkRobot, Format, Group
+from bridge.model import Alarm, Channel, DingTalkRobot, Format, Group, WeComRobot
 from bridge.render import Renderer, split
 from tests.helpers import TEMPLATES
 
@@ -114,6 +114,16 @@ def test_an_override_cannot_read_the_groups_webhooks_or_secrets(source: str) -> 
     text, error = Renderer(TEMPLATES).render("native/title.j2", SEED, group)
     assert "tok3n" not in text + error and "s3cret" not in text + error
     assert "native/title.j2" in error  # the override failed, and the default was used
+
+
+@pytest.mark.parametrize("source", ["{{ group }}", "{{ group|pprint }}", "{{ group|string }}"])
+def test_a_group_printed_whole_shows_no_webhook_or_secret(source: str) -> None:
+    robot = DingTalkRobot(webhook="https://oapi.dingtalk.com/robot/send?access_token=tok3n", secret="SECs3cret")
+    wecom = WeComRobot(webhook="https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k3y")
+    group = Group(id="chenmin", level="3", targets=(robot, wecom), templates={"native/title.j2": source})
+    text, error = Renderer(TEMPLATES).render("native/title.j2", SEED, group)
+    assert "DingTalkRobot" in text + error and "tok3n" not in text + error and "s3cret" not in text + error
+    assert "k3y" not in text + error
 
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -34,7 +34,8 @@ def read_leased(jobs: Sequence[Job], leased_until: float) -> tuple[list[Work], l
         try:
             data = json.loads(job.payload)  # once per job: the key here, the alarm and group in _decode
             group, target = data["group"], data["target"]
-            key = json.dumps([group["id"], group["level"], group["channels"][target]])
+            # The members too: a mail made again for some recipients has none, and must not merge with the others.
+            key = json.dumps([group["id"], group["level"], group["channels"][target], group.get("members")])
         except _UNREADABLE as exc:
             unreadable.append((job, exc))
             continue

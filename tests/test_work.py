@@ -40,3 +40,14 @@ def test_a_mail_made_again_goes_to_the_given_addresses_alone() -> None:
     assert work.target == Email(to=("chenmin@example.com",)) and work.group.members == ()
     assert work.alarms == [alarm(1)] and again.created == email_job.created
     assert again.id == f"{email_job.id}+1" and json.loads(again.payload)["target"] == 1
+
+
+def test_a_mail_made_again_is_never_merged_with_the_groups_other_mails() -> None:
+    group = Group(id="chenmin", level="3", members=GROUP.members, targets=(Email(to=("oncall@example.com",)),))
+    ordinary = jobs_for(alarm(2), group)[0]
+    again = mailed_again(jobs_for(alarm(1), group)[0], ["oncall@example.com"])  # the same target, members left out
+    works, _ = read_leased([again, ordinary], leased_until=5.0)
+    assert [(len(w.group.members), [a.exception_spec for a in w.alarms]) for w in works] == [
+        (0, ["alarm 1"]),
+        (1, ["alarm 2"]),
+    ]

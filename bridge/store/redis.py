@@ -27,14 +27,18 @@ DONE = "done"  # sorted set: done job id -> creation time, trimmed to the histor
 DEAD = "dead"  # sorted set: dead job id -> creation time
 SLOTS = "slots:"  # sorted sets: rate-limit key -> send times
 
-# KEYS: due, jobs. ARGV: now, limit, lease end. Moves due jobs' due time to the lease end and returns them.
+# KEYS: due, jobs. ARGV: now, limit, lease end. Moves due jobs' due time to the lease end and returns them: each
+# id, then its record.
 _LEASE = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, id in ipairs(ids) do
   redis.call('ZADD', KEYS[1], ARGV[3], id)
   local data = redis.call('HGET', KEYS[2], id)
-  if data then out[#out + 1] = data end
+  if data then
+    out[#out + 1] = id
+    out[#out + 1] = data
+  end
 end
 return out
 """
@@ -85,7 +89,11 @@ for i, j in ipairs(cjson.decode(ARGV[1])) do
   local old = redis.call('HGET', KEYS[1], id)
   if old then
     local at = string.find(old, '\\n', 1, true)
-    local payload = at and string.sub(old, at + 1) or cjson.decode(old).payload
+    local payload = at and string.sub(old, at + 1)
+    if not payload then  -- a record of the first layout; one that cannot be read keeps no payload
+      local ok, doc = pcall(cjson.decode, old)
+      payload = ok and type(doc) == 'table' and type(doc.payload) == 'string' and doc.payload or ''
+    end
     redis.call('HSET', KEYS[1], id, ARGV[i + 1] .. '\\n' .. payload)
     redis.call('ZADD', KEYS[2], created, id)
     if state == 'pending' then
@@ -228,7 +236,8 @@ class RedisStore:
         now = time.time()
         keys = [self._key(DUE), self._key(JOBS)]
         found: Any = await self._run(self._lease_script(keys=keys, args=[now, limit, now + lease]))
-        return [replace(_load(str(data)), due=now + lease) for data in found]
+        pairs = zip(found[::2], found[1::2], strict=True)
+        return [replace(_load(str(id), str(data)), due=now + lease) for id, data in pairs]
 
     async def settle(self, jobs: Sequence[Job]) -> None:
         if not jobs:
@@ -247,7 +256,7 @@ class RedisStore:
         if data is None:
             return None
         due = await self._run(self._redis.zscore(self._key(DUE), id))
-        job = _load(str(data))
+        job = _load(id, str(data))
         return job if due is None else replace(job, due=float(due))
 
     async def jobs(self, state: State | None, limit: int) -> list[Job]:
@@ -259,7 +268,8 @@ class RedisStore:
         ids = [str(i) for i in found_ids]
         if not ids:
             return []
-        found = [_load(str(d)) for d in await self._run(self._redis.hmget(self._key(JOBS), ids)) if d]
+        records = await self._run(self._redis.hmget(self._key(JOBS), ids))
+        found = [_load(id, str(d)) for id, d in zip(ids, records, strict=True) if d]
         return sorted(found, key=lambda j: j.created, reverse=True)[:limit]
 
     async def depth(self) -> int:
@@ -286,10 +296,15 @@ def _fields(job: Job, due: float) -> str:
     return f'[{id}, "{job.state.value}", {times}, {job.attempts}, {detail}, {job.updated!r}, {job.code}]'
 
 
-def _load(record: str) -> Job:
+def _load(id: str, record: str) -> Job:
+    """A job from its record. One that cannot be read (damaged) is a job with no payload, which the outbox
+    dead-letters, saying why, and the listings show as unreadable."""
     line, _, payload = record.partition("\n")
-    fields = json.loads(line)
-    if isinstance(fields, dict):  # a record of the first layout: one object, the payload one of its fields
-        return Job(**{**fields, "state": State(fields["state"])})
-    id, state, due, created, attempts, detail, updated, code = fields
-    return Job(id, payload, created, due, State(state), attempts, detail, updated, code)
+    try:
+        fields = json.loads(line)
+        if isinstance(fields, dict):  # a record of the first layout: one object, the payload one of its fields
+            return Job(**{**fields, "state": State(fields["state"])})
+        _, state, due, created, attempts, detail, updated, code = fields
+        return Job(id, payload, created, due, State(state), attempts, detail, updated, code)
+    except (ValueError, TypeError, KeyError):
+        return Job(id, "", 0.0)

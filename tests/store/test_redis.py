@@ -17,7 +17,7 @@ import redis
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.store import State
+from bridge.store import Admission, Job, State
 from bridge.store.redis import CREATED, DUE, JOBS, RedisStore
 from tests.helpers import REDIS_URL, free_port, make_settings, require_binary, wait_for_port
 from tests.store.test_contract import redis_prefix
@@ -102,3 +102,28 @@ def test_the_gateway_warns_at_start_of_a_redis_that_can_lose_jobs(
         while "without appendonly" not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.05)
     assert "store: Redis runs without appendonly" in caplog.text
+
+
+async def test_a_damaged_record_is_leased_without_its_payload_and_holds_back_no_other() -> None:
+    prefix = redis_prefix()
+    store = RedisStore(REDIS_URL, prefix, timeout=2.0, history=100)
+    try:
+        jobs = [Job(f"a{n}:0", f'{{"target": 0, "n": {n}}}', created=float(n + 1)) for n in range(3)]
+        await store.admit([Admission(jobs)], lease=0)
+        redis.Redis.from_url(REDIS_URL).hset(prefix + JOBS, "a1:0", "garbage{")
+        leased = sorted(await store.lease(10, lease=60), key=lambda j: j.id)
+        assert [(j.id, j.payload) for j in leased] == [(j.id, j.payload if j.id != "a1:0" else "") for j in jobs]
+        assert [j.id for j in await store.jobs(None, 10)] == ["a2:0", "a0:0", "a1:0"]  # listed, as unreadable
+        dead = replace(leased[1], state=State.DEAD, attempts=1, detail="cannot be read", updated=time.time())
+        await store.settle([dead])  # the outbox dead-letters it, saying why
+        settled = await store.job("a1:0")
+        assert settled is not None and (settled.state, settled.detail, settled.payload) == (
+            State.DEAD,
+            "cannot be read",
+            "",
+        )
+    finally:
+        await store.close()
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)

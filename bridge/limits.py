@@ -17,12 +17,14 @@ class Limits:
         self._store = store
         self._limits = rate_limits
         self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
-        # Per rate key: no slot is free before this time.monotonic(), in this window of its limits.
-        self._blocked: dict[str, tuple[float, RateLimit]] = {}
+        # Per rate key: no slot is free before this time.monotonic(), in this window of its limits; the waits our
+        # own limits ask for, and the blocks the upstreams impose (which no change of our limits lifts).
+        self._waits: dict[str, tuple[float, RateLimit]] = {}
+        self._blocks: dict[str, tuple[float, RateLimit]] = {}
 
     def reconfigure(self, rate_limits: Mapping[str, tuple[RateLimit, ...]]) -> None:
         self._limits = rate_limits
-        self._blocked.clear()  # new limits may free slots sooner
+        self._waits.clear()  # new limits may free slots sooner
 
     async def take(self, target: Target, count: int) -> tuple[float, RateLimit] | None:
         """Take ``count`` slots for the target: None when it has them (or no limit), else how long until one is
@@ -32,12 +34,14 @@ class Limits:
             return None
         for _ in range(count):
             # Slots only free as time passes: until the store's last "wait" is over, asking it again is no use.
-            blocked = self._blocked.get(key)
+            blocked = self._blocks.get(key)
+            if blocked is None or blocked[0] <= time.monotonic():
+                blocked = self._waits.get(key)
             if blocked is None or blocked[0] <= time.monotonic():
                 wait, limit = await self._acquire(key, self._limits[target.kind])
                 if wait <= 0:
                     continue
-                blocked = self._blocked[key] = (time.monotonic() + wait, limit)
+                blocked = self._waits[key] = (time.monotonic() + wait, limit)
             return blocked[0] - time.monotonic(), blocked[1]
         return None
 
@@ -71,5 +75,5 @@ class Limits:
         key, block = rate_key(target), BLOCKS.get(target.kind)
         if outcome.reason is not Reason.RATE_LIMITED or key is None or block is None:
             return None
-        self._blocked[key] = (time.monotonic() + block, self._limits[target.kind][0])
+        self._blocks[key] = (time.monotonic() + block, self._limits[target.kind][0])
         return block

@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import time
-from collections.abc import MutableMapping, Sequence
-from dataclasses import fields
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, select_autoescape
+from jinja2 import Template, TemplateNotFound
 from jinja2.exceptions import SecurityError
-from jinja2.runtime import LoopContext
-from jinja2.sandbox import SandboxedEnvironment
 
 from bridge import metrics
 from bridge.model import Alarm, Channel, Format, Group, Mention, Message, Target
+from bridge.sandbox import Bounded, Environment, Overrun
 
 logger = logging.getLogger(__name__)
 
 TRUNCATED = "\n…(truncated)"
 LINES_KEPT = 4096  # digest lines kept for the other targets of the same alarm
-# A group's channels hold webhook tokens and signing secrets, which are write-only: no template reads them (nor
-# the group's JSON, which holds them too); its other fields, and an alarm's, are plain data.
-_HIDDEN = frozenset({"targets", "encoded", "to_dict"})
-_PLAIN_FIELDS = {kind: frozenset(f.name for f in fields(kind)) - _HIDDEN for kind in (Alarm, Group)}
-_LOOP_FIELDS = frozenset({"index", "index0", "first", "last", "length", "revindex", "revindex0"})
 # Every shipped template a message may need: a directory that lacks one cannot deliver some alarms at all.
 _MESSAGE_PARTS = ("title.j2", "text.j2", "email.html.j2", "dingtalk.md.j2", "wecom.md.j2")
 REQUIRED = (
@@ -55,94 +45,13 @@ class RenderError(Exception):
     """A shipped template failed: no message can be made from it until it is fixed."""
 
 
-class _Environment(SandboxedEnvironment):
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        """An alarm's or a group's own fields are plain data, read without the sandbox's generic checks (which
-        cost more than the rest of a digest line); everything else goes through them."""
-        names = _PLAIN_FIELDS.get(type(obj))
-        if names is not None and attribute in names:
-            return getattr(obj, attribute)
-        if type(obj) is LoopContext and attribute in _LOOP_FIELDS:  # a digest's numbering, on every line
-            return getattr(obj, attribute)
-        return super().getattr(obj, attribute)
-
-    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
-        return not (isinstance(obj, Group) and attr in _HIDDEN) and super().is_safe_attribute(obj, attr, value)
-
-    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
-        """A plain dict, not Jinja's ChainMap: every render copies a template's globals, and a ChainMap copies slowly
-        (the environment's globals are never changed once templates are loaded)."""
-        return {**self.globals, **(d or {})}
-
-
-# The CPU time rendering one group override may take: a hundred times what a plain one does, yet short enough
-# that a runaway one (a loop in a loop) does not hold up the deliveries of every other group.
-OVERRIDE_SECONDS = 0.1
-OVERRIDE_CHARS = 1_000_000
-
-
-class _Overrun(SecurityError):
-    """An override ran past OVERRIDE_SECONDS: it would again, so it is not tried again (until it is changed)."""
-
-
-class _Bounded(_Environment):
-    """The environment of groups' overrides, which ops write on the page: a render ends with an error once it runs
-    past its CPU time or its output past OVERRIDE_CHARS (checked at each call, repeated sequence and piece of
-    output), and the default template is used."""
-
-    intercepted_binops = frozenset({"*", "**"})
-    deadline = math.inf  # of this thread's CPU time: another process's load or a paused process does not count
-
-    def check(self) -> None:
-        if time.thread_time() > self.deadline:
-            raise _Overrun(f"took more than {OVERRIDE_SECONDS:g}s of CPU to render")
-
-    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        self.check()
-        return super().call(context, obj, *args, **kwargs)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        self.check()
-        if operator == "**" and isinstance(right, int) and abs(right) > 64:
-            raise SecurityError("an exponent above 64")
-        if operator == "*" and isinstance(left, int) != isinstance(right, int):  # a sequence repeated
-            times, sequence = (left, right) if isinstance(left, int) else (right, left)
-            if isinstance(sequence, str | list | tuple) and len(sequence) * times > OVERRIDE_CHARS:
-                raise SecurityError(f"a repeated sequence of more than {OVERRIDE_CHARS} items")
-        return super().call_binop(context, operator, left, right)
-
-    def render(self, template: Template, context: dict[str, Any]) -> str:
-        self.deadline = time.thread_time() + OVERRIDE_SECONDS
-        try:
-            out, size = [], 0
-            for piece in template.generate(context):
-                size += len(piece)
-                if size > OVERRIDE_CHARS:
-                    raise SecurityError(f"more than {OVERRIDE_CHARS} characters of output")
-                self.check()
-                out.append(piece)
-            return "".join(out)
-        finally:
-            self.deadline = math.inf
-
-
-def _options(directory: Path) -> dict[str, Any]:
-    return {
-        "loader": FileSystemLoader(directory),
-        "autoescape": select_autoescape(["html.j2"], default_for_string=False, default=False),
-        "trim_blocks": True,
-        "lstrip_blocks": True,
-        "undefined": StrictUndefined,
-        "auto_reload": False,  # no stat() per message: a config reload makes a new Renderer, which reads them anew
-    }
-
-
 class Renderer:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self._env = _Environment(**_options(directory))
-        self._bounded = _Bounded(**_options(directory))
-        self._overrides: dict[str, Template | _Overrun] = {}
+        self._env = Environment(directory)
+        self._bounded = Bounded(directory)
+        # Compiled overrides; a failure to compile, or an overrun, as its message: not tried again until changed.
+        self._overrides: dict[str, Template | str] = {}
         self._lines: dict[tuple[int, int], tuple[Alarm, Group, str]] = {}  # see _line
 
     def problems(self) -> list[str]:
@@ -164,15 +73,10 @@ class Renderer:
         error = ""
         if override is not None:
             try:
-                if override not in self._overrides:  # compiling is the costly part; overrides rarely change
-                    self._overrides[override] = self._bounded.from_string(override)
-                compiled = self._overrides[override]
-                if isinstance(compiled, _Overrun):
-                    raise compiled
-                return self._bounded.render(compiled, context).strip(), ""
+                return self._bounded.bound(lambda: self._bounded.render(self._override(override), context)).strip(), ""
             except Exception as exc:  # a template is ops' code: it may raise anything
-                if isinstance(exc, _Overrun):
-                    self._overrides[override] = exc
+                if isinstance(exc, Overrun):
+                    self._overrides[override] = str(exc)
                 error = f"template override {name!r} of group {group.id}/{group.level} failed: {exc}"
                 logger.error("%s; using the default", error)
                 metrics.TEMPLATE_ERRORS.inc()
@@ -181,6 +85,19 @@ class Renderer:
         except Exception as exc:  # same as above; RenderError if the shipped template fails (nothing to fall back on)
             metrics.TEMPLATE_ERRORS.inc()
             raise RenderError(f"template {name} failed: {type(exc).__name__}: {exc}") from exc
+
+    def _override(self, source: str) -> Template:
+        """An override compiled (within the render's bounds: compiling folds constants), or its failure again."""
+        compiled = self._overrides.get(source)
+        if compiled is None:  # compiling is the costly part; overrides rarely change
+            try:
+                compiled = self._overrides[source] = self._bounded.from_string(source)
+            except Exception as exc:  # the same source fails the same way: kept, without the objects of the try
+                self._overrides[source] = str(exc)
+                raise
+        if isinstance(compiled, str):
+            raise SecurityError(compiled)
+        return compiled
 
     def message(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:
         """The message one channel sends, and the errors of any broken override (the default was used);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -81,10 +83,22 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
     ("source", "why"),
     [
         ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "of CPU to render"),
+        (
+            '{% set s = "x" * 1000 %}{% for a in s %}{% for b in s %}{% for c in s %}{% endfor %}{% endfor %}'
+            "{% endfor %}",
+            "of CPU to render",
+        ),  # loops that make no call
         ("{% for a in range(100000) %}{{ 'x' * 50 }}{% endfor %}", "characters of output"),
         ("{{ 'x' * 10 ** 10 }}", "repeated sequence"),
         ("{{ [alarm] * 10 ** 9 }}", "repeated sequence"),
-        ("{{ 9 ** 99999999 }}", "exponent"),
+        ('{{ (["x" * 1000000] * 1000)|join }}', "repeated sequence"),
+        ("{{ 9 ** 99999999 }}", "bits"),
+        ("{% set a = 10 ** 64 %}{% set b = a ** 64 %}{% set c = b ** 64 %}{{ c > 1 }}", "bits"),
+        ("{{ alarm.alert_business|center(1500000000) }}", "a length above"),
+        ("{{ alarm.alert_business.ljust(1500000000) }}", "a length above"),
+        ('{{ "%0500000000d" % 1 }}', "a format wider"),
+        ('{{ "%0500000000d"|format(1) }}', "a format wider"),
+        ('{{ "{:>1000000000}".format(1) }}', "a format wider"),
     ],
 )
 def test_a_runaway_override_ends_soon_and_the_default_is_used(source: str, why: str) -> None:
@@ -96,6 +110,36 @@ def test_a_runaway_override_ends_soon_and_the_default_is_used(source: str, why: 
         text, error = renderer.render("native/title.j2", SEED, group)
         assert text == renderer.render("native/title.j2", SEED, Group(id="chenmin", level="3"))[0]
         assert "native/title.j2" in error and why in error
+
+
+def test_an_override_that_overran_keeps_nothing_of_its_renders_alive() -> None:
+    renderer = Renderer(TEMPLATES)
+    loops = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    group = Group(id="chenmin", level="3", templates={"native/title.j2": loops})
+    alarm = Alarm(**SEED.__dict__)
+    alive = weakref.ref(alarm)
+    errors = {renderer.render("native/title.j2", alarm, group)[1] for _ in range(3)}  # overran, then not run again
+    assert len(errors) == 1 and "of CPU to render" in errors.pop()
+    del alarm
+    gc.collect()
+    assert alive() is None
+
+
+def test_the_bounds_leave_ordinary_overrides_alone() -> None:
+    source = (
+        "{{ 1.5 ** 100 > 1 }} {{ 2 ** 64 }} {{ '%05d' % 42 }} {{ '{:>8}'.format('x') }} {{ alarm.dep|center(9) }}"
+        "{% for c in alarm.env %}{{ loop.index }}/{{ loop.length }}{% endfor %} {{ 'ab' * 3 }}"
+    )
+    group = Group(id="chenmin", level="3", templates={"native/title.j2": source})
+    text, error = Renderer(TEMPLATES).render("native/title.j2", SEED, group)
+    assert (text, error) == (f"True {2**64} 00042 {'x':>8} {'xx'.center(9)}1/22/2 ababab", "")
+
+
+def test_an_override_that_does_not_compile_fails_the_same_way_each_time() -> None:
+    renderer = Renderer(TEMPLATES)
+    group = Group(id="chenmin", level="3", templates={"native/title.j2": "{% if %}"})
+    first, again = (renderer.render("native/title.j2", SEED, group)[1] for _ in range(2))
+    assert first == again and "native/title.j2" in first
 
 
 @pytest.mark.parametrize(

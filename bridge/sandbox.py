@@ -4,6 +4,7 @@ overrides that ops write on the page, whose runaway render must not hold up ever
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 import time
@@ -15,7 +16,7 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined, Template, nodes, select_autoescape
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import LoopContext
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from bridge.model import Alarm, Group
 
@@ -30,10 +31,8 @@ _LOOP_FIELDS = frozenset({"index", "index0", "first", "last", "length", "revinde
 OVERRIDE_SECONDS = 0.1
 OVERRIDE_CHARS = 1_000_000
 _BITS = 100_000  # the largest integer an override may make (30,000 digits)
-_WIDE = re.compile(r"(?:%[-+ #0]*|\{[^{}]*:[^{}]*?)\d{7,}")  # a format's width or precision past OVERRIDE_CHARS
-# What makes text as long as a number it is given says: the filters, and the string methods.
-_SIZING_FILTERS = frozenset({"center", "indent", "wordwrap", "truncate", "format"})
-_SIZING_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map"})
+# A format whose width or precision is past OVERRIDE_CHARS, or given as an argument ("%*s", "{:{}}").
+_WIDE = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d{7,}|\d*\.(?:\*|\d{7,}))|\{[^{}]*:[^{}]*?(?:\d{7,}|\{)")
 
 
 class Environment(SandboxedEnvironment):
@@ -70,11 +69,12 @@ class Overrun(SecurityError):
     """An override ran past OVERRIDE_SECONDS: it would again, so it is not run again (until it is changed)."""
 
 
-class Bounded(Environment):
+class Bounded(ImmutableSandboxedEnvironment, Environment):
     """The overrides' environment. Its thread's CPU time is checked at every call, filter, operator, loop step and
-    piece of output, and compiling counts too (Jinja folds constants then); what an override makes in one step
-    is checked before it is made: numbers past OVERRIDE_CHARS in a call, strings and lists repeated past it,
-    formats as wide, integers past _BITS. Past any of them the override fails, and the default is used."""
+    piece of output, and compiling counts too (Jinja folds constants then); what an override makes in one step is
+    checked before it is made (widths and lengths, repeats, joins and replacements past OVERRIDE_CHARS, formats
+    as wide, integers past _BITS), and lists and dicts cannot be changed (a list doubled in a loop). Past any of
+    them the override fails, and the default is used."""
 
     intercepted_binops = frozenset({"*", "**", "%"})  # also kept from being folded at compile time
     deadline = math.inf  # of this thread's CPU time: another process's load or a paused process does not count
@@ -106,24 +106,27 @@ class Bounded(Environment):
 
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         self.check()
-        if isinstance(getattr(obj, "__self__", None), str) and getattr(obj, "__name__", "") in _SIZING_METHODS:
-            _sizes(obj.__self__, *args, *kwargs.values())
+        text = getattr(obj, "__self__", None)
+        if isinstance(text, str):  # a string's method
+            args = _sized_method(text, getattr(obj, "__name__", ""), args)
         return super().call(context, obj, *args, **kwargs)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """``str.format`` and ``format_map`` are read here, not called through ``call``."""
-        if isinstance(getattr(value, "__self__", None), str) and getattr(value, "__name__", "") in _SIZING_METHODS:
-            _sizes(value.__self__)
+        if isinstance(getattr(value, "__self__", None), str) and getattr(value, "__name__", "") in _FORMATS:
+            _format(value.__self__)
         return super().wrap_str_format(value)
 
     def _checked(self, name: str, filter: Callable[..., Any]) -> Callable[..., Any]:
-        sizing = name in _SIZING_FILTERS
+        signature = inspect.signature(filter)
 
         @functools.wraps(filter)  # keeps the attribute that says which context a filter is passed
         def checked(*args: Any, **kwargs: Any) -> Any:
             self.check()
-            if sizing:
-                _sizes(*args, *kwargs.values())
+            if name in _SIZED_FILTERS:
+                given = signature.bind(*args, **kwargs)
+                _SIZED_FILTERS[name](given.arguments)
+                return filter(*given.args, **given.kwargs)
             return filter(*args, **kwargs)
 
         return checked
@@ -131,9 +134,9 @@ class Bounded(Environment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         self.check()
         if operator == "%" and isinstance(left, str):
-            _sizes(left)
+            _format(left)
         elif operator == "**" and isinstance(left, int) and isinstance(right, int):
-            if right > 0 and left.bit_length() * right > _BITS:
+            if abs(left) > 1 and right > 0 and left.bit_length() * right > _BITS:
                 raise SecurityError(f"a number of more than {_BITS} bits")
         elif operator == "*" and isinstance(left, int) and isinstance(right, int):
             if left.bit_length() + right.bit_length() > _BITS:
@@ -158,13 +161,69 @@ class Bounded(Environment):
             yield item
 
 
-def _sizes(*args: Any) -> None:
-    """Refuse what would make text past OVERRIDE_CHARS in one step: a number that large, or a format that wide."""
-    for arg in args:
-        if isinstance(arg, int) and abs(arg) > OVERRIDE_CHARS:
-            raise SecurityError(f"a length above {OVERRIDE_CHARS}")
-        if isinstance(arg, str) and _WIDE.search(arg):
-            raise SecurityError(f"a format wider than {OVERRIDE_CHARS}")
+def _format(text: str) -> None:
+    if _WIDE.search(text):
+        raise SecurityError(f"a format wider than {OVERRIDE_CHARS}, or of a width given as an argument")
+
+
+def _width(width: object) -> None:
+    if isinstance(width, int) and abs(width) > OVERRIDE_CHARS:
+        raise SecurityError(f"a width above {OVERRIDE_CHARS}")
+
+
+def _indented(text: object, width: object) -> None:
+    _width(width)
+    if isinstance(text, str) and isinstance(width, str) and len(width) * (text.count("\n") + 1) > OVERRIDE_CHARS:
+        raise SecurityError(f"an indent of more than {OVERRIDE_CHARS} characters")
+
+
+def _replaced(text: object, old: object, new: object) -> None:
+    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
+        grows = (text.count(old) if old else len(text) + 1) * max(len(new) - len(old), 0)
+        if len(text) + grows > OVERRIDE_CHARS:
+            raise SecurityError(f"a replacement of more than {OVERRIDE_CHARS} characters")
+
+
+def _joined(items: Iterable[Any], separator: object) -> list[Any]:
+    """The items, as a list (to be joined), if joining them makes no more than OVERRIDE_CHARS."""
+    listed = list(items)
+    size = sum(len(item) if isinstance(item, str) else 20 for item in listed)
+    if size + len(str(separator)) * len(listed) > OVERRIDE_CHARS:
+        raise SecurityError(f"a join of more than {OVERRIDE_CHARS} characters")
+    return listed
+
+
+def _summed(start: object) -> None:
+    if not isinstance(start, int | float):  # adding lists or strings one by one takes time by the square
+        raise SecurityError("a sum that does not start from a number")
+
+
+def _join_filter(arguments: dict[str, Any]) -> None:
+    arguments["value"] = _joined(arguments["value"], arguments.get("d", ""))
+
+
+# The filters that make text as long as an argument says, or longer than their input: each one's check, given
+# its arguments by name (it may replace one, a generator by the list it was checked as).
+_SIZED_FILTERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "center": lambda a: _width(a.get("width")),
+    "indent": lambda a: _indented(a["s"], a.get("width", 4)),
+    "format": lambda a: _format(a["value"]) if isinstance(a["value"], str) else None,
+    "replace": lambda a: _replaced(a["s"], a["old"], a["new"]),
+    "join": _join_filter,
+    "sum": lambda a: _summed(a.get("start", 0)),
+}
+_FORMATS = frozenset({"format", "format_map"})
+
+
+def _sized_method(text: str, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A string method's arguments, checked (and a generator given to ``join`` made a list)."""
+    if name in ("center", "ljust", "rjust", "zfill", "expandtabs") and args:
+        _width(args[0])
+    elif name == "replace" and len(args) >= 2:
+        _replaced(text, args[0], args[1])
+    elif name == "join" and args:
+        return (_joined(args[0], text), *args[1:])
+    return args
 
 
 def _size(sequence: object) -> int:

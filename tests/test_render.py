@@ -94,11 +94,20 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
         ('{{ (["x" * 1000000] * 1000)|join }}', "repeated sequence"),
         ("{{ 9 ** 99999999 }}", "bits"),
         ("{% set a = 10 ** 64 %}{% set b = a ** 64 %}{% set c = b ** 64 %}{{ c > 1 }}", "bits"),
-        ("{{ alarm.alert_business|center(1500000000) }}", "a length above"),
-        ("{{ alarm.alert_business.ljust(1500000000) }}", "a length above"),
+        ("{{ alarm.alert_business|center(1500000000) }}", "a width above"),
+        ("{{ alarm.alert_business.ljust(1500000000) }}", "a width above"),
         ('{{ "%0500000000d" % 1 }}', "a format wider"),
         ('{{ "%0500000000d"|format(1) }}', "a format wider"),
         ('{{ "{:>1000000000}".format(1) }}', "a format wider"),
+        ("{{ '{:{}}'.format('', 999999999)|length }}", "a format wider"),
+        ("{{ ('%(a)999999999s' % {'a': ''})|length }}", "a format wider"),
+        ("{{ ('%.999999999d' % 1)|length }}", "a format wider"),
+        ("{{ ([[0]] * 500000)|sum(start=[])|length }}", "a sum that does not start from a number"),
+        ("{{ ('a' * 1000)|replace('a', 'a' * 999999)|length }}", "a replacement of more than"),
+        ("{{ ('a' * 1000).join([''] * 500000)|length }}", "a join of more than"),
+        ("{{ [alarm.dep * 300000, alarm.dep * 300000, alarm.dep * 300000]|join('-')|length }}", "a join of more than"),
+        ("{{ ('x\n' * 400000)|indent('    ')|length }}", "an indent of more than"),
+        ("{% set l = [1] %}{% for i in range(30) %}{% set _ = l.extend(l) %}{% endfor %}{{ l|length }}", "unsafe"),
     ],
 )
 def test_a_runaway_override_ends_soon_and_the_default_is_used(source: str, why: str) -> None:
@@ -127,12 +136,21 @@ def test_an_override_that_overran_keeps_nothing_of_its_renders_alive() -> None:
 
 def test_the_bounds_leave_ordinary_overrides_alone() -> None:
     source = (
-        "{{ 1.5 ** 100 > 1 }} {{ 2 ** 64 }} {{ '%05d' % 42 }} {{ '{:>8}'.format('x') }} {{ alarm.dep|center(9) }}"
+        "{{ 1.5 ** 100 > 1 }} {{ 2 ** 64 }} {{ 1 ** 200000 }} {{ '%05d' % 42 }} {{ '%-4s|' % 'x' }} {{ '%.2f' % 1.5 }}"
+        " {{ '{:>8}'.format('x') }} {{ alarm.dep|center(9) }}"
         "{% for c in alarm.env %}{{ loop.index }}/{{ loop.length }}{% endfor %} {{ 'ab' * 3 }}"
+        " {{ alarm.exception_spec|truncate(200) }} {{ '%s'|format(alarm.exception_spec) }} {{ 1700000000|center(12) }}"
+        " {{ ['a', 'b']|join(',') }} {{ [1, 2]|sum }} {{ alarm.dep|replace('x', 'yy') }}"
     )
+    data = SEED.__dict__ | {"exception_spec": '服务异常 {"phone": "13800138000", "code": 500}'}
     group = Group(id="chenmin", level="3", templates={"native/title.j2": source})
-    text, error = Renderer(TEMPLATES).render("native/title.j2", SEED, group)
-    assert (text, error) == (f"True {2**64} 00042 {'x':>8} {'xx'.center(9)}1/22/2 ababab", "")
+    text, error = Renderer(TEMPLATES).render("native/title.j2", Alarm(**data), group)
+    spec = data["exception_spec"]
+    assert error == ""
+    assert text == (
+        f"True {2**64} 1 00042 x   | 1.50 {'x':>8} {'xx'.center(9)}1/22/2 ababab {spec} {spec}"
+        f" {'1700000000'.center(12)} a,b 3 yyyy"
+    )
 
 
 def test_an_override_that_does_not_compile_fails_the_same_way_each_time() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def budget(target: Target, group: Group) -> int:
     return WECOM_ROBOT_BUDGETS[group.format] - (WECOM_MENTION_ROOM if mentions else 0)
 
 
+OVERRUN_PAUSE = 600.0  # seconds an override that overran its CPU time is not run
+
+
 class RenderError(Exception):
     """A shipped template failed: no message can be made from it until it is fixed."""
 
@@ -50,8 +54,11 @@ class Renderer:
         self.directory = directory
         self._env = Environment(directory)
         self._bounded = Bounded(directory)
-        # Compiled overrides; a failure to compile, or an overrun, as its message: not tried again until changed.
+        # Compiled overrides, or a failure to compile as its message: not tried again until changed.
         self._overrides: dict[str, Template | str] = {}
+        # Overrides that overran, and when they may run again: not at every message (a loop that large will
+        # overrun again), yet not never (the message may have been a digest that large, which may not come again).
+        self._overran: dict[str, tuple[str, float]] = {}
         self._lines: dict[tuple[int, int], tuple[Alarm, Group, str]] = {}  # see _line
 
     def problems(self) -> list[str]:
@@ -73,10 +80,13 @@ class Renderer:
         error = ""
         if override is not None:
             try:
+                overran = self._overran.get(override)
+                if overran is not None and time.monotonic() < overran[1]:
+                    raise SecurityError(overran[0])
                 return self._bounded.bound(lambda: self._bounded.render(self._override(override), context)).strip(), ""
             except Exception as exc:  # a template is ops' code: it may raise anything
                 if isinstance(exc, Overrun):
-                    self._overrides[override] = str(exc)
+                    self._overran[override] = (str(exc), time.monotonic() + OVERRUN_PAUSE)
                 error = f"template override {name!r} of group {group.id}/{group.level} failed: {exc}"
                 logger.error("%s; using the default", error)
                 metrics.TEMPLATE_ERRORS.inc()

@@ -66,7 +66,7 @@ class Environment(SandboxedEnvironment):
 
 
 class Overrun(SecurityError):
-    """An override ran past OVERRIDE_SECONDS: it would again, so it is not run again (until it is changed)."""
+    """An override ran past OVERRIDE_SECONDS: it likely would again, so it is not run again for a while."""
 
 
 class Bounded(ImmutableSandboxedEnvironment, Environment):

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 from pathlib import Path
 
 import pytest
 
 from bridge.model import Alarm, Channel, DingTalkRobot, Format, Group, WeComRobot
-from bridge.render import Renderer, split
+from bridge.render import OVERRUN_PAUSE, Renderer, split
 from tests.helpers import TEMPLATES
 
 SEED = Alarm(
@@ -132,6 +133,18 @@ def test_an_override_that_overran_keeps_nothing_of_its_renders_alive() -> None:
     del alarm
     gc.collect()
     assert alive() is None
+
+
+def test_an_override_that_overran_runs_again_after_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    renderer = Renderer(TEMPLATES)
+    source = "{% for a in alarm.extra.get('rows', []) %}{% for b in range(100000) %}{% endfor %}{% endfor %}ok"
+    group = Group(id="chenmin", level="3", templates={"native/title.j2": source})
+    big = Alarm(**SEED.__dict__ | {"extra": {"rows": list(range(10000))}})
+    assert "of CPU to render" in renderer.render("native/title.j2", big, group)[1]  # one message that large
+    assert "of CPU to render" in renderer.render("native/title.j2", SEED, group)[1]  # the next: not run at all
+    later = time.monotonic() + OVERRUN_PAUSE + 1
+    monkeypatch.setattr("bridge.render.time.monotonic", lambda: later)
+    assert renderer.render("native/title.j2", SEED, group) == ("ok", "")  # after the pause, run again
 
 
 def test_the_bounds_leave_ordinary_overrides_alone() -> None:

@@ -38,6 +38,8 @@ for _, id in ipairs(ids) do
   if data then
     out[#out + 1] = id
     out[#out + 1] = data
+  else  -- a due id without a job (damage): dropped, or it would take a place in every lease from now on
+    redis.call('ZREM', KEYS[1], id)
   end
 end
 return out

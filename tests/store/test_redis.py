@@ -110,12 +110,16 @@ async def test_a_damaged_record_is_leased_without_its_payload_and_holds_back_no_
     try:
         jobs = [Job(f"a{n}:0", f'{{"target": 0, "n": {n}}}', created=float(n + 1)) for n in range(3)]
         await store.admit([Admission(jobs)], lease=0)
-        redis.Redis.from_url(REDIS_URL).hset(prefix + JOBS, "a1:0", "garbage{")
-        leased = sorted(await store.lease(10, lease=60), key=lambda j: j.id)
+        client = redis.Redis.from_url(REDIS_URL)
+        client.hset(prefix + JOBS, "a1:0", "garbage{")
+        client.zadd(prefix + DUE, {f"orphan{n}": 0.0 for n in range(20)})  # due ids whose job is gone
+        assert await store.lease(10, lease=60) == []  # the first ten orphans, dropped
+        leased = sorted(await store.lease(20, lease=60), key=lambda j: j.id)
         assert [(j.id, j.payload) for j in leased] == [(j.id, j.payload if j.id != "a1:0" else "") for j in jobs]
         assert [j.id for j in await store.jobs(None, 10)] == ["a2:0", "a0:0", "a1:0"]  # listed, as unreadable
         dead = replace(leased[1], state=State.DEAD, attempts=1, detail="cannot be read", updated=time.time())
         await store.settle([dead])  # the outbox dead-letters it, saying why
+        assert client.zcard(prefix + DUE) == 2  # the two leased jobs: no orphan left to take a place in a lease
         settled = await store.job("a1:0")
         assert settled is not None and (settled.state, settled.detail, settled.payload) == (
             State.DEAD,

@@ -96,12 +96,8 @@ async def _page_context(p: Page, group: Group, provisioned: bool) -> dict[str, A
     return context | {"rejected": rejected, "recent": recent[:5]}
 
 
-async def _changed_meanwhile(p: Page) -> Response:
-    """The group as it is now, saying that the user's changes were not saved (404 if it was deleted)."""
-    found = await _path_group(p)
-    if isinstance(found, Response):
-        return found
-    context = await _page_context(p, *found)
+def _not_saved(p: Page, context: dict[str, Any]) -> Response:
+    """The group page of ``context`` (the group as it is now), saying that the user's changes were not saved."""
     context["form"].errors[""] = (
         "Someone changed this group after you opened it, so your changes were not saved. "
         "This is the group as it is now."
@@ -122,7 +118,7 @@ async def group_page(p: Page) -> Response:
     if provisioned:
         return p.error(403, "Read-only group", f"This group is provisioned from {group.source}: change it there.")
     if p.value("version") != groups.version(group):
-        return await _changed_meanwhile(p)
+        return _not_saved(p, context)
     names = context["template_names"]
     posted = forms.read(p.form, names, group)
     posted.data.update(id=group.id, level=group.level)
@@ -134,8 +130,9 @@ async def group_page(p: Page) -> Response:
         return p.render("group.html", status=400, **context)
     if result == group:
         return see_other(f"{_url(group)}?notice=unchanged")
-    if not await groups.save(p.gateway, p.session.user, result, group):
-        return await _changed_meanwhile(p)
+    if not await groups.save(p.gateway, p.session.user, result, group):  # changed since it was read above
+        found = await _path_group(p)
+        return found if isinstance(found, Response) else _not_saved(p, await _page_context(p, *found))
     return see_other(f"{_url(group)}?notice=saved")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import sqlite3
 import threading
@@ -61,6 +62,9 @@ _MIGRATE = {
 # The partial index by name: the planner would otherwise take (state, created) and sort the whole backlog.
 _DUE = "SELECT id FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending' AND due <= ? ORDER BY due LIMIT ?"
 _LEASE = f"UPDATE deliveries SET due = ? WHERE id IN ({_DUE}) RETURNING id"  # noqa: S608
+# The leased jobs whole, in one statement (RETURNING cannot join their payloads).
+_LEASED = f"SELECT {_COLUMNS} FROM {_JOINED} WHERE d.id IN (SELECT value FROM json_each(?))"  # noqa: S608
+_GROUP = "SELECT data FROM groups WHERE id=? AND level=?"
 _PURGE_EVERY = 60.0
 _BUSY = 5.0  # seconds a call waits for another process's write lock
 _GROUP_COMMIT = 256  # calls at most in one transaction
@@ -149,16 +153,14 @@ class SqliteStore:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
 
     async def get_group(self, id: str, level: str) -> Group | None:
-        row = await self._run(
-            lambda c: c.execute("SELECT data FROM groups WHERE id=? AND level=?", (id, level)).fetchone()
-        )
+        row = await self._run(lambda c: c.execute(_GROUP, (id, level)).fetchone())
         return None if row is None else load_group(row[0])
 
     async def put_group(self, group: Group, replacing: Group | None) -> bool:
         return await self._run(lambda c: self._put_group(c, group, replacing))
 
     def _put_group(self, conn: sqlite3.Connection, group: Group, replacing: Group | None) -> bool:
-        row = conn.execute("SELECT data FROM groups WHERE id=? AND level=?", group.key).fetchone()
+        row = conn.execute(_GROUP, group.key).fetchone()
         if (None if row is None else load_group(row[0])) != replacing:
             return False
         conn.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?)", (*group.key, dump_group(group)))
@@ -225,7 +227,7 @@ class SqliteStore:
 
     def _lease(self, conn: sqlite3.Connection, args: tuple[float, float, int]) -> list[Job]:
         ids = [row[0] for row in conn.execute(_LEASE, args).fetchall()]
-        return [_job(conn.execute(f"SELECT {_COLUMNS} FROM {_JOINED} WHERE id = ?", (id,)).fetchone()) for id in ids]  # noqa: S608
+        return [_job(row) for row in conn.execute(_LEASED, (json.dumps(ids),)).fetchall()]
 
     async def settle(self, jobs: Sequence[Job]) -> None:
         rows = [(j.state.value, j.due, j.attempts, j.detail, j.updated, j.code, j.id) for j in jobs]

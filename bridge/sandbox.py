@@ -118,16 +118,17 @@ class Bounded(ImmutableSandboxedEnvironment, Environment):
         return super().wrap_str_format(value)
 
     def _checked(self, name: str, filter: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(filter)
+        sized = _SIZED_FILTERS.get(name)
+        signature = inspect.signature(filter) if sized else None
 
         @functools.wraps(filter)  # keeps the attribute that says which context a filter is passed
         def checked(*args: Any, **kwargs: Any) -> Any:
             self.check()
-            if name in _SIZED_FILTERS:
-                given = signature.bind(*args, **kwargs)
-                _SIZED_FILTERS[name](given.arguments)
-                return filter(*given.args, **given.kwargs)
-            return filter(*args, **kwargs)
+            if sized is None or signature is None:
+                return filter(*args, **kwargs)
+            given = signature.bind(*args, **kwargs)
+            sized(given.arguments)
+            return filter(*given.args, **given.kwargs)
 
         return checked
 

@@ -196,6 +196,7 @@ class Message:
     html: str = ""
     mobiles: tuple[str, ...] = ()  # the alarm's own mentions (the template already wrote them into the body)
     userids: tuple[str, ...] = ()
+    skip: int = 0  # a split message's leading parts that an earlier attempt delivered: not sent again
 
 
 class Reason(StrEnum):
@@ -223,3 +224,4 @@ class Outcome:
     reason: Reason = Reason.OK
     detail: str = ""
     later: tuple[str, ...] = ()  # email: recipients the server refused for now (4xx) while it took the others
+    sent: int | None = None  # a split message that failed: how many of its leading parts the upstream has

@@ -24,7 +24,7 @@ from bridge.limits import Limits
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, label
 from bridge.render import Renderer, RenderError, budget
 from bridge.store import Admission, Job, State, Store, StoreError
-from bridge.work import Work, mailed_again, read_leased
+from bridge.work import Work, mailed_again, progress, read_leased, resumed
 
 logger = logging.getLogger(__name__)
 
@@ -225,14 +225,16 @@ class Outbox:
         sent = await self._send(work)
         if sent is None:
             return None
-        outcome, count = sent
-        if not outcome.ok:
-            count = len(work.jobs)
-            if block := self._limits.blocked(work.target, outcome):
-                logger.warning("outbox: %s of group %s/%s is blocked by the upstream for %gs (%s); its messages wait",
-                               label(work.target), work.group.id, work.group.level, block, outcome.detail)  # fmt: skip
+        outcome, carried, reached = sent
+        count = carried if outcome.ok else len(work.jobs)
+        if not outcome.ok and (block := self._limits.blocked(work.target, outcome)):
+            logger.warning("outbox: %s of group %s/%s is blocked by the upstream for %gs (%s); its messages wait",
+                           label(work.target), work.group.id, work.group.level, block, outcome.detail)  # fmt: skip
         now = time.time()
-        settled = [self._next(j, outcome, now, work.target.channel) for j in work.jobs[:count]]
+        settled = [
+            self._next(j, outcome, now, work.target.channel, reached if i < carried else j.progress)
+            for i, j in enumerate(work.jobs[:count])
+        ]
         if outcome.later:  # before the jobs are recorded as done: a crash in between repeats a mail, loses none
             await self._mail_again(work.jobs[:count], outcome.later)
         # One line per message, not per job: a refused digest would otherwise log its reason once per alarm.
@@ -244,22 +246,20 @@ class Outbox:
             )  # fmt: skip
         return outcome, count, settled
 
-    async def _send(self, work: Work) -> tuple[Outcome, int] | None:
-        """The message for the leading jobs, sent: its outcome and how many jobs it carries; None if a rate limit
-        holds back the further parts of a message that had to be split."""
+    async def _send(self, work: Work) -> tuple[Outcome, int, str] | None:
+        """The message for the leading jobs, sent: its outcome, how many jobs it carries, and the progress they
+        record (see ``progress``); None if a rate limit holds back the further parts of a split message."""
         try:
             message, count = self._message(work)
         except RenderError as exc:  # no retry helps until the template is fixed; then the dead jobs can be retried
             logger.error("outbox: %s", exc)
             code = SEND_CODES[work.target.channel]
-            return Outcome(label(work.target), False, code, False, Reason.CONFIG, str(exc)), len(work.jobs)
-        parts = self._dispatcher.parts(work.target, work.group, message)
-        if parts > 1 and not await self._take_slots(work, parts - 1):  # each part is a message upstream
+            return Outcome(label(work.target), False, code, False, Reason.CONFIG, str(exc)), len(work.jobs), ""
+        unsent = self._dispatcher.parts(work.target, work.group, message) - message.skip
+        if unsent > 1 and not await self._take_slots(work, unsent - 1):  # each part is a message upstream
             return None
         outcome = await self._dispatcher.send(work.target, work.group, message)
-        if count < len(work.jobs):
-            self._limits.packed(work.target, count)
-        return outcome, count
+        return outcome, count, progress(message, outcome) if count == 1 else ""
 
     async def _take_slots(self, work: Work, count: int) -> bool:
         """Take rate-limit slots for the target; if one is not free, put the jobs back until it is."""
@@ -280,11 +280,18 @@ class Outbox:
 
     def _message(self, work: Work) -> tuple[Message, int]:
         channel = work.target.channel
-        if len(work.alarms) == 1:
-            return self._renderer.message(work.alarms[0], work.group, channel)[0], 1
-        return self._renderer.digest(work.alarms, work.group, channel, budget(work.target, work.group))
+        # A job whose message was delivered in part goes alone: its retry is that message, from the part it failed at.
+        alone = next((i for i, job in enumerate(work.jobs) if job.progress), len(work.jobs))
+        if alone <= 1:
+            return resumed(self._renderer.message(work.alarms[0], work.group, channel)[0], work.jobs[0].progress), 1
+        message, count = self._renderer.digest(
+            work.alarms[:alone], work.group, channel, budget(work.target, work.group)
+        )
+        if count < alone:
+            self._limits.packed(work.target, count)
+        return message, count
 
-    def _next(self, job: Job, outcome: Outcome, now: float, channel: Channel) -> Job:
+    def _next(self, job: Job, outcome: Outcome, now: float, channel: Channel, progress: str) -> Job:
         """The job after an attempt: done, pending again after a backoff, or dead."""
         attempts, due = job.attempts + 1, job.due
         if outcome.ok:
@@ -297,7 +304,7 @@ class Outbox:
             metrics.DEAD_LETTERS.labels(channel=channel).inc()
             state = State.DEAD
         # Made anew rather than by dataclasses.replace, which costs three times as much: this runs for every job.
-        return Job(job.id, job.payload, job.created, due, state, attempts, outcome.detail, now, outcome.code)
+        return Job(job.id, job.payload, job.created, due, state, attempts, outcome.detail, now, outcome.code, progress)
 
     async def _hand_back(self, jobs: Iterable[Job]) -> None:
         """Leased jobs this process will not deliver after all: due again at once, not when their lease ends."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from bridge.model import Alarm, Group, Target
+from bridge.model import Alarm, Group, Message, Outcome, Target
 from bridge.schema import ConfigError, Node, parse_group
 from bridge.store import Job
 
@@ -63,3 +64,20 @@ def mailed_again(job: Job, recipients: Sequence[str]) -> Job:
     data["group"]["channels"][data["target"]] = {"type": "email", "to": list(recipients)}
     payload = json.dumps(data, ensure_ascii=False)
     return Job(id=f"{job.id}+{job.attempts + 1}", payload=payload, created=job.created)
+
+
+def progress(message: Message, outcome: Outcome) -> str:
+    """What a job records of its message after an attempt: how many leading parts the upstream has, with the
+    message's digest, so that a retry sends only the rest, and only if it makes the same message ("" if none)."""
+    sent = message.skip if outcome.sent is None else outcome.sent  # None: the attempt sent no part
+    return f"{sent} {_digest(message)}" if sent and not outcome.ok else ""
+
+
+def resumed(message: Message, progress: str) -> Message:
+    """The message, to be sent from the part after those the job's progress says the upstream has."""
+    sent, _, digest = progress.partition(" ")
+    return replace(message, skip=int(sent)) if progress and digest == _digest(message) else message
+
+
+def _digest(message: Message) -> str:
+    return hashlib.sha256(f"{message.format}\n{message.title}\n{message.body}".encode()).hexdigest()[:16]

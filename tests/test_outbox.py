@@ -24,6 +24,7 @@ from bridge.config import parse
 from bridge.gateway import Gateway
 from bridge.model import Alarm
 from bridge.store import Admission, Job, State
+from tests.channels._shared import fail_after
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import config_data, seed_alarm, signed, write_config
@@ -107,6 +108,20 @@ def test_alarms_arriving_while_a_message_is_in_flight_share_the_next_one(
     sent = [sorted(MARKER.findall(m.content)) for m in fake.robot_messages]
     # Alarm 1 alone and at once (nothing else was waiting); 2-4 in one digest after it, not three messages.
     assert sent == [["00001"], ["00002", "00003", "00004"]]
+
+
+def test_a_split_message_whose_second_part_failed_is_retried_from_that_part(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    fail_after(fake, 1, "robot")  # part 1 arrives, part 2 meets a 502
+    long = signed(seed_alarm(exception_spec="disk full " * 4500))  # 45 KB: three parts
+    with TestClient(create_app(parse(robot_config(f"sqlite:///{tmp_path / 's.db'}", url), "t.yaml"))) as client:
+        reply = client.post("/alarm_v2", content=json.dumps(long)).json()
+        assert reply["code"] == 4002 and "part 2/3: HTTP 502 (retrying)" in reply["msg"], reply
+        fake.robot_messages.wait_for(3)
+        time.sleep(0.5)
+    assert [m.content.split("\n", 1)[0] for m in fake.robot_messages] == ["(1/3)", "(2/3)", "(3/3)"]
 
 
 def test_a_backlog_longer_to_send_than_its_lease_is_handed_back_not_sent_twice(

@@ -1,13 +1,14 @@
-"""Leased jobs read back as work per target, and an email job's mail made again for some of its recipients."""
+"""Leased jobs read back as work per target, an email job's mail made again for some of its recipients, and the
+progress a job keeps of a split message."""
 
 from __future__ import annotations
 
 import json
 
 from bridge.intake import jobs_for
-from bridge.model import Alarm, DingTalkRobot, Email, Group, Member
+from bridge.model import Alarm, DingTalkRobot, Email, Format, Group, Member, Message, Outcome
 from bridge.store import Job
-from bridge.work import mailed_again, read_leased
+from bridge.work import mailed_again, progress, read_leased, resumed
 from tests.helpers import seed_alarm
 
 GROUP = Group(
@@ -51,3 +52,23 @@ def test_a_mail_made_again_is_never_merged_with_the_groups_other_mails() -> None
         (0, ["alarm 1"]),
         (1, ["alarm 2"]),
     ]
+
+
+MESSAGE = Message("【高】磁盘", "(1/3)\n...\n(2/3)\n...\n(3/3)\n...", Format.TEXT)
+
+
+def test_a_message_resumes_after_the_parts_the_upstream_has_and_only_the_same_message() -> None:
+    failed_at_3 = progress(MESSAGE, Outcome("robot", False, 4002, True, sent=2))
+    assert resumed(MESSAGE, failed_at_3).skip == 2
+    assert resumed(MESSAGE, "").skip == 0
+    # Made differently on the retry (a template changed meanwhile): every part is sent, none is lost.
+    assert resumed(Message(MESSAGE.title, MESSAGE.body + "!", Format.TEXT), failed_at_3).skip == 0
+    assert resumed(Message(MESSAGE.title, MESSAGE.body, Format.MARKDOWN), failed_at_3).skip == 0
+
+
+def test_progress_is_kept_by_an_attempt_that_sent_no_part_and_dropped_once_delivered() -> None:
+    resumed_at_3 = resumed(MESSAGE, progress(MESSAGE, Outcome("robot", False, 4002, True, sent=2)))
+    no_part = Outcome("robot", False, 4002, True)  # e.g. the token could not be had
+    assert resumed(MESSAGE, progress(resumed_at_3, no_part)).skip == 2
+    assert progress(resumed_at_3, Outcome("robot", True)) == ""
+    assert progress(MESSAGE, Outcome("robot", False, 4002, True, sent=0)) == ""

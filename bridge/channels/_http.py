@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -18,6 +18,7 @@ from bridge.store import Store, StoreError
 logger = logging.getLogger(__name__)
 
 Reply = dict[str, Any]
+T = TypeVar("T")
 
 # -1 busy; 130101/410100 DingTalk robot too fast; 45009/45033 WeCom frequency and concurrency limits.
 RETRYABLE_ERRCODES = frozenset({-1, 130101, 410100, 45009, 45033})
@@ -78,6 +79,16 @@ async def call(
     if not isinstance(data, dict):
         return Failure(Reason.HTTP_STATUS, True, "the reply is not a JSON object")
     return data
+
+
+def unsent(parts: Sequence[T], skip: int) -> list[tuple[int, T]]:
+    """The parts of a split message still to send, numbered from 1 among all: an earlier attempt sent ``skip``."""
+    return list(enumerate(parts, 1))[skip:]
+
+
+def at_part(outcome: Outcome, i: int, n: int) -> Outcome:
+    """A message that failed at its part ``i`` of ``n``: the parts before it are delivered."""
+    return replace(outcome, detail=f"part {i}/{n}: {outcome.detail}" if n > 1 else outcome.detail, sent=i - 1)
 
 
 def checked(reply: Reply | Failure) -> Reply | Failure:

@@ -8,13 +8,14 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chats, authorized_post, named_in
-from bridge.channels._http import Failure, Reply, Tokens, call, checked, encode
+from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, encode, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
@@ -74,7 +75,7 @@ class Sender:
         bodies = self._bodies(target, group, message)
         if bodies is None:
             return _config(name, Code.DINGTALK_SEND, "the mentions leave no room for the message")
-        for i, body in enumerate(bodies, 1):
+        for i, body in unsent(bodies, message.skip):
             params = dict(webhook.query)
             if target.secret:
                 timestamp = _now_ms()
@@ -83,7 +84,7 @@ class Sender:
             url = str(webhook.with_query(None))
             reply = checked(await call(self._session, "POST", url, self._delivery.timeout, params=params, body=body))
             if isinstance(reply, Failure):
-                return _failed(name, Code.DINGTALK_SEND, reply, _part(i, len(bodies)))
+                return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies))
         return Outcome(name, True)
 
     # -- enterprise app --
@@ -102,11 +103,11 @@ class Sender:
         if bodies is None:
             return _config(name, Code.DINGTALK_SEND, "the message cannot be fitted into a chat message")
         key = self._chats.key(target.app, group, userids)
-        for attempt in (1, 2):
+        for attempt in (1, 2):  # the second in a chat made anew, which has none of the message's parts yet
             chatid = await self._chat(name, target.app, app, group, userids, key)
             if isinstance(chatid, Outcome):
-                return chatid
-            for i, body in enumerate(bodies, 1):
+                return chatid if attempt == 1 else replace(chatid, sent=0)
+            for i, body in unsent(bodies, message.skip if attempt == 1 else 0):
                 reply, raw = await self._post(target.app, app, "/chat/send", {**body, "chatid": chatid})
                 if not isinstance(reply, Failure):
                     continue
@@ -114,7 +115,7 @@ class Sender:
                     logger.info("%s: chat %s of group %s/%s is gone; creating it again", name, chatid, *group.key)
                     await self._chats.forget(key)
                     break
-                return _failed(name, Code.DINGTALK_SEND, reply, _part(i, len(bodies)))
+                return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies))
             else:
                 return Outcome(name, True)
         raise AssertionError("unreachable: the second attempt never recreates")
@@ -207,10 +208,6 @@ def _fit(text: str, build: Callable[[str, bool], Body], numbered: bool) -> list[
 
 def _size(body: Body) -> int:
     return len(encode(body))
-
-
-def _part(i: int, n: int) -> str:
-    return f"part {i}/{n}: " if n > 1 else ""
 
 
 def _failed(name: str, code: Code, failure: Failure, prefix: str = "", suffix: str = "") -> Outcome:

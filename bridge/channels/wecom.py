@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chats, authorized_post, named_in
-from bridge.channels._http import Failure, Reply, Tokens, call, checked
+from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import (
@@ -76,12 +77,12 @@ class Sender:
             return _config(name, Code.WECOM_SEND, f"{len(userids)} members; message/send takes {MAX_RECIPIENTS}")
         invalid: dict[str, None] = {}  # ordered, across parts
         parts, _ = self._texts(target, group, message)
-        for i, part in enumerate(parts, 1):
+        for i, part in unsent(parts, message.skip):
             body = {"touser": "|".join(userids), "agentid": app.agentid, **_content(message.format, part)}
             reply, raw = await self._post(target.app, app, "/cgi-bin/message/send", body)
             if isinstance(reply, Failure):
                 named = f"; invalid users: {raw.get('invaliduser')}" if raw.get("errcode") == ALL_INVALID else ""
-                return _failed(name, reply, _part(i, len(parts)), named)
+                return at_part(_failed(name, reply, suffix=named), i, len(parts))
             invalid |= dict.fromkeys(u for u in str(reply.get("invaliduser", "")).split("|") if u)
         if invalid:
             logger.warning("%s: not delivered to invalid users %s", name, "|".join(invalid))
@@ -97,11 +98,11 @@ class Sender:
             return _config(name, Code.WECOM_SEND, "an app chat needs at least 2 members with a wecom_userid")
         key = self._chats.key(target.app, group, userids)
         parts, _ = self._texts(target, group, message)
-        for attempt in (1, 2):
+        for attempt in (1, 2):  # the second in a chat made anew, which has none of the message's parts yet
             chatid = await self._chat(name, target.app, app, group, userids, key, recreate=attempt == 2)
             if isinstance(chatid, Outcome):
-                return chatid
-            for i, part in enumerate(parts, 1):
+                return chatid if attempt == 1 else replace(chatid, sent=0)
+            for i, part in unsent(parts, message.skip if attempt == 1 else 0):
                 body = {"chatid": chatid, "safe": 0, **_content(message.format, part)}
                 reply, raw = await self._post(target.app, app, "/cgi-bin/appchat/send", body)
                 if not isinstance(reply, Failure):
@@ -110,7 +111,7 @@ class Sender:
                     logger.info("%s: chat %s of group %s/%s is gone; creating it again", name, chatid, *group.key)
                     await self._chats.forget(key)
                     break
-                return _failed(name, reply, _part(i, len(parts)))
+                return at_part(_failed(name, reply), i, len(parts))
             else:
                 return Outcome(name, True)
         raise AssertionError("unreachable: the second attempt never recreates")
@@ -155,13 +156,13 @@ class Sender:
         if tags and tags.count("<@") < (members := len(_userids(group))):
             logger.warning("%s: group %s/%s: the mentions of %d of %d members fit in a message",
                            name, *group.key, tags.count("<@"), members)  # fmt: skip
-        for i, part in enumerate(parts, 1):
+        for i, part in unsent(parts, message.skip):
             body = _content(message.format, part + tags if i == 1 else part)
             if i == 1 and message.format is Format.TEXT:
                 body["text"] |= _text_mentions(group, message)
             reply = checked(await call(self._session, "POST", target.webhook, self._delivery.timeout, body=body))
             if isinstance(reply, Failure):
-                return _failed(name, reply, _part(i, len(parts)))
+                return at_part(_failed(name, reply), i, len(parts))
         return Outcome(name, True)
 
     # -- shared --
@@ -208,10 +209,6 @@ def _text_mentions(group: Group, message: Message) -> Body:
         mobiles = list(dict.fromkeys([m.mobile for m in group.members if m.mobile and not m.wecom_userid] + mobiles))
     mentions = {"mentioned_list": userids, "mentioned_mobile_list": mobiles}
     return {k: v for k, v in mentions.items() if v}
-
-
-def _part(i: int, n: int) -> str:
-    return f"part {i}/{n}: " if n > 1 else ""
 
 
 def _failed(name: str, failure: Failure, prefix: str = "", suffix: str = "") -> Outcome:

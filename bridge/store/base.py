@@ -35,6 +35,7 @@ class Job:
     detail: str = ""
     updated: float = 0.0
     code: int = 0  # the last attempt's reply code (0 when it delivered)
+    progress: str = ""  # a split message's parts delivered before the last attempt failed, as the outbox wrote it
 
 
 @dataclass(frozen=True)

@@ -295,7 +295,8 @@ def _fields(job: Job, due: float) -> str:
     """A record's first line: the job's fields but the payload (due as given), as a JSON array. Written out here:
     one json.dumps of the fields per job cost as much CPU as the rest of a Redis settle."""
     id, detail, times = json.dumps(job.id), json.dumps(job.detail), f"{due!r}, {job.created!r}"
-    return f'[{id}, "{job.state.value}", {times}, {job.attempts}, {detail}, {job.updated!r}, {job.code}]'
+    progress = json.dumps(job.progress) if job.progress else '""'
+    return f'[{id}, "{job.state.value}", {times}, {job.attempts}, {detail}, {job.updated!r}, {job.code}, {progress}]'
 
 
 def _load(id: str, record: str) -> Job:
@@ -306,7 +307,7 @@ def _load(id: str, record: str) -> Job:
         fields = json.loads(line)
         if isinstance(fields, dict):  # a record of the first layout: one object, the payload one of its fields
             return Job(**{**fields, "state": State(fields["state"])})
-        _, state, due, created, attempts, detail, updated, code = fields
-        return Job(id, payload, created, due, State(state), attempts, detail, updated, code)
+        _, state, due, created, attempts, detail, updated, code, *progress = fields  # older records have none
+        return Job(id, payload, created, due, State(state), attempts, detail, updated, code, *progress)
     except (ValueError, TypeError, KeyError):
         return Job(id, "", 0.0)

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS groups (id TEXT NOT NULL, level TEXT NOT NULL, data T
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
                                        created REAL NOT NULL, attempts INTEGER NOT NULL, detail TEXT NOT NULL,
-                                       updated REAL NOT NULL, code INTEGER NOT NULL);
+                                       updated REAL NOT NULL, code INTEGER NOT NULL,
+                                       progress TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (state, created);
 CREATE TABLE IF NOT EXISTS payloads (id TEXT PRIMARY KEY, payload TEXT NOT NULL);
@@ -39,22 +40,23 @@ CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 """
 # A job is a row of deliveries, rewritten by every settle, and its payload, written once: the rows a settle
 # rewrites stay small, so a commit writes few pages.
-_STATE = "id, state, due, created, attempts, detail, updated, code"
+_STATE = "id, state, due, created, attempts, detail, updated, code, progress"
 # A job whose payload is missing (a damaged file) reads as an empty one: the outbox dead-letters it, saying why.
-_COLUMNS = "d.id, state, due, created, attempts, detail, updated, code, coalesce(payload, '')"
+_COLUMNS = "d.id, state, due, created, attempts, detail, updated, code, progress, coalesce(payload, '')"
 _JOINED = "deliveries d LEFT JOIN payloads USING (id)"
 # Older files, each moved to this layout when opened: the outbox table held a job in one row; before it, the
-# jobs table held a job as one JSON document.
+# jobs table held a job as one JSON document. Neither knew of a job's progress.
+_OLDER = "id, state, due, created, attempts, detail, updated, code"
 _MIGRATE = {
     "outbox": (
-        f"INSERT OR IGNORE INTO deliveries SELECT {_STATE} FROM outbox",  # noqa: S608
+        f"INSERT OR IGNORE INTO deliveries ({_OLDER}) SELECT {_OLDER} FROM outbox",  # noqa: S608
         "INSERT OR IGNORE INTO payloads SELECT id, payload FROM outbox",
         "DROP TABLE outbox",
     ),
     "jobs": (
-        "INSERT OR IGNORE INTO deliveries SELECT id, state, due, created, json_extract(data, '$.attempts'),"
-        " json_extract(data, '$.detail'), json_extract(data, '$.updated'), coalesce(json_extract(data, '$.code'), 0)"
-        " FROM jobs",
+        f"INSERT OR IGNORE INTO deliveries ({_OLDER}) SELECT id, state, due, created,"  # noqa: S608
+        " json_extract(data, '$.attempts'), json_extract(data, '$.detail'), json_extract(data, '$.updated'),"
+        " coalesce(json_extract(data, '$.code'), 0) FROM jobs",
         "INSERT OR IGNORE INTO payloads SELECT id, json_extract(data, '$.payload') FROM jobs",
         "DROP TABLE jobs",
     ),
@@ -214,8 +216,10 @@ class SqliteStore:
         if admission.claim is not None and not self._put_new(conn, admission.claim, "1", admission.ttl):
             return False
         jobs = admission.jobs
-        states = [(j.id, j.state.value, due, j.created, j.attempts, j.detail, j.updated, j.code) for j in jobs]
-        conn.executemany(f"INSERT OR REPLACE INTO deliveries ({_STATE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", states)  # noqa: S608
+        states = [
+            (j.id, j.state.value, due, j.created, j.attempts, j.detail, j.updated, j.code, j.progress) for j in jobs
+        ]
+        conn.executemany(f"INSERT OR REPLACE INTO deliveries ({_STATE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", states)  # noqa: S608
         conn.executemany(
             "INSERT OR REPLACE INTO payloads (id, payload) VALUES (?, ?)", [(j.id, j.payload) for j in jobs]
         )
@@ -230,13 +234,14 @@ class SqliteStore:
         return [_job(row) for row in conn.execute(_LEASED, (json.dumps(ids),)).fetchall()]
 
     async def settle(self, jobs: Sequence[Job]) -> None:
-        rows = [(j.state.value, j.due, j.attempts, j.detail, j.updated, j.code, j.id) for j in jobs]
+        rows = [(j.state.value, j.due, j.attempts, j.detail, j.updated, j.code, j.progress, j.id) for j in jobs]
         done = sum(1 for j in jobs if j.state is State.DONE)
         await self._run(lambda c: self._settle(c, rows, done))
 
     def _settle(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], done: int) -> None:
         conn.executemany(
-            "UPDATE deliveries SET state = ?, due = ?, attempts = ?, detail = ?, updated = ?, code = ? WHERE id = ?",
+            "UPDATE deliveries SET state = ?, due = ?, attempts = ?, detail = ?, updated = ?, code = ?, progress = ?"
+            " WHERE id = ?",
             rows,
         )
         self._done_since_trim += done
@@ -283,8 +288,8 @@ class SqliteStore:
 
 
 def _job(row: Sequence[Any]) -> Job:
-    id, state, due, created, attempts, detail, updated, code, payload = row
-    return Job(id, payload, created, due, State(state), attempts, detail, updated, code)
+    id, state, due, created, attempts, detail, updated, code, progress, payload = row
+    return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress)
 
 
 def _answer(answers: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
@@ -315,6 +320,8 @@ def _prepare(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if "progress" not in {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}:  # an older file
+            conn.execute("ALTER TABLE deliveries ADD COLUMN progress TEXT NOT NULL DEFAULT ''")
         for table, statements in _MIGRATE.items():
             if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
                 for statement in statements:

@@ -11,6 +11,7 @@ import pytest
 
 from bridge import config
 from bridge.store import Store, open_store
+from tests.fakes._fake import Fake
 
 # An upstream's HTTP status -> whether trying again could help (rate limits and server trouble, not refusals).
 STATUS_RETRYABLE: dict[int, bool] = {
@@ -54,3 +55,17 @@ def delivery(timeout: float = 5.0, split: bool = True) -> config.DeliverySetting
 def sqlite_store(folder: Path) -> Store:
     """A fresh embedded store in ``folder`` (close it at the end)."""
     return open_store(replace(DEFAULTS.store, url=f"sqlite:///{folder / 's.db'}", prefix=""))
+
+
+def fail_after(fake: Fake, accepted: int, sends: str, status: int = 502) -> None:
+    """The upstream answers ``status`` once, right after it took ``accepted`` messages (its log lines that hold
+    ``sends``): a split message fails part-way."""
+    taken = 0
+
+    def echo(line: str) -> None:
+        nonlocal taken
+        taken += sends in line
+        if sends in line and taken == accepted:
+            fake.fail_next(1, status)
+
+    fake.echo = echo

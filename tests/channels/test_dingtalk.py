@@ -4,6 +4,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -15,7 +16,7 @@ from bridge.render import TRUNCATED
 from bridge.store import Store
 from bridge.upstreams import DingTalkApp as AppSettings
 from bridge.upstreams import DingTalkSettings
-from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, logged
+from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, fail_after, logged
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake, robot_sign
 from tests.helpers import free_port
@@ -307,6 +308,52 @@ async def test_app_splits_a_long_message(fake: DingTalkFake, make: Make) -> None
     texts = [m.msg["text"]["content"] for m in chat.messages]
     assert len(texts) > 2 and all(t.startswith(f"({i}/{len(texts)})\n") for i, t in enumerate(texts, 1))
     assert "\n".join(t.split("\n", 1)[1] for t in texts) == body
+
+
+def chat_texts(fake: DingTalkFake) -> list[str]:
+    return [m.msg["text"]["content"] for chat in fake.chats.values() for m in chat.messages]
+
+
+def robot_texts(fake: DingTalkFake) -> list[str]:
+    return [m.content for m in fake.robot_messages]
+
+
+@pytest.mark.parametrize(
+    ("target", "sends", "texts"),
+    [(APP, "chat/send", chat_texts), (DingTalkRobot(webhook=""), "robot", robot_texts)],
+    ids=["app", "robot"],
+)
+async def test_a_split_message_that_failed_part_way_is_sent_again_from_that_part(
+    fake: DingTalkFake, url: str, make: Make, target: Target, sends: str, texts: Callable[[DingTalkFake], list[str]]
+) -> None:
+    target = plain_robot(url) if isinstance(target, DingTalkRobot) else target
+    message = Message("t", long_body(1500), Format.TEXT)
+    sender = make()
+    n = sender.parts(target, GROUP, message)
+    fail_after(fake, 2, sends)
+
+    outcome = await sender.send(target, GROUP, message)
+    assert (outcome.ok, outcome.retryable, outcome.sent) == (False, True, 2)
+    assert outcome.detail == f"part 3/{n}: HTTP 502"
+    assert (await sender.send(target, GROUP, replace(message, skip=2))).ok
+
+    assert [t.split("\n", 1)[0] for t in texts(fake)] == [f"({i}/{n})" for i in range(1, n + 1)]  # each part once
+
+
+async def test_a_split_message_resumed_in_a_chat_made_anew_is_sent_whole(fake: DingTalkFake, make: Make) -> None:
+    message = Message("t", long_body(1500), Format.TEXT)
+    sender = make()
+    n = sender.parts(APP, GROUP, message)
+    fail_after(fake, 2, "chat/send")
+    outcome = await sender.send(APP, GROUP, message)
+    assert outcome.sent == 2
+    [old] = fake.chats
+    fake.delete_chat(old)  # the chat that has the first two parts is gone
+
+    assert (await sender.send(APP, GROUP, replace(message, skip=2))).ok
+
+    [new] = fake.chats.values()
+    assert [m.msg["text"]["content"].split("\n", 1)[0] for m in new.messages] == [f"({i}/{n})" for i in range(1, n + 1)]
 
 
 async def test_app_configuration_problems_are_not_retryable(fake: DingTalkFake, make: Make) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +28,7 @@ from bridge.render import TRUNCATED, WECOM_MENTION_ROOM, budget
 from bridge.store import Store
 from bridge.upstreams import WeComApp as AppSettings
 from bridge.upstreams import WeComSettings
-from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, logged, sqlite_store
+from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, fail_after, logged, sqlite_store
 from tests.fakes._server import FakeServer
 from tests.fakes.wecom import WeComFake
 from tests.helpers import free_port
@@ -248,6 +249,33 @@ async def test_appchat_splits_a_long_message(fake: WeComFake, make: Make) -> Non
     assert (await make().send(CHAT, GROUP, Message("t", body, Format.MARKDOWN))).ok
     [chat] = fake.chats.values()
     assert_parts([m.content for m in chat.messages], body, wecom.APP_CONTENT_BYTES)
+
+
+def received(fake: WeComFake, kind: str) -> list[str]:
+    """What the group got, in order: the app's messages to a member, the app chat's, or the robot's."""
+    if kind == "app":
+        return [m.content for m in fake.inbox("alice")]
+    if kind == "appchat":
+        return [m.content for chat in fake.chats.values() for m in chat.messages]
+    return [m.content for m in fake.robot_inbox(ROBOT_KEY)]
+
+
+@pytest.mark.parametrize(("kind", "sends"), [("app", "wecom app "), ("appchat", "wecom appchat "), ("robot", "robot")])
+async def test_a_split_message_that_failed_part_way_is_sent_again_from_that_part(
+    fake: WeComFake, url: str, make: Make, kind: str, sends: str
+) -> None:
+    target: Target = APP if kind == "app" else CHAT if kind == "appchat" else robot(url)
+    message = Message("t", long_body(200), Format.TEXT)
+    sender = make()
+    n = sender.parts(target, GROUP, message)
+    fail_after(fake, 2, sends)
+
+    outcome = await sender.send(target, GROUP, message)
+    assert (outcome.ok, outcome.retryable, outcome.sent) == (False, True, 2)
+    assert outcome.detail == f"part 3/{n}: HTTP 502"
+    assert (await sender.send(target, GROUP, replace(message, skip=2))).ok
+
+    assert [c.split("\n", 1)[0] for c in received(fake, kind)] == [f"({i}/{n})" for i in range(1, n + 1)]  # once each
 
 
 # -- group robot --

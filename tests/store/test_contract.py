@@ -202,6 +202,19 @@ async def test_a_payload_is_kept_as_written_through_every_settle(store: Store) -
     assert done is not None and (done.payload, done.state, done.attempts) == (payload, State.DONE, 2)
 
 
+async def test_a_jobs_progress_is_kept_until_a_settle_changes_it(store: Store) -> None:
+    await store.admit([Admission([job(1)])], lease=0)
+    (leased,) = await store.lease(1, lease=60)
+    assert leased.progress == ""
+    await store.settle([replace(leased, due=0, attempts=1, detail="part 3/4: HTTP 502", progress="2 5f3a9c1e")])
+    (again,) = await store.lease(1, lease=60)
+    assert (again.progress, again.detail) == ("2 5f3a9c1e", "part 3/4: HTTP 502")
+    assert [j.progress for j in await store.jobs(None, 10)] == ["2 5f3a9c1e"]
+    await store.settle([replace(again, state=State.DONE, attempts=2, detail="", progress="")])
+    done = await store.job(again.id)
+    assert done is not None and (done.state, done.progress) == (State.DONE, "")
+
+
 async def test_a_dead_job_can_be_made_pending_again(store: Store) -> None:
     await store.admit([Admission([job(1)])], lease=0)
     (leased,) = await store.lease(1, lease=60)

@@ -50,6 +50,22 @@ async def test_jobs_of_the_first_layout_are_leased_settled_and_keep_their_payloa
             client.delete(key)
 
 
+async def test_a_record_written_before_progress_reads_with_none() -> None:
+    prefix = redis_prefix()
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    client.hset(prefix + JOBS, "a:0", '["a:0", "pending", 2.0, 1.5, 2, "HTTP 502", 3.0, 4002]\n{"target": 0}')
+    client.zadd(prefix + DUE, {"a:0": 2.0})
+    client.zadd(prefix + CREATED, {"a:0": 1.5})
+    store = RedisStore(REDIS_URL, prefix, timeout=2.0, history=100)
+    try:
+        (leased,) = await store.lease(10, lease=60)
+        assert (leased.payload, leased.attempts, leased.code, leased.progress) == ('{"target": 0}', 2, 4002, "")
+    finally:
+        await store.close()
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+
+
 @contextmanager
 def redis_server(folder: Path, *options: str) -> Iterator[str]:
     """A Redis of its own, set up as the options say (the shared test Redis is left as it is)."""

@@ -81,6 +81,27 @@ async def test_jobs_of_the_one_row_layout_are_moved_and_still_delivered(tmp_path
     assert "outbox" not in tables and {"deliveries", "payloads"} <= tables
 
 
+async def test_jobs_of_the_layout_before_progress_gain_it_and_are_still_delivered(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            "CREATE TABLE deliveries (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL, created REAL"
+            " NOT NULL, attempts INTEGER NOT NULL, detail TEXT NOT NULL, updated REAL NOT NULL, code INTEGER NOT NULL);"
+            "CREATE TABLE payloads (id TEXT PRIMARY KEY, payload TEXT NOT NULL);"
+            "INSERT INTO deliveries VALUES ('a:0', 'pending', 2.0, 1.0, 2, 'HTTP 502', 3.0, 502);"
+            """INSERT INTO payloads VALUES ('a:0', '{"target": 0}');"""
+        )
+    store = SqliteStore(str(path), history=100)
+    try:
+        (pending,) = await store.lease(10, lease=60)
+        assert (pending.id, pending.payload, pending.attempts, pending.progress) == ("a:0", '{"target": 0}', 2, "")
+        await store.settle([replace(pending, due=0, attempts=3, progress="1 5f3a9c1e")])
+        (again,) = await store.lease(10, lease=60)
+        assert (again.attempts, again.progress) == (3, "1 5f3a9c1e")
+    finally:
+        await store.close()
+
+
 async def test_a_lease_reads_only_due_jobs_however_large_the_backlog(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "s.db"), history=100)
     await store.ping()  # the file and its tables exist

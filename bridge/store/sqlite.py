@@ -19,48 +19,16 @@ from typing import Any, TypeVar
 
 from bridge.model import Group
 from bridge.store.base import Admission, Job, State, StoreError, dump_group, load_group
+from bridge.store.sqlite_file import BUSY, prepare
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS groups (id TEXT NOT NULL, level TEXT NOT NULL, data TEXT NOT NULL,
-                                   PRIMARY KEY (id, level));
-CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
-                                       created REAL NOT NULL, attempts INTEGER NOT NULL, detail TEXT NOT NULL,
-                                       updated REAL NOT NULL, code INTEGER NOT NULL,
-                                       progress TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (state, created);
-CREATE TABLE IF NOT EXISTS payloads (id TEXT PRIMARY KEY, payload TEXT NOT NULL);
-CREATE TRIGGER IF NOT EXISTS payloads_forgotten AFTER DELETE ON deliveries
-    BEGIN DELETE FROM payloads WHERE id = old.id; END;
-CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
-"""
 # A job is a row of deliveries, rewritten by every settle, and its payload, written once: the rows a settle
 # rewrites stay small, so a commit writes few pages.
 _STATE = "id, state, due, created, attempts, detail, updated, code, progress"
 # A job whose payload is missing (a damaged file) reads as an empty one: the outbox dead-letters it, saying why.
 _COLUMNS = "d.id, state, due, created, attempts, detail, updated, code, progress, coalesce(payload, '')"
 _JOINED = "deliveries d LEFT JOIN payloads USING (id)"
-# Older files, each moved to this layout when opened: the outbox table held a job in one row; before it, the
-# jobs table held a job as one JSON document. Neither knew of a job's progress.
-_OLDER = "id, state, due, created, attempts, detail, updated, code"
-_MIGRATE = {
-    "outbox": (
-        f"INSERT OR IGNORE INTO deliveries ({_OLDER}) SELECT {_OLDER} FROM outbox",  # noqa: S608
-        "INSERT OR IGNORE INTO payloads SELECT id, payload FROM outbox",
-        "DROP TABLE outbox",
-    ),
-    "jobs": (
-        f"INSERT OR IGNORE INTO deliveries ({_OLDER}) SELECT id, state, due, created,"  # noqa: S608
-        " json_extract(data, '$.attempts'), json_extract(data, '$.detail'), json_extract(data, '$.updated'),"
-        " coalesce(json_extract(data, '$.code'), 0) FROM jobs",
-        "INSERT OR IGNORE INTO payloads SELECT id, json_extract(data, '$.payload') FROM jobs",
-        "DROP TABLE jobs",
-    ),
-}
 # The partial index by name: the planner would otherwise take (state, created) and sort the whole backlog.
 _DUE = "SELECT id FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending' AND due <= ? ORDER BY due LIMIT ?"
 _LEASE = f"UPDATE deliveries SET due = ? WHERE id IN ({_DUE}) RETURNING id"  # noqa: S608
@@ -68,7 +36,6 @@ _LEASE = f"UPDATE deliveries SET due = ? WHERE id IN ({_DUE}) RETURNING id"  # n
 _LEASED = f"SELECT {_COLUMNS} FROM {_JOINED} WHERE d.id IN (SELECT value FROM json_each(?))"  # noqa: S608
 _GROUP = "SELECT data FROM groups WHERE id=? AND level=?"
 _PURGE_EVERY = 60.0
-_BUSY = 5.0  # seconds a call waits for another process's write lock
 _GROUP_COMMIT = 256  # calls at most in one transaction
 Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
@@ -137,9 +104,9 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:  # connect lazily, so a store that comes back is picked up by itself
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=_BUSY)
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=BUSY)
             try:
-                _prepare(conn)
+                prepare(conn)
             except sqlite3.Error:
                 conn.close()
                 raise
@@ -300,33 +267,3 @@ def _answer(answers: list[tuple[asyncio.Future[Any], object, BaseException | Non
             future.set_result(result)
         else:
             future.set_exception(error)
-
-
-def _prepare(conn: sqlite3.Connection) -> None:
-    deadline = time.monotonic() + _BUSY
-    while True:
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError as exc:  # two processes opening a new file at once
-            # Switching to WAL takes a lock that SQLite's busy timeout does not wait for: wait here instead.
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-    conn.execute("PRAGMA synchronous=NORMAL")
-    # Each call's savepoint copies the pages it changes to a statement journal, a temp file once it passes
-    # 64 KiB: kept in memory, a group commit writes no page twice (an eighth of B1's CPU per alarm).
-    conn.execute("PRAGMA temp_store=MEMORY")
-    conn.executescript(_SCHEMA)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if "progress" not in {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}:  # an older file
-            conn.execute("ALTER TABLE deliveries ADD COLUMN progress TEXT NOT NULL DEFAULT ''")
-        for table, statements in _MIGRATE.items():
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
-                for statement in statements:
-                    conn.execute(statement)
-        conn.execute("COMMIT")
-    except sqlite3.Error:
-        conn.execute("ROLLBACK")
-        raise

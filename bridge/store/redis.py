@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from bridge.model import Group
+from bridge.store import redis_scripts as scripts
 from bridge.store.base import Admission, Job, State, StoreError, dump_group, load_group
 
 T = TypeVar("T")
@@ -27,103 +28,6 @@ DONE = "done"  # sorted set: done job id -> creation time, trimmed to the histor
 DEAD = "dead"  # sorted set: dead job id -> creation time
 SLOTS = "slots:"  # sorted sets: rate-limit key -> send times
 
-# KEYS: due, jobs. ARGV: now, limit, lease end. Moves due jobs' due time to the lease end and returns them: each
-# id, then its record.
-_LEASE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[3], id)
-  local data = redis.call('HGET', KEYS[2], id)
-  if data then
-    out[#out + 1] = id
-    out[#out + 1] = data
-  else  -- a due id without a job (damage): dropped, or it would take a place in every lease from now on
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
-
-# KEYS: slots. ARGV: window, limit, member. Returns "0" when a slot was taken, else the seconds to wait.
-# The server's clock, so that every replica measures the window alike.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now, window = tonumber(t[1]) + tonumber(t[2]) / 1000000, tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
-  return '0'
-end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return tostring(tonumber(oldest[2]) + window - now)
-"""
-
-# KEYS: jobs, created, due, then each admission's claim. ARGV[1]: JSON [[claim's KEYS index or 0, window in
-# milliseconds, [[id, due, created], ...]], ...]; then each job's record, in that order. Claims are taken in turn (a
-# later admission loses a claim an earlier one won); an admission's jobs are written if it has no claim or won it.
-# Returns 1 or 0 for each admission.
-_ADMIT = """
-local won, r = {}, 1
-for i, admission in ipairs(cjson.decode(ARGV[1])) do
-  local claim = admission[1]
-  won[i] = (claim == 0 or redis.call('SET', KEYS[claim], '1', 'PX', admission[2], 'NX')) and 1 or 0
-  for _, j in ipairs(admission[3]) do
-    r = r + 1
-    if won[i] == 1 then
-      redis.call('HSET', KEYS[1], j[1], ARGV[r])
-      redis.call('ZADD', KEYS[2], j[3], j[1])
-      redis.call('ZADD', KEYS[3], j[2], j[1])
-    end
-  end
-end
-return won
-"""
-
-# KEYS: jobs, created, due, done, dead. ARGV[1]: JSON [[id, state, due, created], ...]; then each job's new fields
-# line, in that order. The line replaces the record's first one: the payload, written once, is not sent again. A
-# job no longer stored (forgotten meanwhile) is left out. A record of the first layout (one JSON document) gives
-# its payload from that document.
-_SETTLE = """
-for i, j in ipairs(cjson.decode(ARGV[1])) do
-  local id, state, due, created = j[1], j[2], j[3], j[4]
-  local old = redis.call('HGET', KEYS[1], id)
-  if old then
-    local at = string.find(old, '\\n', 1, true)
-    local payload = at and string.sub(old, at + 1)
-    if not payload then  -- a record of the first layout; one that cannot be read keeps no payload
-      local ok, doc = pcall(cjson.decode, old)
-      payload = ok and type(doc) == 'table' and type(doc.payload) == 'string' and doc.payload or ''
-    end
-    redis.call('HSET', KEYS[1], id, ARGV[i + 1] .. '\\n' .. payload)
-    redis.call('ZADD', KEYS[2], created, id)
-    if state == 'pending' then
-      redis.call('ZADD', KEYS[3], due, id)
-      redis.call('ZREM', KEYS[4], id)
-      redis.call('ZREM', KEYS[5], id)
-    else
-      redis.call('ZREM', KEYS[3], id)
-      redis.call('ZREM', state == 'done' and KEYS[5] or KEYS[4], id)
-      redis.call('ZADD', state == 'done' and KEYS[4] or KEYS[5], created, id)
-    end
-  end
-end
-"""
-
-# KEYS: done, created, jobs. ARGV: history. Forgets the oldest done jobs beyond the history size.
-_TRIM = """
-local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[1])
-if excess <= 0 then return 0 end
-local ids = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
-for _, id in ipairs(ids) do
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('ZREM', KEYS[2], id)
-end
-redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
-return excess
-"""
-
 
 class RedisStore:
     def __init__(self, url: str, prefix: str, timeout: float, history: int) -> None:
@@ -133,11 +37,11 @@ class RedisStore:
         self._redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
         )
-        self._lease_script = self._redis.register_script(_LEASE)
-        self._acquire_script = self._redis.register_script(_ACQUIRE)
-        self._trim_script = self._redis.register_script(_TRIM)
-        self._settle_script = self._redis.register_script(_SETTLE)
-        self._admit_script = self._redis.register_script(_ADMIT)
+        self._lease_script = self._redis.register_script(scripts.LEASE)
+        self._acquire_script = self._redis.register_script(scripts.ACQUIRE)
+        self._trim_script = self._redis.register_script(scripts.TRIM)
+        self._settle_script = self._redis.register_script(scripts.SETTLE)
+        self._admit_script = self._redis.register_script(scripts.ADMIT)
 
     def _key(self, name: str) -> str:
         return self._prefix + name

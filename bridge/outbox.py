@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -21,10 +20,10 @@ from bridge.config import DeliverySettings
 from bridge.dispatch import SEND_CODES, Dispatcher
 from bridge.intake import Admitted, Entry, FirstAttempt, Intake
 from bridge.limits import Limits
-from bridge.model import Alarm, Channel, Group, Message, Outcome, Reason, label
+from bridge.model import Alarm, Group, Message, Outcome, Reason, label
 from bridge.render import Renderer, RenderError, budget
 from bridge.store import Admission, Job, State, Store, StoreError
-from bridge.work import Work, mailed_again, progress, read_leased, resumed
+from bridge.work import Work, attempted, mailed_again, progress, read_leased, resumed, unread
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +166,7 @@ class Outbox:
         works, unreadable = read_leased(jobs, leased_until)
         if unreadable:
             await self._bury(unreadable)
-        return await self._deliver_all(works)
+        return _merged(await asyncio.gather(*(self._deliver(w) for w in works)))
 
     async def _bury(self, unreadable: list[tuple[Job, Exception]]) -> None:
         """Jobs whose payload cannot be read (a bug, or damage): dead, saying why, so that they hold back none of
@@ -175,16 +174,7 @@ class Outbox:
         (first, error), now = unreadable[0], time.time()
         logger.error("outbox: %d job(s) cannot be read and are dead, the first %s: %s: %s",
                      len(unreadable), first.id, type(error).__name__, error)  # fmt: skip
-        dead = [
-            replace(
-                job, state=State.DEAD, attempts=job.attempts + 1, updated=now, detail=f"cannot be read: {exc!r}"[:300]
-            )
-            for job, exc in unreadable
-        ]
-        await self._record(dead)
-
-    async def _deliver_all(self, works: list[Work]) -> dict[str, Outcome | None]:
-        return _merged(await asyncio.gather(*(self._deliver(w) for w in works)))
+        await self._record(unread(unreadable, now))
 
     async def _deliver(self, work: Work) -> dict[str, Outcome | None]:
         """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so."""
@@ -232,7 +222,7 @@ class Outbox:
                            label(work.target), work.group.id, work.group.level, block, outcome.detail)  # fmt: skip
         now = time.time()
         settled = [
-            self._next(j, outcome, now, work.target.channel, reached if i < carried else j.progress)
+            attempted(j, outcome, now, self._settings, work.target.channel, reached if i < carried else j.progress)
             for i, j in enumerate(work.jobs[:count])
         ]
         if outcome.later:  # before the jobs are recorded as done: a crash in between repeats a mail, loses none
@@ -290,21 +280,6 @@ class Outbox:
         if count < alone:
             self._limits.packed(work.target, count)
         return message, count
-
-    def _next(self, job: Job, outcome: Outcome, now: float, channel: Channel, progress: str) -> Job:
-        """The job after an attempt: done, pending again after a backoff, or dead."""
-        attempts, due = job.attempts + 1, job.due
-        if outcome.ok:
-            state = State.DONE
-        elif outcome.retryable and now - job.created < self._settings.max_age:
-            metrics.RETRIES.labels(channel=channel).inc()
-            delay = min(self._settings.backoff_max, self._settings.backoff * 2 ** (attempts - 1))
-            state, due = State.PENDING, now + delay * random.uniform(0.5, 1.0)
-        else:
-            metrics.DEAD_LETTERS.labels(channel=channel).inc()
-            state = State.DEAD
-        # Made anew rather than by dataclasses.replace, which costs three times as much: this runs for every job.
-        return Job(job.id, job.payload, job.created, due, state, attempts, outcome.detail, now, outcome.code, progress)
 
     async def _hand_back(self, jobs: Iterable[Job]) -> None:
         """Leased jobs this process will not deliver after all: due again at once, not when their lease ends."""

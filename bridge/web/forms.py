@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from bridge.model import Group, Member
-from bridge.web.groups import Errors, mask_secret, mask_webhook
+from bridge.web.groups import Errors
+from bridge.web.masks import mask_secret, mask_webhook
 from bridge.web.pages import Form
 
 MEMBER_FIELDS = tuple(f.name for f in fields(Member))

@@ -11,10 +11,10 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from enum import Enum
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
@@ -24,25 +24,12 @@ from bridge.gateway import Gateway, find_group
 from bridge.model import TARGET_TYPES, Group, Member, Target
 from bridge.schema import ConfigError, Node, parse_group
 from bridge.web import audit
+from bridge.web.masks import MASK, SECRET_FIELDS, masked_target
 
-MASK = "****"
-SECRET_FIELDS = ("webhook", "secret")
 KEY_PATTERN = re.compile(r"^(?!\.\.?$)[^/\s]+$")  # id and level are path segments of the page and the API
 _ERROR = re.compile(r"^group: (?P<path>.+?): (?P<message>.+)$", re.DOTALL)
 
 Errors = dict[str, str]  # field path (e.g. "channels[0].webhook") -> what is wrong and what is expected
-
-
-def mask_webhook(url: str) -> str:
-    """The URL with every query value (a bare query item whole) and any password hidden: robot tokens and keys
-    travel in the query. A URL that cannot be read (stored before it was checked) is hidden whole."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return MASK
-    query = "&".join(f"{p.partition('=')[0]}={MASK}" if "=" in p else MASK for p in parts.query.split("&") if p)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _webhook_error(url: str) -> str | None:
@@ -55,24 +42,6 @@ def _webhook_error(url: str) -> str | None:
     if parts.scheme not in ("http", "https") or not host or any(c.isspace() or ord(c) < 32 for c in url):
         return "expected the robot's http(s) URL"
     return None
-
-
-def mask_secret(secret: str) -> str:
-    """A DingTalk sign secret always starts with SEC: showing that says nothing."""
-    if not secret:
-        return ""
-    return f"SEC{MASK}" if secret.startswith("SEC") else MASK
-
-
-def masked_target(target: Target) -> dict[str, Any]:
-    data: dict[str, Any] = {"type": target.kind, **asdict(target)}
-    if "webhook" in data:
-        data["webhook"] = mask_webhook(data["webhook"])
-    if "secret" in data:
-        data["secret"] = mask_secret(data["secret"])
-    if "to" in data:
-        data["to"] = list(data["to"])
-    return data
 
 
 def masked(group: Group, provisioned: bool) -> dict[str, Any]:

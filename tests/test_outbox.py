@@ -27,7 +27,7 @@ from bridge.store import Admission, Job, State
 from tests.channels._shared import fail_after
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
-from tests.helpers import config_data, seed_alarm, signed, write_config
+from tests.helpers import REDIS_URL, config_data, seed_alarm, signed, write_config
 
 TOKEN = "outbox-robot-token"
 MARKER = re.compile(r"alarm-(\d{5})")
@@ -110,13 +110,15 @@ def test_alarms_arriving_while_a_message_is_in_flight_share_the_next_one(
     assert sent == [["00001"], ["00002", "00003", "00004"]]
 
 
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_a_split_message_whose_second_part_failed_is_retried_from_that_part(
-    robot: tuple[DingTalkFake, str], tmp_path: Path
+    robot: tuple[DingTalkFake, str], tmp_path: Path, store: str
 ) -> None:
     fake, url = robot
     fail_after(fake, 1, "robot")  # part 1 arrives, part 2 meets a 502
     long = signed(seed_alarm(exception_spec="disk full " * 4500))  # 45 KB: three parts
-    with TestClient(create_app(parse(robot_config(f"sqlite:///{tmp_path / 's.db'}", url), "t.yaml"))) as client:
+    store_url = f"sqlite:///{tmp_path / 's.db'}" if store == "sqlite" else REDIS_URL
+    with TestClient(create_app(parse(robot_config(store_url, url), "t.yaml"))) as client:
         reply = client.post("/alarm_v2", content=json.dumps(long)).json()
         assert reply["code"] == 4002 and "part 2/3: HTTP 502 (retrying)" in reply["msg"], reply
         fake.robot_messages.wait_for(3)

@@ -105,9 +105,10 @@ def progress(message: Message, outcome: Outcome) -> str:
 
 
 def resumed(message: Message, progress: str) -> Message:
-    """The message, to be sent from the part after those the job's progress says the upstream has."""
+    """The message, to be sent from the part after those the job's progress says the upstream has (whole if the
+    progress is of another message, or cannot be read)."""
     sent, _, digest = progress.partition(" ")
-    return replace(message, skip=int(sent)) if progress and digest == _digest(message) else message
+    return replace(message, skip=int(sent)) if sent.isdecimal() and digest == _digest(message) else message
 
 
 def _digest(message: Message) -> str:

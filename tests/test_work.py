@@ -61,6 +61,7 @@ def test_a_message_resumes_after_the_parts_the_upstream_has_and_only_the_same_me
     failed_at_3 = progress(MESSAGE, Outcome("robot", False, 4002, True, sent=2))
     assert resumed(MESSAGE, failed_at_3).skip == 2
     assert resumed(MESSAGE, "").skip == 0
+    assert resumed(MESSAGE, "x" + failed_at_3).skip == 0  # damaged: sent whole, never an error that stops delivery
     # Made differently on the retry (a template changed meanwhile): every part is sent, none is lost.
     assert resumed(Message(MESSAGE.title, MESSAGE.body + "!", Format.TEXT), failed_at_3).skip == 0
     assert resumed(Message(MESSAGE.title, MESSAGE.body, Format.MARKDOWN), failed_at_3).skip == 0

@@ -78,7 +78,20 @@ class RedisStore:
                 "Redis runs without appendonly: if it crashes, the outbox's latest jobs, and the accepted "
                 "alarms in them, are lost; set appendonly yes"
             )
+        elif await self._fsync() == "no":
+            found.append(
+                "Redis writes its appendonly file without fsync (appendfsync no): if its machine crashes, the "
+                "outbox's jobs of the last seconds the system had not flushed are lost; set appendfsync everysec"
+            )
         return found
+
+    async def _fsync(self) -> str:
+        """The appendfsync policy, or "" where CONFIG is not allowed (managed Redis services often rename it)."""
+        try:
+            reply = await self._run(self._redis.config_get("appendfsync"))
+        except StoreError:
+            return ""
+        return str(reply.get("appendfsync", ""))
 
     async def get_group(self, id: str, level: str) -> Group | None:
         data = await self._run(self._redis.hget(self._key(GROUPS), self._field(id, level)))

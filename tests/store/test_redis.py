@@ -87,6 +87,8 @@ def redis_server(folder: Path, *options: str) -> Iterator[str]:
         (("--appendonly", "yes", "--maxmemory", "64mb", "--maxmemory-policy", "noeviction"), []),
         (("--appendonly", "yes", "--maxmemory", "0", "--maxmemory-policy", "allkeys-lru"), []),  # never full
         (("--appendonly", "no"), ["without appendonly"]),
+        (("--appendonly", "yes", "--appendfsync", "no"), ["without fsync"]),
+        (("--appendonly", "yes", "--appendfsync", "no", "--rename-command", "CONFIG", ""), []),  # cannot be seen
         (("--appendonly", "yes", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"), ["evicts any key"]),
         (
             ("--appendonly", "no", "--maxmemory", "64mb", "--maxmemory-policy", "volatile-ttl"),

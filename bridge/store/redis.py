@@ -156,7 +156,7 @@ class RedisStore:
         keys = [self._key(DUE), self._key(JOBS)]
         found: Any = await self._run(self._lease_script(keys=keys, args=[now, limit, now + lease]))
         pairs = zip(found[::2], found[1::2], strict=True)
-        return [replace(_load(str(id), str(data)), due=now + lease) for id, data in pairs]
+        return await self._dated([replace(_load(str(id), str(data)), due=now + lease) for id, data in pairs])
 
     async def settle(self, jobs: Sequence[Job]) -> None:
         if not jobs:
@@ -175,7 +175,7 @@ class RedisStore:
         if data is None:
             return None
         due = await self._run(self._redis.zscore(self._key(DUE), id))
-        job = _load(id, str(data))
+        (job,) = await self._dated([_load(id, str(data))])
         return job if due is None else replace(job, due=float(due))
 
     async def jobs(self, state: State | None, limit: int) -> list[Job]:
@@ -188,8 +188,17 @@ class RedisStore:
         if not ids:
             return []
         records = await self._run(self._redis.hmget(self._key(JOBS), ids))
-        found = [_load(id, str(d)) for id, d in zip(ids, records, strict=True) if d]
+        found = await self._dated([_load(id, str(d)) for id, d in zip(ids, records, strict=True) if d])
         return sorted(found, key=lambda j: j.created, reverse=True)[:limit]
+
+    async def _dated(self, jobs: list[Job]) -> list[Job]:
+        """The jobs, those read from a damaged record (which lost its creation time) dated by the index of creation
+        times: listed where they belong, and settled without moving there."""
+        dated = []
+        for job in jobs:
+            created = None if job.created else await self._run(self._redis.zscore(self._key(CREATED), job.id))
+            dated.append(job if created is None else replace(job, created=float(created)))
+        return dated
 
     async def depth(self) -> int:
         return int(await self._run(self._redis.zcard(self._key(DUE))))

@@ -134,16 +134,19 @@ async def test_a_damaged_record_is_leased_without_its_payload_and_holds_back_no_
         assert await store.lease(10, lease=60) == []  # the first ten orphans, dropped
         leased = sorted(await store.lease(20, lease=60), key=lambda j: j.id)
         assert [(j.id, j.payload) for j in leased] == [(j.id, j.payload if j.id != "a1:0" else "") for j in jobs]
-        assert [j.id for j in await store.jobs(None, 10)] == ["a2:0", "a0:0", "a1:0"]  # listed, as unreadable
+        assert [j.created for j in leased] == [1.0, 2.0, 3.0]  # the damaged one's from the index of creation times
+        assert [j.id for j in await store.jobs(None, 10)] == ["a2:0", "a1:0", "a0:0"]  # listed, as unreadable
         dead = replace(leased[1], state=State.DEAD, attempts=1, detail="cannot be read", updated=time.time())
         await store.settle([dead])  # the outbox dead-letters it, saying why
         assert client.zcard(prefix + DUE) == 2  # the two leased jobs: no orphan left to take a place in a lease
         settled = await store.job("a1:0")
-        assert settled is not None and (settled.state, settled.detail, settled.payload) == (
+        assert settled is not None and (settled.state, settled.detail, settled.payload, settled.created) == (
             State.DEAD,
             "cannot be read",
             "",
+            2.0,
         )
+        assert [j.id for j in await store.jobs(None, 10)] == ["a2:0", "a1:0", "a0:0"]  # still where it was
     finally:
         await store.close()
         client = redis.Redis.from_url(REDIS_URL)

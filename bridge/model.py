@@ -197,6 +197,7 @@ class Message:
     mobiles: tuple[str, ...] = ()  # the alarm's own mentions (the template already wrote them into the body)
     userids: tuple[str, ...] = ()
     skip: int = 0  # a split message's leading parts that an earlier attempt delivered: not sent again
+    chat: str = ""  # the app chat those parts went to ("" for a robot); another chat gets the message whole
 
 
 class Reason(StrEnum):
@@ -225,3 +226,4 @@ class Outcome:
     detail: str = ""
     later: tuple[str, ...] = ()  # email: recipients the server refused for now (4xx) while it took the others
     sent: int | None = None  # a split message that failed: how many of its leading parts the upstream has
+    chat: str = ""  # and the app chat they went to

@@ -244,12 +244,14 @@ class Outbox:
         except RenderError as exc:  # no retry helps until the template is fixed; then the dead jobs can be retried
             logger.error("outbox: %s", exc)
             code = SEND_CODES[work.target.channel]
-            return Outcome(label(work.target), False, code, False, Reason.CONFIG, str(exc)), len(work.jobs), ""
-        unsent = self._dispatcher.parts(work.target, work.group, message) - message.skip
-        if unsent > 1 and not await self._take_slots(work, unsent - 1):  # each part is a message upstream
-            return None
+            return Outcome(label(work.target), False, code, False, Reason.CONFIG, str(exc)), 0, ""  # none made
+        parts = self._dispatcher.parts(work.target, work.group, message)
+        if count == 1:
+            message = resumed(message, work.jobs[0].progress, parts)
+        if parts - message.skip > 1 and not await self._take_slots(work, parts - message.skip - 1):
+            return None  # each part is a message upstream
         outcome = await self._dispatcher.send(work.target, work.group, message)
-        return outcome, count, progress(message, outcome) if count == 1 else ""
+        return outcome, count, progress(message, outcome, parts) if count == 1 else ""
 
     async def _take_slots(self, work: Work, count: int) -> bool:
         """Take rate-limit slots for the target; if one is not free, put the jobs back until it is."""
@@ -269,14 +271,12 @@ class Outbox:
         await self._store.admit([Admission(again)], lease=self._settings.backoff)
 
     def _message(self, work: Work) -> tuple[Message, int]:
-        channel = work.target.channel
+        group, channel = work.group, work.target.channel
         # A job whose message was delivered in part goes alone: its retry is that message, from the part it failed at.
         alone = next((i for i, job in enumerate(work.jobs) if job.progress), len(work.jobs))
         if alone <= 1:
-            return resumed(self._renderer.message(work.alarms[0], work.group, channel)[0], work.jobs[0].progress), 1
-        message, count = self._renderer.digest(
-            work.alarms[:alone], work.group, channel, budget(work.target, work.group)
-        )
+            return self._renderer.message(work.alarms[0], group, channel)[0], 1
+        message, count = self._renderer.digest(work.alarms[:alone], group, channel, budget(work.target, group))
         if count < alone:
             self._limits.packed(work.target, count)
         return message, count

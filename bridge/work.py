@@ -97,18 +97,25 @@ def mailed_again(job: Job, recipients: Sequence[str]) -> Job:
     return Job(id=f"{job.id}+{job.attempts + 1}", payload=payload, created=job.created)
 
 
-def progress(message: Message, outcome: Outcome) -> str:
-    """What a job records of its message after an attempt: how many leading parts the upstream has, with the
-    message's digest, so that a retry sends only the rest, and only if it makes the same message ("" if none)."""
-    sent = message.skip if outcome.sent is None else outcome.sent  # None: the attempt sent no part
-    return f"{sent} {_digest(message)}" if sent and not outcome.ok else ""
+def progress(message: Message, outcome: Outcome, parts: int) -> str:
+    """What a job records of its message after an attempt: how many of its ``parts`` the upstream has, and in which
+    app chat, with the message's digest, so that a retry sends only the rest, and only of the same message split
+    the same way ("" if none)."""
+    if outcome.ok:
+        return ""
+    # None: the attempt sent no part, and the upstream has what it had
+    sent, chat = (message.skip, message.chat) if outcome.sent is None else (outcome.sent, outcome.chat)
+    return f"{sent}/{parts} {_digest(message)} {chat}" if sent else ""
 
 
-def resumed(message: Message, progress: str) -> Message:
-    """The message, to be sent from the part after those the job's progress says the upstream has (whole if the
-    progress is of another message, or cannot be read)."""
-    sent, _, digest = progress.partition(" ")
-    return replace(message, skip=int(sent)) if sent.isdecimal() and digest == _digest(message) else message
+def resumed(message: Message, progress: str, parts: int) -> Message:
+    """The message, to be sent from the part after those the job's progress says the upstream has; whole if the
+    progress is of another message or of another split of it, or cannot be read."""
+    count, digest, chat = [*progress.split(" "), "", ""][:3]
+    sent, _, of = count.partition("/")
+    if sent.isdecimal() and of == str(parts) and int(sent) < parts and digest == _digest(message):
+        return replace(message, skip=int(sent), chat=chat)
+    return message
 
 
 def _digest(message: Message) -> str:

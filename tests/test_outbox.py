@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from bridge.store import Admission, Job, State
 from tests.channels._shared import fail_after
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
-from tests.helpers import REDIS_URL, config_data, seed_alarm, signed, write_config
+from tests.helpers import REDIS_URL, TEMPLATES, config_data, seed_alarm, signed, write_config
 
 TOKEN = "outbox-robot-token"
 MARKER = re.compile(r"alarm-(\d{5})")
@@ -121,6 +122,31 @@ def test_a_split_message_whose_second_part_failed_is_retried_from_that_part(
     with TestClient(create_app(parse(robot_config(store_url, url), "t.yaml"))) as client:
         reply = client.post("/alarm_v2", content=json.dumps(long)).json()
         assert reply["code"] == 4002 and "part 2/3: HTTP 502 (retrying)" in reply["msg"], reply
+        fake.robot_messages.wait_for(3)
+        time.sleep(0.5)
+    assert [m.content.split("\n", 1)[0] for m in fake.robot_messages] == ["(1/3)", "(2/3)", "(3/3)"]
+
+
+def test_a_split_message_dead_for_a_broken_template_resumes_once_it_is_fixed(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url)
+    shutil.copytree(TEMPLATES, tmp_path / "broken")
+    (tmp_path / "broken" / "native" / "text.j2").write_text("{{ alarm.no_such_field }}", encoding="utf-8")
+    fake.echo = lambda _: fake.fail_next(10_000, 502)  # part 1 arrives; the robot then fails until told otherwise
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        reply = client.post("/alarm_v2", content=json.dumps(signed(seed_alarm(exception_spec="disk full " * 4500))))
+        assert "part 2/3: HTTP 502 (retrying)" in reply.json()["msg"]
+    fake.echo = None
+    broken = {**data, "templates": str(tmp_path / "broken")}
+    with TestClient(create_app(parse(broken, "t.yaml"))):  # the retry cannot be made: the job is dead
+        wait_until(lambda: "dead" in run_cli(write_config(tmp_path / "broken.yaml", broken), "--failed").stdout)
+    path = write_config(tmp_path / "c.yaml", data)
+    (line,) = run_cli(path, "--failed").stdout.splitlines()
+    fake.fail_next(0)
+    assert run_cli(path, "retry", line.split()[0]).returncode == 0  # the template fixed, the dead job retried
+    with TestClient(create_app(parse(data, str(path)))):
         fake.robot_messages.wait_for(3)
         time.sleep(0.5)
     assert [m.content.split("\n", 1)[0] for m in fake.robot_messages] == ["(1/3)", "(2/3)", "(3/3)"]

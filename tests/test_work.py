@@ -58,18 +58,29 @@ MESSAGE = Message("【高】磁盘", "(1/3)\n...\n(2/3)\n...\n(3/3)\n...", Forma
 
 
 def test_a_message_resumes_after_the_parts_the_upstream_has_and_only_the_same_message() -> None:
-    failed_at_3 = progress(MESSAGE, Outcome("robot", False, 4002, True, sent=2))
-    assert resumed(MESSAGE, failed_at_3).skip == 2
-    assert resumed(MESSAGE, "").skip == 0
-    assert resumed(MESSAGE, "x" + failed_at_3).skip == 0  # damaged: sent whole, never an error that stops delivery
+    failed_at_3 = progress(MESSAGE, Outcome("robot", False, 4002, True, sent=2), 3)
+    assert resumed(MESSAGE, failed_at_3, 3).skip == 2
+    assert resumed(MESSAGE, "", 3).skip == 0
+    assert resumed(MESSAGE, "x" + failed_at_3, 3).skip == 0  # damaged: sent whole, never an error that stops delivery
     # Made differently on the retry (a template changed meanwhile): every part is sent, none is lost.
-    assert resumed(Message(MESSAGE.title, MESSAGE.body + "!", Format.TEXT), failed_at_3).skip == 0
-    assert resumed(Message(MESSAGE.title, MESSAGE.body, Format.MARKDOWN), failed_at_3).skip == 0
+    assert resumed(Message(MESSAGE.title, MESSAGE.body + "!", Format.TEXT), failed_at_3, 3).skip == 0
+    assert resumed(Message(MESSAGE.title, MESSAGE.body, Format.MARKDOWN), failed_at_3, 3).skip == 0
+    # Split otherwise (delivery.split or the group's mentions changed): its parts are not the parts sent.
+    assert resumed(MESSAGE, failed_at_3, 2).skip == 0
+    assert resumed(MESSAGE, failed_at_3, 4).skip == 0
+
+
+def test_a_message_resumes_only_in_the_app_chat_that_has_its_first_parts() -> None:
+    in_chat = progress(MESSAGE, Outcome("dingtalk-app ops", False, 4002, True, sent=1, chat="chat-a"), 3)
+    again = resumed(MESSAGE, in_chat, 3)
+    assert (again.skip, again.chat) == (1, "chat-a")  # the sender sends it whole to any other chat
 
 
 def test_progress_is_kept_by_an_attempt_that_sent_no_part_and_dropped_once_delivered() -> None:
-    resumed_at_3 = resumed(MESSAGE, progress(MESSAGE, Outcome("robot", False, 4002, True, sent=2)))
-    no_part = Outcome("robot", False, 4002, True)  # e.g. the token could not be had
-    assert resumed(MESSAGE, progress(resumed_at_3, no_part)).skip == 2
-    assert progress(resumed_at_3, Outcome("robot", True)) == ""
-    assert progress(MESSAGE, Outcome("robot", False, 4002, True, sent=0)) == ""
+    failed = Outcome("dingtalk-app ops", False, 4002, True, sent=2, chat="chat-a")
+    resumed_at_3 = resumed(MESSAGE, progress(MESSAGE, failed, 3), 3)
+    no_part = Outcome("dingtalk-app ops", False, 4002, True)  # e.g. the token could not be had
+    kept = resumed(MESSAGE, progress(resumed_at_3, no_part, 3), 3)
+    assert (kept.skip, kept.chat) == (2, "chat-a")
+    assert progress(resumed_at_3, Outcome("dingtalk-app ops", True), 3) == ""
+    assert progress(MESSAGE, Outcome("robot", False, 4002, True, sent=0), 3) == ""

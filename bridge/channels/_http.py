@@ -86,9 +86,10 @@ def unsent(parts: Sequence[T], skip: int) -> list[tuple[int, T]]:
     return list(enumerate(parts, 1))[skip:]
 
 
-def at_part(outcome: Outcome, i: int, n: int) -> Outcome:
-    """A message that failed at its part ``i`` of ``n``: the parts before it are delivered."""
-    return replace(outcome, detail=f"part {i}/{n}: {outcome.detail}" if n > 1 else outcome.detail, sent=i - 1)
+def at_part(outcome: Outcome, i: int, n: int, chat: str = "") -> Outcome:
+    """A message that failed at its part ``i`` of ``n``: the parts before it are delivered (to the app chat)."""
+    detail = f"part {i}/{n}: {outcome.detail}" if n > 1 else outcome.detail
+    return replace(outcome, detail=detail, sent=i - 1, chat=chat)
 
 
 def checked(reply: Reply | Failure) -> Reply | Failure:

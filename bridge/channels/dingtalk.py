@@ -107,7 +107,7 @@ class Sender:
             chatid = await self._chat(name, target.app, app, group, userids, key)
             if isinstance(chatid, Outcome):
                 return chatid if attempt == 1 else replace(chatid, sent=0)
-            for i, body in unsent(bodies, message.skip if attempt == 1 else 0):
+            for i, body in unsent(bodies, message.skip if attempt == 1 and chatid == message.chat else 0):
                 reply, raw = await self._post(target.app, app, "/chat/send", {**body, "chatid": chatid})
                 if not isinstance(reply, Failure):
                     continue
@@ -115,7 +115,7 @@ class Sender:
                     logger.info("%s: chat %s of group %s/%s is gone; creating it again", name, chatid, *group.key)
                     await self._chats.forget(key)
                     break
-                return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies))
+                return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies), chatid)
             else:
                 return Outcome(name, True)
         raise AssertionError("unreachable: the second attempt never recreates")

@@ -102,7 +102,7 @@ class Sender:
             chatid = await self._chat(name, target.app, app, group, userids, key, recreate=attempt == 2)
             if isinstance(chatid, Outcome):
                 return chatid if attempt == 1 else replace(chatid, sent=0)
-            for i, part in unsent(parts, message.skip if attempt == 1 else 0):
+            for i, part in unsent(parts, message.skip if attempt == 1 and chatid == message.chat else 0):
                 body = {"chatid": chatid, "safe": 0, **_content(message.format, part)}
                 reply, raw = await self._post(target.app, app, "/cgi-bin/appchat/send", body)
                 if not isinstance(reply, Failure):
@@ -111,7 +111,7 @@ class Sender:
                     logger.info("%s: chat %s of group %s/%s is gone; creating it again", name, chatid, *group.key)
                     await self._chats.forget(key)
                     break
-                return at_part(_failed(name, reply), i, len(parts))
+                return at_part(_failed(name, reply), i, len(parts), chatid)
             else:
                 return Outcome(name, True)
         raise AssertionError("unreachable: the second attempt never recreates")

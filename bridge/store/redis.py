@@ -233,7 +233,8 @@ def _load(id: str, record: str) -> Job:
         fields = json.loads(line)
         if isinstance(fields, dict):  # a record of the first layout: one object, the payload one of its fields
             return Job(**{**fields, "state": State(fields["state"])})
-        _, state, due, created, attempts, detail, updated, code, *progress = fields  # older records have none
-        return Job(id, payload, created, due, State(state), attempts, detail, updated, code, *progress)
+        _, state, due, created, attempts, detail, updated, code, *rest = fields  # older records have no progress
+        progress = rest[0] if rest and isinstance(rest[0], str) else ""
+        return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress)
     except (ValueError, TypeError, KeyError):
         return Job(id, "", 0.0)

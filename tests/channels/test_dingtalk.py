@@ -335,12 +335,15 @@ async def test_a_split_message_that_failed_part_way_is_sent_again_from_that_part
     outcome = await sender.send(target, GROUP, message)
     assert (outcome.ok, outcome.retryable, outcome.sent) == (False, True, 2)
     assert outcome.detail == f"part 3/{n}: HTTP 502"
-    assert (await sender.send(target, GROUP, replace(message, skip=2))).ok
+    assert (await sender.send(target, GROUP, replace(message, skip=2, chat=outcome.chat))).ok
 
     assert [t.split("\n", 1)[0] for t in texts(fake)] == [f"({i}/{n})" for i in range(1, n + 1)]  # each part once
 
 
-async def test_a_split_message_resumed_in_a_chat_made_anew_is_sent_whole(fake: DingTalkFake, make: Make) -> None:
+@pytest.mark.parametrize("gone", ["found by this delivery", "made anew before it"])
+async def test_a_split_message_resumed_in_a_chat_made_anew_is_sent_whole(
+    fake: DingTalkFake, make: Make, gone: str
+) -> None:
     message = Message("t", long_body(1500), Format.TEXT)
     sender = make()
     n = sender.parts(APP, GROUP, message)
@@ -348,12 +351,16 @@ async def test_a_split_message_resumed_in_a_chat_made_anew_is_sent_whole(fake: D
     outcome = await sender.send(APP, GROUP, message)
     assert outcome.sent == 2
     [old] = fake.chats
+    assert outcome.chat == old
     fake.delete_chat(old)  # the chat that has the first two parts is gone
+    if gone == "made anew before it":  # another alarm's delivery found it gone and made the group's chat again
+        assert (await sender.send(APP, GROUP, TEXT)).ok
 
-    assert (await sender.send(APP, GROUP, replace(message, skip=2))).ok
+    assert (await sender.send(APP, GROUP, replace(message, skip=2, chat=outcome.chat))).ok
 
     [new] = fake.chats.values()
-    assert [m.msg["text"]["content"].split("\n", 1)[0] for m in new.messages] == [f"({i}/{n})" for i in range(1, n + 1)]
+    texts = [m.msg["text"]["content"].split("\n", 1)[0] for m in new.messages if m.msg["text"]["content"] != TEXT.body]
+    assert texts == [f"({i}/{n})" for i in range(1, n + 1)]
 
 
 async def test_app_configuration_problems_are_not_retryable(fake: DingTalkFake, make: Make) -> None:

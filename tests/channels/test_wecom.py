@@ -273,9 +273,28 @@ async def test_a_split_message_that_failed_part_way_is_sent_again_from_that_part
     outcome = await sender.send(target, GROUP, message)
     assert (outcome.ok, outcome.retryable, outcome.sent) == (False, True, 2)
     assert outcome.detail == f"part 3/{n}: HTTP 502"
-    assert (await sender.send(target, GROUP, replace(message, skip=2))).ok
+    assert (await sender.send(target, GROUP, replace(message, skip=2, chat=outcome.chat))).ok
 
     assert [c.split("\n", 1)[0] for c in received(fake, kind)] == [f"({i}/{n})" for i in range(1, n + 1)]  # once each
+
+
+async def test_a_split_message_resumed_in_another_app_chat_is_sent_whole(fake: WeComFake, make: Make) -> None:
+    message = Message("t", long_body(200), Format.TEXT)
+    sender = make()
+    n = sender.parts(CHAT, GROUP, message)
+    fail_after(fake, 2, "wecom appchat ")
+    outcome = await sender.send(CHAT, GROUP, message)
+    assert outcome.sent == 2 and outcome.chat in fake.chats
+
+    # The parts went to a chat the group no longer uses (its cache entry was lost, and the chat made anew).
+    assert (await sender.send(CHAT, GROUP, replace(message, skip=2, chat="an-older-chat"))).ok
+
+    [chat] = fake.chats.values()
+    assert [m.content.split("\n", 1)[0] for m in chat.messages] == [
+        f"(1/{n})",
+        f"(2/{n})",
+        *(f"({i}/{n})" for i in range(1, n + 1)),
+    ]
 
 
 # -- group robot --

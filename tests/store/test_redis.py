@@ -50,16 +50,17 @@ async def test_jobs_of_the_first_layout_are_leased_settled_and_keep_their_payloa
             client.delete(key)
 
 
-async def test_a_record_written_before_progress_reads_with_none() -> None:
+async def test_a_record_written_before_progress_or_with_a_damaged_one_reads_with_none() -> None:
     prefix = redis_prefix()
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     client.hset(prefix + JOBS, "a:0", '["a:0", "pending", 2.0, 1.5, 2, "HTTP 502", 3.0, 4002]\n{"target": 0}')
-    client.zadd(prefix + DUE, {"a:0": 2.0})
-    client.zadd(prefix + CREATED, {"a:0": 1.5})
+    client.hset(prefix + JOBS, "b:0", '["b:0", "pending", 2.0, 1.6, 2, "HTTP 502", 3.0, 4002, null]\n{"target": 0}')
+    client.zadd(prefix + DUE, {"a:0": 2.0, "b:0": 2.0})
+    client.zadd(prefix + CREATED, {"a:0": 1.5, "b:0": 1.6})
     store = RedisStore(REDIS_URL, prefix, timeout=2.0, history=100)
     try:
-        (leased,) = await store.lease(10, lease=60)
-        assert (leased.payload, leased.attempts, leased.code, leased.progress) == ('{"target": 0}', 2, 4002, "")
+        leased = sorted(await store.lease(10, lease=60), key=lambda j: j.id)
+        assert [(j.payload, j.attempts, j.code, j.progress) for j in leased] == [('{"target": 0}', 2, 4002, "")] * 2
     finally:
         await store.close()
         for key in client.scan_iter(f"{prefix}*"):

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 from bridge import metrics
 from bridge.channels import Sender
@@ -50,7 +51,8 @@ class Dispatcher:
         code = SEND_CODES[target.channel]
         try:
             async with asyncio.timeout(self._deadline):
-                return await self._senders[target.channel].send(target, group, message)
+                until = time.monotonic() + self._deadline
+                return await self._senders[target.channel].send(target, group, replace(message, until=until))
         except TimeoutError:
             return Outcome(label(target), False, code, True, Reason.TIMEOUT, f"no result within {self._deadline:g}s")
         except Exception:  # a bug in a sender must not cost the other targets their delivery

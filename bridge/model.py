@@ -198,6 +198,7 @@ class Message:
     userids: tuple[str, ...] = ()
     skip: int = 0  # a split message's leading parts that an earlier attempt delivered: not sent again
     chat: str = ""  # the app chat those parts went to ("" for a robot); another chat gets the message whole
+    until: float = 0.0  # time.monotonic() by which its delivery must end (0: no bound); see channels._http.late
 
 
 class Reason(StrEnum):

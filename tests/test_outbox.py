@@ -127,6 +127,20 @@ def test_a_split_message_whose_second_part_failed_is_retried_from_that_part(
     assert [m.content.split("\n", 1)[0] for m in fake.robot_messages] == ["(1/3)", "(2/3)", "(3/3)"]
 
 
+def test_a_split_message_slower_than_its_deadline_is_sent_in_attempts_each_part_once(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    fake.hang(0.6)  # a part takes 0.6 s: within the 1 s call timeout, but no two fit in the 1.5 s deadline
+    data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, timeout="1s", deadline="1.5s")
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        reply = client.post("/alarm_v2", content=json.dumps(signed(seed_alarm(exception_spec="disk full " * 4500))))
+        assert "part 2/3: left for a retry" in reply.json()["msg"], reply.json()
+        fake.robot_messages.wait_for(3)
+        time.sleep(1.0)
+    assert [m.content.split("\n", 1)[0] for m in fake.robot_messages] == ["(1/3)", "(2/3)", "(3/3)"]
+
+
 def test_a_split_message_dead_for_a_broken_template_resumes_once_it_is_fixed(
     robot: tuple[DingTalkFake, str], tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -12,7 +13,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from bridge import metrics
-from bridge.model import Outcome, Reason
+from bridge.model import Message, Outcome, Reason
 from bridge.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,17 @@ async def call(
 def unsent(parts: Sequence[T], skip: int) -> list[tuple[int, T]]:
     """The parts of a split message still to send, numbered from 1 among all: an earlier attempt sent ``skip``."""
     return list(enumerate(parts, 1))[skip:]
+
+
+def late(message: Message, nth: int, timeout: float) -> bool:
+    """Whether the ``nth`` part this attempt sends is better left for a retry: past the first, one that might
+    outlast the delivery's deadline would be cut off there, and the parts before it go unrecorded."""
+    return nth > 1 and bool(message.until) and time.monotonic() + timeout > message.until
+
+
+def left(name: str, code: int) -> Outcome:
+    """The outcome of a split message whose further parts were left for a retry (see ``late``)."""
+    return Outcome(name, False, code, True, Reason.TIMEOUT, "left for a retry, its deadline being near")
 
 
 def at_part(outcome: Outcome, i: int, n: int, chat: str = "") -> Outcome:

@@ -15,7 +15,7 @@ import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chats, authorized_post, named_in
-from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, encode, unsent
+from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, encode, late, left, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
@@ -76,6 +76,8 @@ class Sender:
         if bodies is None:
             return _config(name, Code.DINGTALK_SEND, "the mentions leave no room for the message")
         for i, body in unsent(bodies, message.skip):
+            if late(message, i - message.skip, self._delivery.timeout):
+                return at_part(left(name, Code.DINGTALK_SEND), i, len(bodies))
             params = dict(webhook.query)
             if target.secret:
                 timestamp = _now_ms()
@@ -107,7 +109,10 @@ class Sender:
             chatid = await self._chat(name, target.app, app, group, userids, key)
             if isinstance(chatid, Outcome):
                 return chatid if attempt == 1 else replace(chatid, sent=0)
-            for i, body in unsent(bodies, message.skip if attempt == 1 and chatid == message.chat else 0):
+            start = message.skip if attempt == 1 and chatid == message.chat else 0
+            for i, body in unsent(bodies, start):
+                if late(message, i - start, self._delivery.timeout):
+                    return at_part(left(name, Code.DINGTALK_SEND), i, len(bodies), chatid)
                 reply, raw = await self._post(target.app, app, "/chat/send", {**body, "chatid": chatid})
                 if not isinstance(reply, Failure):
                     continue

@@ -11,7 +11,7 @@ import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chats, authorized_post, named_in
-from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, unsent
+from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, late, left, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import (
@@ -78,6 +78,8 @@ class Sender:
         invalid: dict[str, None] = {}  # ordered, across parts
         parts, _ = self._texts(target, group, message)
         for i, part in unsent(parts, message.skip):
+            if late(message, i - message.skip, self._delivery.timeout):
+                return at_part(left(name, Code.WECOM_SEND), i, len(parts))
             body = {"touser": "|".join(userids), "agentid": app.agentid, **_content(message.format, part)}
             reply, raw = await self._post(target.app, app, "/cgi-bin/message/send", body)
             if isinstance(reply, Failure):
@@ -102,7 +104,10 @@ class Sender:
             chatid = await self._chat(name, target.app, app, group, userids, key, recreate=attempt == 2)
             if isinstance(chatid, Outcome):
                 return chatid if attempt == 1 else replace(chatid, sent=0)
-            for i, part in unsent(parts, message.skip if attempt == 1 and chatid == message.chat else 0):
+            start = message.skip if attempt == 1 and chatid == message.chat else 0
+            for i, part in unsent(parts, start):
+                if late(message, i - start, self._delivery.timeout):
+                    return at_part(left(name, Code.WECOM_SEND), i, len(parts), chatid)
                 body = {"chatid": chatid, "safe": 0, **_content(message.format, part)}
                 reply, raw = await self._post(target.app, app, "/cgi-bin/appchat/send", body)
                 if not isinstance(reply, Failure):
@@ -157,6 +162,8 @@ class Sender:
             logger.warning("%s: group %s/%s: the mentions of %d of %d members fit in a message",
                            name, *group.key, tags.count("<@"), members)  # fmt: skip
         for i, part in unsent(parts, message.skip):
+            if late(message, i - message.skip, self._delivery.timeout):
+                return at_part(left(name, Code.WECOM_SEND), i, len(parts))
             body = _content(message.format, part + tags if i == 1 else part)
             if i == 1 and message.format is Format.TEXT:
                 body["text"] |= _text_mentions(group, message)

@@ -340,6 +340,23 @@ async def test_a_split_message_that_failed_part_way_is_sent_again_from_that_part
     assert [t.split("\n", 1)[0] for t in texts(fake)] == [f"({i}/{n})" for i in range(1, n + 1)]  # each part once
 
 
+async def test_a_split_message_leaves_the_parts_its_deadline_may_cut_off_for_a_retry(
+    fake: DingTalkFake, url: str, make: Make
+) -> None:
+    message = Message("t", long_body(1500), Format.TEXT)
+    sender = make(timeout=1.0)
+    n = sender.parts(plain_robot(url), GROUP, message)
+    fake.hang(0.5)  # each part takes half a second: a part started after 0.75 s might outlast the deadline
+    outcome = await sender.send(plain_robot(url), GROUP, replace(message, until=time.monotonic() + 1.75))
+    assert (outcome.ok, outcome.retryable, outcome.reason) == (False, True, Reason.TIMEOUT)
+    assert outcome.sent is not None and 1 <= outcome.sent < n
+    assert outcome.detail == f"part {outcome.sent + 1}/{n}: left for a retry, its deadline being near"
+    fake.unhang()
+
+    assert (await sender.send(plain_robot(url), GROUP, replace(message, skip=outcome.sent))).ok
+    assert [t.split("\n", 1)[0] for t in robot_texts(fake)] == [f"({i}/{n})" for i in range(1, n + 1)]
+
+
 @pytest.mark.parametrize("gone", ["found by this delivery", "made anew before it"])
 async def test_a_split_message_resumed_in_a_chat_made_anew_is_sent_whole(
     fake: DingTalkFake, make: Make, gone: str

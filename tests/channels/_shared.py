@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote, quote_plus
@@ -10,6 +10,8 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from bridge import config
+from bridge.channels import Sender
+from bridge.model import Group, Message, Target
 from bridge.store import Store, open_store
 from tests.fakes._fake import Fake
 
@@ -69,3 +71,24 @@ def fail_after(fake: Fake, accepted: int, sends: str, status: int = 502) -> None
             fake.fail_next(1, status)
 
     fake.echo = echo
+
+
+def numbered(texts: Iterable[str]) -> list[str]:
+    """The "(i/n)" each part of a split message starts with."""
+    return [text.split("\n", 1)[0] for text in texts]
+
+
+async def assert_resumed_from_the_failed_part(
+    sender: Sender, target: Target, group: Group, message: Message, fake: Fake, sends: str, got: Callable[[], list[str]]
+) -> None:
+    """A split message whose third part meets a 502 says so, and sent again from there, the group (what ``got``
+    reads from the fake) has every part once, in order."""
+    n = sender.parts(target, group, message)
+    fail_after(fake, 2, sends)
+
+    outcome = await sender.send(target, group, message)
+    assert (outcome.ok, outcome.retryable, outcome.sent) == (False, True, 2)
+    assert outcome.detail == f"part 3/{n}: HTTP 502"
+    assert (await sender.send(target, group, replace(message, skip=2, chat=outcome.chat))).ok
+
+    assert numbered(got()) == [f"({i}/{n})" for i in range(1, n + 1)]

@@ -16,7 +16,15 @@ from bridge.render import TRUNCATED
 from bridge.store import Store
 from bridge.upstreams import DingTalkApp as AppSettings
 from bridge.upstreams import DingTalkSettings
-from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, fail_after, logged
+from tests.channels._shared import (
+    STATUS_RETRYABLE,
+    assert_no_secret,
+    assert_resumed_from_the_failed_part,
+    delivery,
+    fail_after,
+    logged,
+    numbered,
+)
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake, robot_sign
 from tests.helpers import free_port
@@ -328,16 +336,7 @@ async def test_a_split_message_that_failed_part_way_is_sent_again_from_that_part
 ) -> None:
     target = plain_robot(url) if isinstance(target, DingTalkRobot) else target
     message = Message("t", long_body(1500), Format.TEXT)
-    sender = make()
-    n = sender.parts(target, GROUP, message)
-    fail_after(fake, 2, sends)
-
-    outcome = await sender.send(target, GROUP, message)
-    assert (outcome.ok, outcome.retryable, outcome.sent) == (False, True, 2)
-    assert outcome.detail == f"part 3/{n}: HTTP 502"
-    assert (await sender.send(target, GROUP, replace(message, skip=2, chat=outcome.chat))).ok
-
-    assert [t.split("\n", 1)[0] for t in texts(fake)] == [f"({i}/{n})" for i in range(1, n + 1)]  # each part once
+    await assert_resumed_from_the_failed_part(make(), target, GROUP, message, fake, sends, lambda: texts(fake))
 
 
 async def test_a_split_message_leaves_the_parts_its_deadline_may_cut_off_for_a_retry(
@@ -354,7 +353,7 @@ async def test_a_split_message_leaves_the_parts_its_deadline_may_cut_off_for_a_r
     fake.unhang()
 
     assert (await sender.send(plain_robot(url), GROUP, replace(message, skip=outcome.sent))).ok
-    assert [t.split("\n", 1)[0] for t in robot_texts(fake)] == [f"({i}/{n})" for i in range(1, n + 1)]
+    assert numbered(robot_texts(fake)) == [f"({i}/{n})" for i in range(1, n + 1)]
 
 
 @pytest.mark.parametrize("gone", ["found by this delivery", "made anew before it"])
@@ -376,8 +375,8 @@ async def test_a_split_message_resumed_in_a_chat_made_anew_is_sent_whole(
     assert (await sender.send(APP, GROUP, replace(message, skip=2, chat=outcome.chat))).ok
 
     [new] = fake.chats.values()
-    texts = [m.msg["text"]["content"].split("\n", 1)[0] for m in new.messages if m.msg["text"]["content"] != TEXT.body]
-    assert texts == [f"({i}/{n})" for i in range(1, n + 1)]
+    texts = [m.msg["text"]["content"] for m in new.messages if m.msg["text"]["content"] != TEXT.body]
+    assert numbered(texts) == [f"({i}/{n})" for i in range(1, n + 1)]
 
 
 async def test_app_configuration_problems_are_not_retryable(fake: DingTalkFake, make: Make) -> None:

@@ -28,7 +28,16 @@ from bridge.render import TRUNCATED, WECOM_MENTION_ROOM, budget
 from bridge.store import Store
 from bridge.upstreams import WeComApp as AppSettings
 from bridge.upstreams import WeComSettings
-from tests.channels._shared import STATUS_RETRYABLE, assert_no_secret, delivery, fail_after, logged, sqlite_store
+from tests.channels._shared import (
+    STATUS_RETRYABLE,
+    assert_no_secret,
+    assert_resumed_from_the_failed_part,
+    delivery,
+    fail_after,
+    logged,
+    numbered,
+    sqlite_store,
+)
 from tests.fakes._server import FakeServer
 from tests.fakes.wecom import WeComFake
 from tests.helpers import free_port
@@ -266,16 +275,7 @@ async def test_a_split_message_that_failed_part_way_is_sent_again_from_that_part
 ) -> None:
     target: Target = APP if kind == "app" else CHAT if kind == "appchat" else robot(url)
     message = Message("t", long_body(200), Format.TEXT)
-    sender = make()
-    n = sender.parts(target, GROUP, message)
-    fail_after(fake, 2, sends)
-
-    outcome = await sender.send(target, GROUP, message)
-    assert (outcome.ok, outcome.retryable, outcome.sent) == (False, True, 2)
-    assert outcome.detail == f"part 3/{n}: HTTP 502"
-    assert (await sender.send(target, GROUP, replace(message, skip=2, chat=outcome.chat))).ok
-
-    assert [c.split("\n", 1)[0] for c in received(fake, kind)] == [f"({i}/{n})" for i in range(1, n + 1)]  # once each
+    await assert_resumed_from_the_failed_part(make(), target, GROUP, message, fake, sends, lambda: received(fake, kind))
 
 
 async def test_a_split_message_resumed_in_another_app_chat_is_sent_whole(fake: WeComFake, make: Make) -> None:
@@ -290,7 +290,7 @@ async def test_a_split_message_resumed_in_another_app_chat_is_sent_whole(fake: W
     assert (await sender.send(CHAT, GROUP, replace(message, skip=2, chat="an-older-chat"))).ok
 
     [chat] = fake.chats.values()
-    assert [m.content.split("\n", 1)[0] for m in chat.messages] == [
+    assert numbered(m.content for m in chat.messages) == [
         f"(1/{n})",
         f"(2/{n})",
         *(f"({i}/{n})" for i in range(1, n + 1)),

@@ -25,7 +25,7 @@ from bridge.config import parse
 from bridge.gateway import Gateway
 from bridge.model import Alarm
 from bridge.store import Admission, Job, State
-from tests.channels._shared import fail_after
+from tests.channels._shared import fail_after, numbered
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import REDIS_URL, TEMPLATES, config_data, seed_alarm, signed, write_config
@@ -111,20 +111,29 @@ def test_alarms_arriving_while_a_message_is_in_flight_share_the_next_one(
     assert sent == [["00001"], ["00002", "00003", "00004"]]
 
 
+LONG = "disk full " * 4500  # 45 KB: a robot message of three parts
+ONCE_EACH = ["(1/3)", "(2/3)", "(3/3)"]
+
+
+def post_long(client: TestClient) -> dict[str, Any]:
+    """A signed alarm too long for one robot message, posted: its reply."""
+    reply: dict[str, Any] = client.post("/alarm_v2", content=json.dumps(signed(seed_alarm(exception_spec=LONG)))).json()
+    return reply
+
+
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_a_split_message_whose_second_part_failed_is_retried_from_that_part(
     robot: tuple[DingTalkFake, str], tmp_path: Path, store: str
 ) -> None:
     fake, url = robot
     fail_after(fake, 1, "robot")  # part 1 arrives, part 2 meets a 502
-    long = signed(seed_alarm(exception_spec="disk full " * 4500))  # 45 KB: three parts
     store_url = f"sqlite:///{tmp_path / 's.db'}" if store == "sqlite" else REDIS_URL
     with TestClient(create_app(parse(robot_config(store_url, url), "t.yaml"))) as client:
-        reply = client.post("/alarm_v2", content=json.dumps(long)).json()
+        reply = post_long(client)
         assert reply["code"] == 4002 and "part 2/3: HTTP 502 (retrying)" in reply["msg"], reply
         fake.robot_messages.wait_for(3)
         time.sleep(0.5)
-    assert [m.content.split("\n", 1)[0] for m in fake.robot_messages] == ["(1/3)", "(2/3)", "(3/3)"]
+    assert numbered(m.content for m in fake.robot_messages) == ONCE_EACH
 
 
 def test_a_split_message_slower_than_its_deadline_is_sent_in_attempts_each_part_once(
@@ -134,11 +143,11 @@ def test_a_split_message_slower_than_its_deadline_is_sent_in_attempts_each_part_
     fake.hang(0.6)  # a part takes 0.6 s: within the 1 s call timeout, but no two fit in the 1.5 s deadline
     data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, timeout="1s", deadline="1.5s")
     with TestClient(create_app(parse(data, "t.yaml"))) as client:
-        reply = client.post("/alarm_v2", content=json.dumps(signed(seed_alarm(exception_spec="disk full " * 4500))))
-        assert "part 2/3: left for a retry" in reply.json()["msg"], reply.json()
+        reply = post_long(client)
+        assert "part 2/3: left for a retry" in reply["msg"], reply
         fake.robot_messages.wait_for(3)
         time.sleep(1.0)
-    assert [m.content.split("\n", 1)[0] for m in fake.robot_messages] == ["(1/3)", "(2/3)", "(3/3)"]
+    assert numbered(m.content for m in fake.robot_messages) == ONCE_EACH
 
 
 def test_a_split_message_dead_for_a_broken_template_resumes_once_it_is_fixed(
@@ -150,8 +159,7 @@ def test_a_split_message_dead_for_a_broken_template_resumes_once_it_is_fixed(
     (tmp_path / "broken" / "native" / "text.j2").write_text("{{ alarm.no_such_field }}", encoding="utf-8")
     fake.echo = lambda _: fake.fail_next(10_000, 502)  # part 1 arrives; the robot then fails until told otherwise
     with TestClient(create_app(parse(data, "t.yaml"))) as client:
-        reply = client.post("/alarm_v2", content=json.dumps(signed(seed_alarm(exception_spec="disk full " * 4500))))
-        assert "part 2/3: HTTP 502 (retrying)" in reply.json()["msg"]
+        assert "part 2/3: HTTP 502 (retrying)" in post_long(client)["msg"]
     fake.echo = None
     broken = {**data, "templates": str(tmp_path / "broken")}
     with TestClient(create_app(parse(broken, "t.yaml"))):  # the retry cannot be made: the job is dead
@@ -163,7 +171,7 @@ def test_a_split_message_dead_for_a_broken_template_resumes_once_it_is_fixed(
     with TestClient(create_app(parse(data, str(path)))):
         fake.robot_messages.wait_for(3)
         time.sleep(0.5)
-    assert [m.content.split("\n", 1)[0] for m in fake.robot_messages] == ["(1/3)", "(2/3)", "(3/3)"]
+    assert numbered(m.content for m in fake.robot_messages) == ONCE_EACH
 
 
 def test_a_backlog_longer_to_send_than_its_lease_is_handed_back_not_sent_twice(

@@ -45,15 +45,16 @@ class Entry:
     )
 
 
-def jobs_for(alarm: Alarm, group: Group) -> list[Job]:
-    """An accepted alarm's jobs, one per target of its group."""
+def jobs_for(alarm: Alarm, group: Group, dues: Sequence[float] = ()) -> list[Job]:
+    """An accepted alarm's jobs, one per target of its group; with ``dues``, each due then if not 0 (see
+    ``Store.admit``)."""
     now = time.time()
     # Unique, not secret, and in time order: the store's index on ids then grows at its end instead of at
     # random places (half the cost of writing a job to SQLite). No system call per alarm.
     alarm_id = f"{time.time_ns():016x}{random.getrandbits(64):016x}"
     shared = f'{{"alarm": {json.dumps(alarm.__dict__, ensure_ascii=False)}, "group": {group.encoded}}}'
     return [  # the alarm and group are serialized once; each job adds its target's index
-        Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now)
+        Job(id=f"{alarm_id}:{i}", payload=f'{{"target": {i}, {shared[1:]}', created=now, due=dues[i] if dues else 0.0)
         for i in range(len(group.targets))
     ]
 
@@ -89,11 +90,13 @@ class Intake:
         self._queued: list[Entry] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float, wait: float) -> Admitted | None:
-        """Write the alarm's jobs, one per target, unless its dedup claim is taken (None then), and start the
+    async def admit(
+        self, alarm: Alarm, group: Group, jobs: list[Job], claim: str | None, ttl: float, wait: float
+    ) -> Admitted | None:
+        """Write the alarm's jobs (see ``jobs_for``) unless its dedup claim is taken (None then), and start the
         first attempt, awaited up to ``wait`` seconds from the write; StoreError if the store cannot write the
         jobs in time."""
-        entry = Entry(alarm, group, Admission(jobs_for(alarm, group), claim, ttl), wait)
+        entry = Entry(alarm, group, Admission(jobs, claim, ttl), wait)
         self._queued.append(entry)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued())

@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from bridge import metrics
 from bridge.model import Outcome, Reason, Target
 from bridge.store import Job, Store
 from bridge.upstreams import BLOCKS, RateLimit, rate_key
@@ -34,15 +35,21 @@ class Limits:
             return None
         for _ in range(count):
             # Slots only free as time passes: until the store's last "wait" is over, asking it again is no use.
-            blocked = self._blocks.get(key)
-            if blocked is None or blocked[0] <= time.monotonic():
-                blocked = self._waits.get(key)
-            if blocked is None or blocked[0] <= time.monotonic():
-                wait, limit = await self._acquire(key, self._limits[target.kind])
-                if wait <= 0:
-                    continue
-                blocked = self._waits[key] = (time.monotonic() + wait, limit)
-            return blocked[0] - time.monotonic(), blocked[1]
+            if held := self._known_hold(target):
+                return held
+            wait, limit = await self._acquire(key, self._limits[target.kind])
+            if wait > 0:
+                self._waits[key] = (time.monotonic() + wait, limit)
+                return wait, limit
+        return None
+
+    def _known_hold(self, target: Target) -> tuple[float, RateLimit] | None:
+        """How long until a slot for the target may be free, and in which window, as far as this process knows
+        without asking the store: the last wait it was told, or a block; None when a slot may be free now."""
+        key, now = rate_key(target), time.monotonic()
+        for held in (self._blocks.get(key or ""), self._waits.get(key or "")):
+            if held is not None and held[0] > now:
+                return held[0] - now, held[1]
         return None
 
     async def _acquire(self, key: str, limits: Sequence[RateLimit]) -> tuple[float, RateLimit]:
@@ -59,10 +66,23 @@ class Limits:
         """Jobs a rate limit holds back, oldest first, each due when a slot for its message may be free: the first
         message's worth when the next slot is, the next message's worth one slot spacing later, and so on; so a
         backlog is not all read back at every free slot, only what the next message can carry."""
+        metrics.RATE_LIMIT_WAITS.labels(channel=target.channel).inc(len(jobs))
         per_message = self._packing.get(rate_key(target) or "", len(jobs))
         due, spacing = time.time() + wait, limit.window / limit.limit
         ordered = sorted(jobs, key=lambda j: j.created)
         return [replace(j, due=due + (i // per_message) * spacing) for i, j in enumerate(ordered)]
+
+    def held_at_admission(self, targets: Sequence[Target]) -> list[float]:
+        """Per target of an alarm being admitted: when a slot may be free (a time.time()) if this process knows the
+        target to be held, else 0.0. Its job written due then skips a first attempt that would only put it back:
+        in a storm, most alarms skip it for every target, and their jobs are written once instead of twice."""
+        dues, now = [], time.time()
+        for target in targets:
+            held = self._known_hold(target)
+            if held:
+                metrics.RATE_LIMIT_WAITS.labels(channel=target.channel).inc()
+            dues.append(now + held[0] if held else 0.0)
+        return dues
 
     def packed(self, target: Target, count: int) -> None:
         """A digest for the target was full at ``count`` jobs: what one message carries, for ``hold``."""

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from bridge import metrics
 from bridge.config import DeliverySettings
 from bridge.dispatch import SEND_CODES, Dispatcher
-from bridge.intake import Admitted, Entry, FirstAttempt, Intake
+from bridge.intake import Admitted, Entry, FirstAttempt, Intake, jobs_for
 from bridge.limits import Limits
 from bridge.model import Alarm, Group, Message, Outcome, Reason, label
 from bridge.render import Renderer, RenderError, budget
@@ -74,13 +74,17 @@ class Outbox:
 
     async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float, wait: float) -> Admitted | None:
         """See ``Intake.admit``: the jobs are written, and their first attempts made, together with the alarms
-        that arrive beside it (one message per target, a digest where several alarms share it)."""
-        return await self._intake.admit(alarm, group, claim, ttl, wait)
+        that arrive beside it (one message per target, a digest where several alarms share it); a job for a target
+        known to be held by a rate limit skips that attempt (see ``Limits.held_at_admission``)."""
+        jobs = jobs_for(alarm, group, self._limits.held_at_admission(group.targets))
+        return await self._intake.admit(alarm, group, jobs, claim, ttl, wait)
 
     def _first_attempt(self, entries: list[Entry], leased_until: float) -> FirstAttempt:
         works: dict[Lane, Work] = {}
         for entry in entries:
             for i, (job, target) in enumerate(zip(entry.admission.jobs, entry.group.targets, strict=True)):
+                if job.due:  # held back by a rate limit: written due later
+                    continue
                 work = works.setdefault((id(entry.group), i), Work(entry.group, target, [], [], leased_until))
                 work.jobs.append(job)
                 work.alarms.append(entry.alarm)
@@ -92,11 +96,10 @@ class Outbox:
     def _queue_in_lane(self, lane: Lane, work: Work) -> asyncio.Future[dict[str, Outcome | None]]:
         """First attempts go one delivery at a time per target: what arrives meanwhile is merged into the next."""
         future: asyncio.Future[dict[str, Outcome | None]] = asyncio.get_running_loop().create_future()
-        if lane in self._lanes:
-            self._lanes[lane].append((work, future))
-        else:
-            self._lanes[lane] = [(work, future)]
+        if lane not in self._lanes:
+            self._lanes[lane] = []
             self._spawn(self._run_lane(lane))
+        self._lanes[lane].append((work, future))
         return future
 
     async def _run_lane(self, lane: Lane) -> None:
@@ -256,11 +259,9 @@ class Outbox:
     async def _take_slots(self, work: Work, count: int) -> bool:
         """Take rate-limit slots for the target; if one is not free, put the jobs back until it is."""
         held = await self._limits.take(work.target, count)
-        if held is None:
-            return True
-        metrics.RATE_LIMIT_WAITS.labels(channel=work.target.channel).inc()
-        await self._settle(self._limits.hold(work.target, work.jobs, *held))
-        return False
+        if held is not None:
+            await self._settle(self._limits.hold(work.target, work.jobs, *held))
+        return held is None
 
     async def _mail_again(self, jobs: Sequence[Job], recipients: Sequence[str]) -> None:
         """New jobs for the recipients that an email server refused for now (a 4xx: greylisting, a full mailbox)
@@ -283,8 +284,7 @@ class Outbox:
 
     async def _hand_back(self, jobs: Iterable[Job]) -> None:
         """Leased jobs this process will not deliver after all: due again at once, not when their lease ends."""
-        now = time.time()
-        await self._record(replace(j, due=now) for j in jobs)
+        await self._record(replace(j, due=time.time()) for j in jobs)
 
     async def _record(self, jobs: Iterable[Job]) -> None:
         """Settle jobs that no caller waits on: if the store fails, their lease runs out and they come back."""

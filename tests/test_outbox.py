@@ -400,21 +400,30 @@ def test_a_held_target_does_not_ask_the_store_again_before_a_slot_can_be_free(
     limits = {"dingtalk-robot": {"limit": 2, "window": "60s"}}
     data = robot_config(f"sqlite:///{tmp_path / 's.db'}", url, rate_limits=limits)
     asked: list[str] = []
+    settled: list[list[Job]] = []
     with TestClient(create_app(parse(data, "t.yaml"))) as client:
         store = client.app.state.gateway.store  # type: ignore[attr-defined]
-        acquire = store.acquire
+        acquire, settle = store.acquire, store.settle
 
         async def counted(key: str, limit: int, window: float) -> float:
             asked.append(key)
             return float(await acquire(key, limit, window))
 
+        async def recorded(jobs: list[Job]) -> None:
+            settled.append(jobs)
+            await settle(jobs)
+
         monkeypatch.setattr(store, "acquire", counted)
+        monkeypatch.setattr(store, "settle", recorded)
         codes = [client.post("/alarm_v2", content=json.dumps(alarm(n))).json()["code"] for n in range(6)]
         assert client.portal is not None
         held = client.portal.call(store.jobs, State.PENDING, 10)
     assert codes == [0] * 6  # accepted; the held ones are delivered when the robot's minute allows
     assert markers(fake) == {0: 1, 1: 1} and len(held) == 4
     assert len(asked) == 3  # two slots taken, one refused: the next three alarms were held without asking
+    # Nor are their jobs written twice: due when a slot may be free from the start, not put back after an attempt.
+    assert [[j.state for j in jobs] for jobs in settled] == [[State.DONE], [State.DONE], [State.PENDING]]
+    assert min(j.due for j in held) > time.time() + 50
 
 
 def test_every_window_of_a_limit_holds_messages_back(robot: tuple[DingTalkFake, str], tmp_path: Path) -> None:

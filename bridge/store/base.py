@@ -76,7 +76,8 @@ class Store(Protocol):
 
     async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
         """Claim and write each admission in turn (a later one loses a claim an earlier one won): whether each
-        was written. Written jobs are leased to the caller for ``lease`` seconds: it makes the first attempt."""
+        was written. Written jobs are leased to the caller for ``lease`` seconds: it makes the first attempt; a job
+        with a ``due`` of its own (one a rate limit holds back) is leased to nobody and due then instead."""
         ...
 
     async def lease(self, limit: int, lease: float) -> list[Job]:

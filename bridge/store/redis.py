@@ -145,9 +145,9 @@ class RedisStore:
             if a.claim is not None:
                 keys.append(self._key(KV + a.claim))
             batch.append(
-                [0 if a.claim is None else len(keys), _millis(a.ttl), [[j.id, due, j.created] for j in a.jobs]]
+                [0 if a.claim is None else len(keys), _millis(a.ttl), [[j.id, j.due or due, j.created] for j in a.jobs]]
             )
-            records += [f"{_fields(j, due)}\n{j.payload}" for j in a.jobs]
+            records += [f"{_fields(j, j.due or due)}\n{j.payload}" for j in a.jobs]
         won: Any = await self._run(self._admit_script(keys=keys, args=[json.dumps(batch), *records]))
         return [bool(w) for w in won]
 

@@ -184,7 +184,8 @@ class SqliteStore:
             return False
         jobs = admission.jobs
         states = [
-            (j.id, j.state.value, due, j.created, j.attempts, j.detail, j.updated, j.code, j.progress) for j in jobs
+            (j.id, j.state.value, j.due or due, j.created, j.attempts, j.detail, j.updated, j.code, j.progress)
+            for j in jobs
         ]
         conn.executemany(f"INSERT OR REPLACE INTO deliveries ({_STATE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", states)  # noqa: S608
         conn.executemany(

@@ -157,6 +157,15 @@ async def test_enqueued_jobs_are_leased_to_their_creator_first(store: Store) -> 
     assert await store.lease(10, lease=5) == []
 
 
+async def test_a_job_written_with_its_own_due_is_leased_to_nobody_until_then(store: Store) -> None:
+    held, later = replace(job(1), due=time.time() + 0.3), replace(job(2), due=time.time() + 60)
+    await store.admit([Admission([held, later, job(3)])], lease=60)
+    assert await store.lease(10, lease=5) == []  # job 3 is the caller's; the others are not due yet
+    await asyncio.sleep(0.4)
+    assert [j.id for j in await store.lease(10, lease=5)] == ["alarm1:0"]
+    assert await store.depth() == 3
+
+
 async def test_a_job_is_leased_to_one_worker_only(store: Store) -> None:
     await store.admit([Admission([job(n) for n in range(30)])], lease=0)
     batches = await asyncio.gather(*(store.lease(7, lease=60) for _ in range(10)))

@@ -142,9 +142,9 @@ async def _measure(app: App, bodies: list[bytes]) -> tuple[float, float, int]:
     return time.process_time() - cpu, time.perf_counter() - wall, not_ok
 
 
-async def _stage(stage: str, alarms: int) -> dict[str, Any]:
+async def _stage(stage: str, alarms: int, warm_up: int = WARM, storm: bool = False) -> dict[str, Any]:
     run = new_run()
-    bodies = [signed_body(alarm_fields(run, i)) for i in range(alarms + WARM)]
+    bodies = [signed_body(alarm_fields(run, i)) for i in range(alarms + warm_up)]
     warm, bodies = bodies[alarms:], bodies[:alarms]
     if stage == "ceiling":
         from bench.baseline_app import app
@@ -156,8 +156,11 @@ async def _stage(stage: str, alarms: int) -> dict[str, Any]:
     from bridge.config import load
 
     with tempfile.TemporaryDirectory() as tmp, _stubbed(stage):
-        limits = all_limits({"limit": 10**9, "window": "1s"})
-        gateway = create_app(load(gateway_config(Path(tmp), "sqlite", dry_run=True, rate_limits=limits)))
+        # A storm's shape, as B3's: the two robots, held by their limits all the while (the first message apart).
+        limits = all_limits({"limit": 1, "window": "1h"} if storm else {"limit": 10**9, "window": "1s"})
+        channels = ("dingtalk", "wecom") if storm else ("dingtalk", "wecom", "email")
+        path = gateway_config(Path(tmp), "sqlite", dry_run=True, channels=channels, rate_limits=limits)
+        gateway = create_app(load(path))
         async with gateway.router.lifespan_context(gateway):
             await _measure(gateway, warm)
             cpu, wall, not_ok = await _measure(gateway, bodies)
@@ -168,11 +171,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.breakdown")
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("alarms", type=int)
+    parser.add_argument("--warm", type=int, default=WARM, help="alarms before the measured ones")
+    parser.add_argument("--storm", action="store_true", help="the two robots, held by their rate limits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import uvloop  # the loop uvicorn runs the gateway on
 
-    print(json.dumps(uvloop.run(_stage(args.stage, args.alarms))))
+    print(json.dumps(uvloop.run(_stage(args.stage, args.alarms, args.warm, args.storm))))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ class Limits:
         # own limits ask for, and the blocks the upstreams impose (which no change of our limits lifts).
         self._waits: dict[str, tuple[float, RateLimit]] = {}
         self._blocks: dict[str, tuple[float, RateLimit]] = {}
+        self._last_hold = 0.0  # when the last of them ends: no target is known to be held after it
 
     def reconfigure(self, rate_limits: Mapping[str, tuple[RateLimit, ...]]) -> None:
         self._limits = rate_limits
@@ -39,7 +40,7 @@ class Limits:
                 return held
             wait, limit = await self._acquire(key, self._limits[target.kind])
             if wait > 0:
-                self._waits[key] = (time.monotonic() + wait, limit)
+                self._waits[key] = self._held(time.monotonic() + wait, limit)
                 return wait, limit
         return None
 
@@ -74,8 +75,11 @@ class Limits:
 
     def held_at_admission(self, targets: Sequence[Target]) -> list[float]:
         """Per target of an alarm being admitted: when a slot may be free (a time.time()) if this process knows the
-        target to be held, else 0.0. Its job written due then skips a first attempt that would only put it back:
-        in a storm, most alarms skip it for every target, and their jobs are written once instead of twice."""
+        target to be held, else 0.0 (no list when none is). Its job written due then skips a first attempt that
+        would only put it back: in a storm, most alarms skip it for every target, and their jobs are written once
+        instead of twice."""
+        if time.monotonic() >= self._last_hold:  # none is: the alarms of an ordinary day cost nothing here
+            return []
         dues, now = [], time.time()
         for target in targets:
             held = self._known_hold(target)
@@ -95,5 +99,9 @@ class Limits:
         key, block = rate_key(target), BLOCKS.get(target.kind)
         if outcome.reason is not Reason.RATE_LIMITED or key is None or block is None:
             return None
-        self._blocks[key] = (time.monotonic() + block, self._limits[target.kind][0])
+        self._blocks[key] = self._held(time.monotonic() + block, self._limits[target.kind][0])
         return block
+
+    def _held(self, until: float, limit: RateLimit) -> tuple[float, RateLimit]:
+        self._last_hold = max(self._last_hold, until)
+        return until, limit

@@ -142,9 +142,13 @@ async def _measure(app: App, bodies: list[bytes]) -> tuple[float, float, int]:
     return time.process_time() - cpu, time.perf_counter() - wall, not_ok
 
 
-async def _stage(stage: str, alarms: int, warm_up: int = WARM, storm: bool = False) -> dict[str, Any]:
-    run = new_run()
-    bodies = [signed_body(alarm_fields(run, i)) for i in range(alarms + warm_up)]
+async def _stage(
+    stage: str, alarms: int, warm_up: int = WARM, storm: bool = False, given: list[bytes] | None = None
+) -> dict[str, Any]:
+    """One stage, measured: its CPU and wall time an alarm. ``given``: signed bodies to take instead of signing them
+    here (enough for ``alarms`` and ``warm_up``)."""
+    run, count = new_run(), alarms + warm_up
+    bodies = given[:count] if given else [signed_body(alarm_fields(run, i)) for i in range(count)]
     warm, bodies = bodies[alarms:], bodies[:alarms]
     if stage == "ceiling":
         from bench.baseline_app import app
@@ -173,11 +177,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("alarms", type=int)
     parser.add_argument("--warm", type=int, default=WARM, help="alarms before the measured ones")
     parser.add_argument("--storm", action="store_true", help="the two robots, held by their rate limits")
+    parser.add_argument("--bodies", type=Path, help="signed bodies, one a line, instead of signing them here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import uvloop  # the loop uvicorn runs the gateway on
 
-    print(json.dumps(uvloop.run(_stage(args.stage, args.alarms, args.warm, args.storm))))
+    given = args.bodies.read_bytes().splitlines() if args.bodies else None
+    print(json.dumps(uvloop.run(_stage(args.stage, args.alarms, args.warm, args.storm, given))))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import breakdown, wrk
+from bench import breakdown, instructions, wrk
 from bench.common import (
     REDIS_URL,
     SERVER_CORE,
@@ -79,6 +79,13 @@ def run(opts: Options) -> Section:
         return section
     section.figures += in_process.figures
     section.details["in_process"] = in_process.details
+    try:  # the same, counted in instructions: comparable across runs on other machines
+        counted = instructions.run(opts)
+    except (subprocess.SubprocessError, RuntimeError) as exc:
+        logger.exception("B1 in process under callgrind failed")
+        counted = Section([unavailable("B1", "in process: instructions per alarm", "instr", f"{type(exc).__name__}")])
+    section.figures += counted.figures
+    section.details["counted"] = counted.details
     return section
 
 

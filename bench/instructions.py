@@ -4,8 +4,12 @@ told from noise. For an A/B, run it in each checkout.
 
 A stage of ``bench.breakdown`` (in process, the store's thread included) runs under callgrind twice, with
 ``--small`` alarms and with three times as many; the difference in instructions over the difference in alarms
-leaves start-up and imports out. Callgrind runs code some fifty times slower, so batches form differently than at
-full speed: the figure compares checkouts, it does not predict a rate.
+leaves start-up and imports out. The bodies are signed beforehand, so that only the stage's own work is counted.
+Callgrind runs code some fifty times slower, so batches form differently than at full speed: the figure compares
+checkouts, it does not predict a rate.
+
+``make bench`` reports it under B1 for the bare endpoint, the gateway, and the gateway in B3's shape: counts that,
+unlike CPU time, can be set beside those of a run on another machine of the same software.
 
 Usage: python -m bench.instructions [STAGE] [--small N] [--storm]   (JSON on stdout)
 """
@@ -14,28 +18,69 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 from bench.breakdown import STAGES
+from bench.common import Figure, Section, alarm_fields, new_run, signed_body, unavailable
+from bench.options import Options
+
+logger = logging.getLogger(__name__)
 
 WARM = 300  # alarms before the counted ones, in both runs
 COLLECTED = re.compile(r"Collected : (\d+)")
 
 
-def count(stage: str, alarms: int, storm: bool) -> int:
+def count(stage: str, alarms: int, storm: bool, bodies: Path) -> int:
     """Instructions of one run of the stage under callgrind, start-up included."""
     callgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    stage_run = ["-m", "bench.breakdown", stage, str(alarms), "--warm", str(WARM), *(["--storm"] if storm else [])]
+    stage_run = ["-m", "bench.breakdown", stage, str(alarms), "--warm", str(WARM), "--bodies", str(bodies)]
+    stage_run += ["--storm"] if storm else []
     done = subprocess.run([*callgrind, sys.executable, *stage_run], capture_output=True, text=True, timeout=1800,
                           check=True)  # fmt: skip
     found = COLLECTED.search(done.stderr)
     if found is None:
         raise RuntimeError(f"callgrind printed no total: {done.stderr[-500:]}")
     return int(found.group(1))
+
+
+def per_alarm(stage: str, small: int, storm: bool) -> tuple[float, dict[str, Any]]:
+    """Instructions an alarm of the stage, from a run of ``small`` alarms and one of three times as many at once."""
+    sizes = (small, 3 * small)
+    with tempfile.TemporaryDirectory() as tmp:  # signed here: the stage's count is its own work alone
+        bodies = Path(tmp) / "bodies"
+        run = new_run()
+        bodies.write_bytes(b"\n".join(signed_body(alarm_fields(run, i)) for i in range(sizes[1] + WARM)))
+        with ThreadPoolExecutor(len(sizes)) as pool:  # one run a core
+            counts = list(pool.map(lambda n: count(stage, n, storm, bodies), sizes))
+    return (counts[1] - counts[0]) / (sizes[1] - sizes[0]), {"alarms": sizes, "instructions": counts}
+
+
+def run(opts: Options) -> Section:
+    """B1 in process, counted: the bare endpoint, the gateway, and the gateway in B3's shape."""
+    if shutil.which("valgrind") is None:
+        return Section([unavailable("B1", "in process: instructions per alarm", "instr", "valgrind is not installed")])
+    section = Section()
+    runs = {"ceiling": ("ceiling", False), "gateway": ("gateway", False), "storm": ("gateway", True)}
+    for name, (stage, storm) in runs.items():
+        logger.info("B1 in process, under callgrind: %s", name)
+        section.details[name] = per_alarm(stage, opts.b1_counted_alarms, storm)
+    ceiling = section.details["ceiling"][0]
+    note = f"callgrind, {opts.b1_counted_alarms} alarms and 3× as many"
+    section.figures += [
+        Figure("B1", "in process: instructions per alarm, gateway", "instr", section.details["gateway"][0], ceiling,
+               "bare endpoint", better="lower", note=note),
+        Figure("B1", "in process: instructions per alarm, B3's shape", "instr", section.details["storm"][0], ceiling,
+               "bare endpoint", better="lower", note=f"{note}; the two robots held by their rate limits"),
+    ]  # fmt: skip
+    return section
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -46,12 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed (Debian: apt-get install valgrind)")
-    sizes = (args.small, 3 * args.small)
-    with ThreadPoolExecutor(len(sizes)) as pool:  # one run a core
-        small, large = pool.map(lambda n: count(args.stage, n, args.storm), sizes)
-    per_alarm = (large - small) / (sizes[1] - sizes[0])
-    print(json.dumps({"stage": args.stage, "storm": args.storm, "alarms": sizes, "instructions": [small, large],
-                      "instructions_per_alarm": round(per_alarm)}))  # fmt: skip
+    instructions, details = per_alarm(args.stage, args.small, args.storm)
+    print(json.dumps({"stage": args.stage, "storm": args.storm, **details, "per_alarm": round(instructions)}))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ class Options:
     b1_pool: int = 250_000
     b1_warm_pool: int = 40_000
     b1_breakdown_alarms: int = 10_000  # per stage and round of B1 in process (bench.breakdown)
+    b1_counted_alarms: int = 300  # B1 in process under callgrind: this many, and three times as many
     # B2: alarms posted by `concurrency` clients; the reference gets fewer alarms (it is much slower)
     b2_rounds: int = 3
     b2_alarms: int = 3000
@@ -53,6 +54,7 @@ class Options:
             b1_pool=60_000,
             b1_warm_pool=20_000,
             b1_breakdown_alarms=2_000,
+            b1_counted_alarms=100,
             b2_rounds=1,
             b2_alarms=300,
             b2_reference_alarms=40,

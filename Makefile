@@ -45,15 +45,16 @@ test: install-test
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The benchmarks (numbers, never pass/fail; not part of `make test`): docs/performance.md. BENCH_ARGS=--quick for a
-# smoke run, BENCH_ARGS=--only=B1,B5 for some of them. Their own tools: Apprise (the B2 reference), py-spy, wrk.
+# smoke run, BENCH_ARGS=--only=B1,B5 for some of them. Their own tools: Apprise (the B2 reference), py-spy, wrk,
+# valgrind (B1's instruction counts).
 $(VENV)/.installed-bench: pyproject.toml | $(VENV)/.installed-test
 	$(BIN)/pip install --quiet --disable-pip-version-check 'apprise>=1.9,<3' 'py-spy>=0.3.14,<1'
 	touch $@
 
 bench: install-test $(VENV)/.installed-bench
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; } || \
-		{ echo "bench: please install wrk (Debian package wrk)" >&2; exit 1; }
+	@{ command -v wrk && command -v valgrind; } >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk valgrind >/dev/null; } || \
+		{ echo "bench: please install wrk and valgrind (Debian packages)" >&2; exit 1; }
 	scripts/test-services
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -1,6 +1,6 @@
 """Instructions an alarm, as valgrind's callgrind counts them: unlike CPU time, the same from run to run whatever
-else the machine is doing (two runs of one checkout agree to 0.1 %), so a change that saves a few per cent can be
-told from noise. For an A/B, run it in each checkout.
+else the machine is doing (two runs in a row of one checkout agree to 0.1 %, runs from other clones within 1 %),
+so a change that saves a few per cent can be told from noise. For an A/B, run it in each checkout.
 
 A stage of ``bench.breakdown`` (in process, the store's thread included) runs under callgrind twice, with
 ``--small`` alarms and with three times as many; the difference in instructions over the difference in alarms

@@ -3,7 +3,9 @@
 The gateway runs with dry-run delivery to the bench group (DingTalk robot, WeCom robot, email: three jobs per
 alarm, each "delivered" to the log at INFO while the server logs at WARNING), rate limits raised so every alarm
 takes the full path, on a fresh SQLite file and on a fresh Redis prefix. The server is pinned to one core, wrk to
-the other. Then bench.breakdown: the same alarms through the ASGI app in process, to show where the CPU goes.
+the other. Beside the ceiling, the floor (bench/floor_app.py): the least work the gateway's rules ask of an alarm,
+in the plainest code, so that the gateway's figures can be read against what this stack can do with that work.
+Then bench.breakdown: the same alarms through the ASGI app in process, to show where the CPU goes.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from bench.common import (
 from bench.options import Options
 
 logger = logging.getLogger(__name__)
+REFERENCES = {"ceiling": "bench.baseline_app", "floor": "bench.floor_app"}  # the servers measured beside the gateway
+FLOOR = "bench/floor_app.py: parse, verify, dedup, commit to SQLite, render a line; nothing more"
 
 
 def run(opts: Options) -> Section:
@@ -45,7 +49,7 @@ def run(opts: Options) -> Section:
         why = "wrk is not installed (make bench installs Debian's wrk)"
         section.figures += [unavailable("B1", "ingest req/s", "req/s", why, "≥ 0.5× ceiling")]
         return section
-    targets = ["ceiling", "SQLite"]
+    targets = ["ceiling", "floor", "SQLite"]
     if redis_answers(REDIS_URL):
         targets.append("Redis")
     else:
@@ -62,7 +66,7 @@ def run(opts: Options) -> Section:
                 runs[target].append(_measure(target, tmp, warm, bodies, opts))
     section.details = {"rounds": opts.b1_rounds, "runs": runs}
     ceiling_rps, ceiling_p99 = median(runs["ceiling"], "rps"), median(runs["ceiling"], "p99_ms")
-    for label in targets[1:]:
+    for label in targets[1:]:  # the floor as one of them: what the least work can do against the ceiling
         note = "; ".join(n for n in (_note(r) for r in runs[label]) if n)
         rounds = f"median of {len(runs[label])} rounds" if len(runs[label]) > 1 else "1 round"
         section.figures += [
@@ -71,6 +75,9 @@ def run(opts: Options) -> Section:
             Figure("B1", f"ingest p99, {label}", "ms", median(runs[label], "p99_ms"), ceiling_p99,
                    "bare Starlette", "≤ 3× ceiling", better="lower", note=rounds),
         ]  # fmt: skip
+    sqlite, floor = median(runs["SQLite"], "rps"), median(runs["floor"], "rps")
+    section.figures.append(Figure("B1", "ingest req/s, SQLite, against the floor", "req/s", sqlite, floor,
+                                  "the least work", note=FLOOR))  # fmt: skip
     try:  # where the CPU per alarm goes, apart from uvicorn and the sockets
         in_process = breakdown.run(opts)
     except (subprocess.SubprocessError, ValueError) as exc:  # a stage that failed costs B1 none of the above
@@ -93,10 +100,10 @@ def _measure(target: str, tmp: Path, warm: Path, bodies: Path, opts: Options) ->
     """One server, warmed up, then measured: wrk's figures, the server's CPU by thread, its memory."""
     url = REDIS_URL if target == "Redis" else "sqlite"
     config = None
-    if target == "ceiling":
+    if target in REFERENCES:
         port = free_port()
-        command = [sys.executable, "-m", "bench.baseline_app", "--port", str(port)]
-        server = start_server(command, port, opts.logs / "b1-baseline.log", SERVER_CORE)
+        command = [sys.executable, "-m", REFERENCES[target], "--port", str(port)]
+        server = start_server(command, port, opts.logs / f"b1-{target}.log", SERVER_CORE)
     else:
         config = gateway_config(tmp, url, dry_run=True, rate_limits=all_limits({"limit": 10**9, "window": "1s"}))
         server = start_gateway(config, opts.logs / f"b1-gateway-{target.lower()}.log")

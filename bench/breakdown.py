@@ -1,8 +1,9 @@
 """B1 in process: where an alarm's CPU goes, apart from uvicorn and the sockets.
 
 The ASGI app is called directly, 64 alarms in flight as under B1's 64 connections, on one core: the bare
-endpoint of B1's ceiling, then the gateway (dry-run delivery, the bench group, the SQLite store) three ways,
-each adding one part of the path to the one before:
+endpoint of B1's ceiling, B1's floor (bench/floor_app.py: the least work the gateway's rules ask of an alarm),
+then the gateway (dry-run delivery, the bench group, the SQLite store) three ways, each adding one part of the
+path to the one before:
 
 - request path: the store and the first attempts replaced by ones that do nothing at all, so what remains is
   parsing and checking the alarm, the dedup fingerprint, the jobs built, waiting for the write, the reply;
@@ -30,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from starlette.applications import Starlette
+
 from bench.common import (
     SERVER_CORE,
     Figure,
@@ -45,7 +48,7 @@ from bench.common import (
 from bench.options import Options
 
 logger = logging.getLogger(__name__)
-STAGES = ("ceiling", "request path", "+ delivery", "gateway")
+STAGES = ("ceiling", "floor", "request path", "+ delivery", "gateway")
 IN_FLIGHT = 64
 WARM = 2000  # alarms before the measured ones: imports, caches and the store's first pages
 OK = b'{"code": 0}'
@@ -150,25 +153,30 @@ async def _stage(
     run, count = new_run(), alarms + warm_up
     bodies = given[:count] if given else [signed_body(alarm_fields(run, i)) for i in range(count)]
     warm, bodies = bodies[alarms:], bodies[:alarms]
+    with tempfile.TemporaryDirectory() as tmp, _stubbed(stage):
+        app = _app(stage, Path(tmp), storm)
+        async with app.router.lifespan_context(app):
+            await _measure(app, warm)
+            cpu, wall, not_ok = await _measure(app, bodies)
+    return {"cpu_us": 1e6 * cpu / alarms, "wall_us": 1e6 * wall / alarms, "not_ok": not_ok}
+
+
+def _app(stage: str, tmp: Path, storm: bool) -> Starlette:
     if stage == "ceiling":
         from bench.baseline_app import app
 
-        await _measure(app, warm)
-        cpu, wall, not_ok = await _measure(app, bodies)
-        return {"cpu_us": 1e6 * cpu / alarms, "wall_us": 1e6 * wall / alarms, "not_ok": not_ok}
+        return app
+    if stage == "floor":
+        from bench.floor_app import create_app as floor
+
+        return floor(tmp / "floor.db")
     from bridge.app import create_app
     from bridge.config import load
 
-    with tempfile.TemporaryDirectory() as tmp, _stubbed(stage):
-        # A storm's shape, as B3's: the two robots, held by their limits all the while (the first message apart).
-        limits = all_limits({"limit": 1, "window": "1h"} if storm else {"limit": 10**9, "window": "1s"})
-        channels = ("dingtalk", "wecom") if storm else ("dingtalk", "wecom", "email")
-        path = gateway_config(Path(tmp), "sqlite", dry_run=True, channels=channels, rate_limits=limits)
-        gateway = create_app(load(path))
-        async with gateway.router.lifespan_context(gateway):
-            await _measure(gateway, warm)
-            cpu, wall, not_ok = await _measure(gateway, bodies)
-    return {"cpu_us": 1e6 * cpu / alarms, "wall_us": 1e6 * wall / alarms, "not_ok": not_ok}
+    # A storm's shape, as B3's: the two robots, held by their limits all the while (the first message apart).
+    limits = all_limits({"limit": 1, "window": "1h"} if storm else {"limit": 10**9, "window": "1s"})
+    channels = ("dingtalk", "wecom") if storm else ("dingtalk", "wecom", "email")
+    return create_app(load(gateway_config(tmp, "sqlite", dry_run=True, channels=channels, rate_limits=limits)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import queue
 import sqlite3
@@ -36,8 +37,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench.common import SECRET
+from bridge.codes import Code
+from bridge.ingest.native import reply, sign
 
-OK = json.dumps({"code": 0})
 REQUIRED = ("id", "level", "dep", "env", "alert_level", "alert_time", "alert_business", "sign")
 TARGETS = 3  # the bench group's: a DingTalk robot, a WeCom robot, an email list
 SCHEMA = """
@@ -97,25 +99,24 @@ def create_app(store: Path) -> Starlette:
     templates = jinja2.FileSystemLoader(Path(__file__).parents[1] / "templates")
     env = jinja2.Environment(loader=templates, autoescape=jinja2.select_autoescape(["html.j2"], default=False))
     line = env.get_template("native/digest_line.j2")
-    counter = iter(range(1 << 62))
+    counter = itertools.count()
 
     async def alarm_v2(request: Request) -> Response:
         fields = json.loads(await request.body())
         if not all(isinstance(fields.get(k), str) for k in REQUIRED):
-            return Response(json.dumps({"code": 1003}), media_type="application/json; charset=utf-8")
-        joined = "".join(v for k, v in sorted(fields.items()) if k != "sign") + SECRET
-        if not hmac.compare_digest(hashlib.md5(joined.encode(), usedforsecurity=False).hexdigest(), fields["sign"]):
-            return Response(json.dumps({"code": 1006}), media_type="application/json; charset=utf-8")
+            return reply(Code.BAD_PARAMS)
+        if not hmac.compare_digest(sign(fields, SECRET), fields["sign"]):
+            return reply(Code.BAD_SIGN)
         alarm = {k: v for k, v in fields.items() if k != "sign"}
         same = json.dumps({k: v for k, v in alarm.items() if k != "alert_time"}, sort_keys=True)
         claim = hashlib.sha256(same.encode()).hexdigest()
         payload, number = json.dumps(alarm), next(counter)
         jobs = [(f"{number}:{i}", "pending", payload) for i in range(TARGETS)]
         if not await writer.write(lambda c: _admit(c, claim, jobs)):
-            return Response(json.dumps({"code": 1010}), media_type="application/json; charset=utf-8")
+            return reply(Code.DUPLICATE)
         line.render(alarm=alarm)  # the dry run: rendered, and sent nowhere
         writer.write(lambda c: _settle(c, [(job[0],) for job in jobs]))
-        return Response(OK, media_type="application/json; charset=utf-8")
+        return reply(Code.OK)
 
     return Starlette(routes=[Route("/alarm_v2", alarm_v2, methods=["POST"])])
 

@@ -85,7 +85,9 @@ def attempted(
         metrics.DEAD_LETTERS.labels(channel=channel).inc()
         state = State.DEAD
     # Made anew rather than by dataclasses.replace, which costs three times as much: this runs for every job.
-    return Job(job.id, job.payload, job.created, due, state, attempts, outcome.detail, now, outcome.code, progress)
+    return Job(
+        job.id, job.payload, job.created, due, state, attempts, outcome.detail, now, outcome.code, progress, job.lane
+    )
 
 
 def mailed_again(job: Job, recipients: Sequence[str]) -> Job:

@@ -36,6 +36,7 @@ class Job:
     updated: float = 0.0
     code: int = 0  # the last attempt's reply code (0 when it delivered)
     progress: str = ""  # a split message's parts delivered before the last attempt failed, as the outbox wrote it
+    lane: str = ""  # the rate key of its target (bridge.upstreams.rate_key): what a storm summary gathers by
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,24 @@ class Store(Protocol):
         """Record the jobs' new state: pending again at ``due``, done, or dead (kept for listing and retry)."""
         ...
 
+    async def held(self, lane: str) -> int:
+        """How many jobs of the lane are pending."""
+        ...
+
+    async def take(self, lane: str, limit: int, lease: float) -> list[Job]:
+        """Up to ``limit`` pending jobs of the lane that no one holds a lease on, whenever they are due, oldest first,
+        each leased for ``lease`` seconds (a storm's summary gathers them; no two callers get the same job)."""
+        ...
+
+    async def summarize(self, absorbed: Sequence[Job], summary: Job, key: str, value: str, ttl: float) -> None:
+        """At once, or not at all: the absorbed jobs settled, the summary's job written (leased to nobody, due
+        then), and ``key`` set to ``value`` for ``ttl`` seconds; so that a crash counts no alarm twice or never."""
+        ...
+
     async def job(self, id: str) -> Job | None: ...
 
-    async def jobs(self, state: State | None, limit: int) -> list[Job]:
-        """The newest jobs first, optionally in one state."""
+    async def jobs(self, state: State | None, limit: int, before: float | None = None) -> list[Job]:
+        """The newest jobs first (created before ``before``, if given), optionally in one state."""
         ...
 
     async def depth(self) -> int:

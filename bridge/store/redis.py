@@ -27,6 +27,8 @@ CREATED = "created"  # sorted set: every job id -> creation time, for listing ne
 DONE = "done"  # sorted set: done job id -> creation time, trimmed to the history size
 DEAD = "dead"  # sorted set: dead job id -> creation time
 SLOTS = "slots:"  # sorted sets: rate-limit key -> send times
+LEASED = "leased"  # sorted set: job id -> when the lease on it ends (a job settled since is not in it)
+# and "lane:" + rate key: sorted sets of a lane's pending job ids -> creation time, named in the scripts
 
 
 class RedisStore:
@@ -42,6 +44,7 @@ class RedisStore:
         self._trim_script = self._redis.register_script(scripts.TRIM)
         self._settle_script = self._redis.register_script(scripts.SETTLE)
         self._admit_script = self._redis.register_script(scripts.ADMIT)
+        self._take_script = self._redis.register_script(scripts.TAKE)
 
     def _key(self, name: str) -> str:
         return self._prefix + name
@@ -138,32 +141,57 @@ class RedisStore:
         await self._run(self._redis.delete(self._key(KV + key)))
 
     async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
-        keys = [self._key(name) for name in (JOBS, CREATED, DUE)]
-        due = time.time() + lease
+        keys, args = self._admission(admissions, time.time() + lease)
+        won: Any = await self._run(self._admit_script(keys=keys, args=args))
+        return [bool(w) for w in won]
+
+    def _admission(self, admissions: Sequence[Admission], due: float) -> tuple[list[str], list[str]]:
+        """ADMIT's keys and arguments; jobs without a due of their own leased to the caller until ``due``."""
+        keys = [self._key(name) for name in (JOBS, CREATED, DUE, LEASED)]
         batch, records = [], []
         for a in admissions:
             if a.claim is not None:
                 keys.append(self._key(KV + a.claim))
-            batch.append(
-                [0 if a.claim is None else len(keys), _millis(a.ttl), [[j.id, j.due or due, j.created] for j in a.jobs]]
-            )
+            jobs = [[j.id, j.due or due, j.created, j.lane, 0 if j.due else due] for j in a.jobs]
+            batch.append([0 if a.claim is None else len(keys), _millis(a.ttl), jobs])
             records += [f"{_fields(j, j.due or due)}\n{j.payload}" for j in a.jobs]
-        won: Any = await self._run(self._admit_script(keys=keys, args=[json.dumps(batch), *records]))
-        return [bool(w) for w in won]
+        return keys, [self._prefix, json.dumps(batch), *records]
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
-        keys = [self._key(DUE), self._key(JOBS)]
-        found: Any = await self._run(self._lease_script(keys=keys, args=[now, limit, now + lease]))
+        return await self._leased(self._lease_script, [now, limit, now + lease], now + lease)
+
+    async def take(self, lane: str, limit: int, lease: float) -> list[Job]:
+        now = time.time()
+        return await self._leased(self._take_script, [self._prefix, lane, now, limit, now + lease], now + lease)
+
+    async def _leased(self, script: Any, args: list[Any], until: float) -> list[Job]:
+        found: Any = await self._run(script(keys=[self._key(DUE), self._key(JOBS), self._key(LEASED)], args=args))
         pairs = zip(found[::2], found[1::2], strict=True)
-        return await self._dated([replace(_load(str(id), str(data)), due=now + lease) for id, data in pairs])
+        return await self._dated([replace(_load(str(id), str(data)), due=until) for id, data in pairs])
+
+    async def held(self, lane: str) -> int:
+        return int(await self._run(self._redis.zcard(self._key(f"lane:{lane}"))))
+
+    async def summarize(self, absorbed: Sequence[Job], summary: Job, key: str, value: str, ttl: float) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:  # MULTI ... EXEC: all of it, or none
+            if absorbed:
+                await self._settle_script(*self._settlement(absorbed), client=pipe)  # queued, not run
+            await self._admit_script(*self._admission([Admission([summary])], summary.due), client=pipe)
+            pipe.set(self._key(KV + key), value, px=_millis(ttl))
+            await self._run(pipe.execute())
+        self._done_since_trim += len(absorbed)
+
+    def _settlement(self, jobs: Sequence[Job]) -> tuple[list[str], list[str]]:
+        keys = [self._key(name) for name in (JOBS, CREATED, DUE, DONE, DEAD, LEASED)]
+        changes = json.dumps([[j.id, j.state.value, j.due, j.created, j.lane] for j in jobs])
+        return keys, [self._prefix, changes, *(_fields(j, j.due) for j in jobs)]
 
     async def settle(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
-        keys = [self._key(name) for name in (JOBS, CREATED, DUE, DONE, DEAD)]
-        changes = json.dumps([[j.id, j.state.value, j.due, j.created] for j in jobs])
-        await self._run(self._settle_script(keys=keys, args=[changes, *(_fields(j, j.due) for j in jobs)]))
+        keys, args = self._settlement(jobs)
+        await self._run(self._settle_script(keys=keys, args=args))
         self._done_since_trim += sum(1 for j in jobs if j.state is State.DONE)
         if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
             keys = [self._key(DONE), self._key(CREATED), self._key(JOBS)]
@@ -178,17 +206,20 @@ class RedisStore:
         (job,) = await self._dated([_load(id, str(data))])
         return job if due is None else replace(job, due=float(due))
 
-    async def jobs(self, state: State | None, limit: int) -> list[Job]:
+    async def jobs(self, state: State | None, limit: int, before: float | None = None) -> list[Job]:
         index = {None: CREATED, State.PENDING: DUE, State.DONE: DONE, State.DEAD: DEAD}[state]
         if state is State.PENDING:  # ordered by due time, not creation: read them all, then sort
             found_ids: Any = await self._run(self._redis.zrange(self._key(DUE), 0, -1))
         else:
-            found_ids = await self._run(self._redis.zrange(self._key(index), 0, limit - 1, desc=True))
+            newest = "+inf" if before is None else f"({before!r}"
+            call = self._redis.zrevrangebyscore(self._key(index), newest, "-inf", start=0, num=limit)
+            found_ids = await self._run(call)
         ids = [str(i) for i in found_ids]
         if not ids:
             return []
         records = await self._run(self._redis.hmget(self._key(JOBS), ids))
         found = await self._dated([_load(id, str(d)) for id, d in zip(ids, records, strict=True) if d])
+        found = [j for j in found if before is None or j.created < before]
         return sorted(found, key=lambda j: j.created, reverse=True)[:limit]
 
     async def _dated(self, jobs: list[Job]) -> list[Job]:
@@ -222,7 +253,8 @@ def _fields(job: Job, due: float) -> str:
     one json.dumps of the fields per job cost as much CPU as the rest of a Redis settle."""
     id, detail, times = json.dumps(job.id), json.dumps(job.detail), f"{due!r}, {job.created!r}"
     progress = json.dumps(job.progress) if job.progress else '""'
-    return f'[{id}, "{job.state.value}", {times}, {job.attempts}, {detail}, {job.updated!r}, {job.code}, {progress}]'
+    rest = f'{job.attempts}, {detail}, {job.updated!r}, {job.code}, {progress}, "{job.lane}"'  # a lane needs no escape
+    return f'[{id}, "{job.state.value}", {times}, {rest}]'
 
 
 def _load(id: str, record: str) -> Job:
@@ -233,8 +265,8 @@ def _load(id: str, record: str) -> Job:
         fields = json.loads(line)
         if isinstance(fields, dict):  # a record of the first layout: one object, the payload one of its fields
             return Job(**{**fields, "state": State(fields["state"])})
-        _, state, due, created, attempts, detail, updated, code, *rest = fields  # older records have no progress
-        progress = rest[0] if rest and isinstance(rest[0], str) else ""
-        return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress)
+        _, state, due, created, attempts, detail, updated, code, *rest = fields  # older records lack the rest
+        progress, lane = [*(str(r) for r in rest if isinstance(r, str)), "", ""][:2]
+        return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress, lane)
     except (ValueError, TypeError, KeyError):
         return Job(id, "", 0.0)

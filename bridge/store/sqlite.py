@@ -25,13 +25,18 @@ T = TypeVar("T")
 
 # A job is a row of deliveries, rewritten by every settle, and its payload, written once: the rows a settle
 # rewrites stay small, so a commit writes few pages.
-_STATE = "id, state, due, created, attempts, detail, updated, code, progress"
+_STATE = "id, state, due, created, attempts, detail, updated, code, progress, lane, leased"
 # A job whose payload is missing (a damaged file) reads as an empty one: the outbox dead-letters it, saying why.
-_COLUMNS = "d.id, state, due, created, attempts, detail, updated, code, progress, coalesce(payload, '')"
+_COLUMNS = "d.id, state, due, created, attempts, detail, updated, code, progress, lane, coalesce(payload, '')"
 _JOINED = "deliveries d LEFT JOIN payloads USING (id)"
 # The partial index by name: the planner would otherwise take (state, created) and sort the whole backlog.
-_DUE = "SELECT id FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending' AND due <= ? ORDER BY due LIMIT ?"
-_LEASE = f"UPDATE deliveries SET due = ? WHERE id IN ({_DUE}) RETURNING id"  # noqa: S608
+_DUE = "SELECT id FROM deliveries INDEXED BY deliveries_due WHERE state = 'pending' AND due <= ?2 ORDER BY due LIMIT ?3"
+_LEASE = f"UPDATE deliveries SET due = ?1, leased = ?1 WHERE id IN ({_DUE}) RETURNING id"  # noqa: S608
+# A lane's pending jobs under no live lease, oldest first: what a storm summary takes (see Store.take).
+_TAKE = (
+    "UPDATE deliveries SET due = ?1, leased = ?1 WHERE id IN (SELECT id FROM deliveries INDEXED BY deliveries_lane"
+    " WHERE state = 'pending' AND lane = ?2 AND leased <= ?3 ORDER BY created LIMIT ?4) RETURNING id"
+)
 # The leased jobs whole, in one statement (RETURNING cannot join their payloads).
 _LEASED = f"SELECT {_COLUMNS} FROM {_JOINED} WHERE d.id IN (SELECT value FROM json_each(?))"  # noqa: S608
 _GROUP = "SELECT data FROM groups WHERE id=? AND level=?"
@@ -182,37 +187,61 @@ class SqliteStore:
     def _admit(self, conn: sqlite3.Connection, admission: Admission, due: float) -> bool:
         if admission.claim is not None and not self._put_new(conn, admission.claim, "1", admission.ttl):
             return False
-        jobs = admission.jobs
+        self._write(conn, admission.jobs, due)
+        return True
+
+    def _write(self, conn: sqlite3.Connection, jobs: Sequence[Job], due: float) -> None:
+        """New jobs; those without a due of their own leased to the caller until ``due``."""
         states = [
-            (j.id, j.state.value, j.due or due, j.created, j.attempts, j.detail, j.updated, j.code, j.progress)
+            (j.id, j.state.value, j.due or due, j.created, j.attempts, j.detail, j.updated, j.code, j.progress, j.lane,
+             0.0 if j.due else due)
             for j in jobs
-        ]
-        conn.executemany(f"INSERT OR REPLACE INTO deliveries ({_STATE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", states)  # noqa: S608
+        ]  # fmt: skip
+        conn.executemany(
+            f"INSERT OR REPLACE INTO deliveries ({_STATE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", states
+        )  # noqa: S608
         conn.executemany(
             "INSERT OR REPLACE INTO payloads (id, payload) VALUES (?, ?)", [(j.id, j.payload) for j in jobs]
         )
-        return True
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
         return await self._run(lambda c: self._lease(c, (now + lease, now, limit)))
 
-    def _lease(self, conn: sqlite3.Connection, args: tuple[float, float, int]) -> list[Job]:
-        ids = [row[0] for row in conn.execute(_LEASE, args).fetchall()]
+    def _lease(self, conn: sqlite3.Connection, args: tuple[object, ...], statement: str = _LEASE) -> list[Job]:
+        ids = [row[0] for row in conn.execute(statement, args).fetchall()]
         return [_job(row) for row in conn.execute(_LEASED, (json.dumps(ids),)).fetchall()]
 
-    async def settle(self, jobs: Sequence[Job]) -> None:
-        rows = [(j.state.value, j.due, j.attempts, j.detail, j.updated, j.code, j.progress, j.id) for j in jobs]
-        done = sum(1 for j in jobs if j.state is State.DONE)
-        await self._run(lambda c: self._settle(c, rows, done))
+    async def held(self, lane: str) -> int:
+        sql = "SELECT count(*) FROM deliveries INDEXED BY deliveries_lane WHERE state = 'pending' AND lane = ?"
+        row = await self._run(lambda c: c.execute(sql, (lane,)).fetchone())
+        return int(row[0])
 
-    def _settle(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]], done: int) -> None:
+    async def take(self, lane: str, limit: int, lease: float) -> list[Job]:
+        now = time.time()
+        return await self._run(lambda c: self._lease(c, (now + lease, lane, now, limit), _TAKE))
+
+    async def summarize(self, absorbed: Sequence[Job], summary: Job, key: str, value: str, ttl: float) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            self._settle(conn, absorbed)
+            self._write(conn, [summary], summary.due)
+            conn.execute(
+                "INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)", (key, value, time.time() + ttl)
+            )
+
+        await self._run(write)
+
+    async def settle(self, jobs: Sequence[Job]) -> None:
+        await self._run(lambda c: self._settle(c, jobs))
+
+    def _settle(self, conn: sqlite3.Connection, jobs: Sequence[Job]) -> None:
+        rows = [(j.state.value, j.due, j.attempts, j.detail, j.updated, j.code, j.progress, j.id) for j in jobs]
         conn.executemany(
-            "UPDATE deliveries SET state = ?, due = ?, attempts = ?, detail = ?, updated = ?, code = ?, progress = ?"
-            " WHERE id = ?",
+            "UPDATE deliveries SET state = ?, due = ?, attempts = ?, detail = ?, updated = ?, code = ?, progress = ?,"
+            " leased = 0 WHERE id = ?",
             rows,
         )
-        self._done_since_trim += done
+        self._done_since_trim += sum(1 for j in jobs if j.state is State.DONE)
         if self._done_since_trim > self._history // 10:  # forget done jobs beyond the history, now and then
             conn.execute(
                 "DELETE FROM deliveries WHERE state = 'done' AND created < (SELECT created FROM deliveries"
@@ -225,9 +254,10 @@ class SqliteStore:
         row = await self._run(lambda c: c.execute(f"SELECT {_COLUMNS} FROM {_JOINED} WHERE id = ?", (id,)).fetchone())  # noqa: S608
         return None if row is None else _job(row)
 
-    async def jobs(self, state: State | None, limit: int) -> list[Job]:
-        where, args = ("WHERE state = ?", (state.value, limit)) if state else ("", (limit,))
-        sql = f"SELECT {_COLUMNS} FROM {_JOINED} {where} ORDER BY created DESC LIMIT ?"  # noqa: S608
+    async def jobs(self, state: State | None, limit: int, before: float | None = None) -> list[Job]:
+        where = " AND ".join(["created < ?"] + (["state = ?"] if state else []))
+        args = (float("inf") if before is None else before, *([state.value] if state else []), limit)
+        sql = f"SELECT {_COLUMNS} FROM {_JOINED} WHERE {where} ORDER BY created DESC LIMIT ?"  # noqa: S608
         return [_job(row) for row in await self._run(lambda c: c.execute(sql, args).fetchall())]
 
     async def depth(self) -> int:
@@ -256,8 +286,8 @@ class SqliteStore:
 
 
 def _job(row: Sequence[Any]) -> Job:
-    id, state, due, created, attempts, detail, updated, code, progress, payload = row
-    return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress)
+    id, state, due, created, attempts, detail, updated, code, progress, lane, payload = row
+    return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress, lane)
 
 
 def _answer(answers: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:

@@ -15,15 +15,23 @@ CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL, expire
 CREATE TABLE IF NOT EXISTS deliveries (id TEXT PRIMARY KEY, state TEXT NOT NULL, due REAL NOT NULL,
                                        created REAL NOT NULL, attempts INTEGER NOT NULL, detail TEXT NOT NULL,
                                        updated REAL NOT NULL, code INTEGER NOT NULL,
-                                       progress TEXT NOT NULL DEFAULT '');
+                                       progress TEXT NOT NULL DEFAULT '', lane TEXT NOT NULL DEFAULT '',
+                                       leased REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_created ON deliveries (state, created);
+CREATE INDEX IF NOT EXISTS deliveries_newest ON deliveries (created);
 CREATE TABLE IF NOT EXISTS payloads (id TEXT PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TRIGGER IF NOT EXISTS payloads_forgotten AFTER DELETE ON deliveries
     BEGIN DELETE FROM payloads WHERE id = old.id; END;
 CREATE TABLE IF NOT EXISTS slots (key TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS slots_key ON slots (key, at);
 """
+# Columns that older files lack: a job's progress, its target's rate key, and when its lease ends.
+_ADDED = {
+    "progress": "TEXT NOT NULL DEFAULT ''",
+    "lane": "TEXT NOT NULL DEFAULT ''",
+    "leased": "REAL NOT NULL DEFAULT 0",
+}
 # Older files, each moved to this layout when opened: the outbox table held a job in one row; before it, the
 # jobs table held a job as one JSON document. Neither knew of a job's progress.
 _OLDER = "id, state, due, created, attempts, detail, updated, code"
@@ -62,8 +70,12 @@ def prepare(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if "progress" not in {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}:  # an older file
-            conn.execute("ALTER TABLE deliveries ADD COLUMN progress TEXT NOT NULL DEFAULT ''")
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+        for column, kind in _ADDED.items():  # an older file
+            if column not in columns:
+                conn.execute(f"ALTER TABLE deliveries ADD COLUMN {column} {kind}")
+        # A target's pending jobs, for its storm summaries (see bridge.storm).
+        conn.execute("CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries (lane, created) WHERE state = 'pending'")
         for table, statements in _MIGRATE.items():
             if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone():
                 for statement in statements:

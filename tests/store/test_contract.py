@@ -273,3 +273,58 @@ async def test_rate_slots_are_shared_and_free_up_after_the_window(store: Store) 
     assert await store.acquire("robot:b", limit=3, window=0.5) == 0.0  # another key, its own slots
     await asyncio.sleep(max(waits) + 0.05)
     assert await store.acquire("robot:a", limit=3, window=0.5) == 0.0
+
+
+def lane_job(n: int, lane: str = "robot:a", due: float = 0.0) -> Job:
+    return replace(job(n), lane=lane, due=due)
+
+
+async def test_a_lane_counts_its_pending_jobs_alone(store: Store) -> None:
+    later = time.time() + 600
+    await store.admit([Admission([lane_job(1, due=later), lane_job(2), lane_job(3, "robot:b"), job(4)])], lease=60)
+    assert (await store.held("robot:a"), await store.held("robot:b"), await store.held("robot:c")) == (2, 1, 0)
+    (two,) = [j for j in await store.jobs(None, 10) if j.id == "alarm2:0"]
+    await store.settle([replace(two, state=State.DONE, attempts=1)])
+    assert await store.held("robot:a") == 1
+    await store.settle([replace(two, state=State.PENDING, due=later)])  # retried: held again
+    assert await store.held("robot:a") == 2
+
+
+async def test_take_gathers_a_lanes_jobs_whenever_due_but_never_one_under_a_lease(store: Store) -> None:
+    later = time.time() + 600
+    held = [lane_job(n, due=later) for n in range(5)]
+    await store.admit([Admission([*held, lane_job(9), lane_job(10, "robot:b", later)])], lease=60)
+    first, second = await asyncio.gather(store.take("robot:a", 3, lease=60), store.take("robot:a", 3, lease=60))
+    taken = sorted(j.id for j in first + second)
+    assert taken == [f"alarm{n}:0" for n in range(5)]  # job 9 is its creator's, job 10 of another lane
+    assert all(j.lane == "robot:a" and j.payload for j in first + second)
+    assert await store.take("robot:a", 10, lease=60) == []
+    assert await store.lease(10, lease=60) == []  # taken jobs are leased: no worker gets them either
+    assert await store.held("robot:a") == 6  # taken is not settled
+
+
+async def test_a_lapsed_lease_lets_take_have_the_job(store: Store) -> None:
+    await store.admit([Admission([lane_job(1)])], lease=0.2)
+    assert await store.take("robot:a", 10, lease=60) == []
+    await asyncio.sleep(0.3)
+    assert [j.id for j in await store.take("robot:a", 10, lease=60)] == ["alarm1:0"]
+
+
+async def test_summarize_settles_writes_and_stores_at_once(store: Store) -> None:
+    await store.admit([Admission([lane_job(n, due=time.time() + 600) for n in range(3)])], lease=60)
+    taken = await store.take("robot:a", 10, lease=60)
+    absorbed = [replace(j, state=State.DONE, attempts=1, detail="summarized in storm s1 message 1") for j in taken]
+    summary = replace(lane_job(100), id="storm:s1:1", due=time.time())
+    await store.summarize(absorbed, summary, "storm:robot:a", '{"n": 1}', 60)
+    assert await store.get("storm:robot:a") == '{"n": 1}'
+    assert await store.held("robot:a") == 1  # the summary alone
+    assert [j.id for j in await store.lease(10, lease=60)] == ["storm:s1:1"]
+    done = await store.jobs(State.DONE, 10)
+    assert sorted(j.detail for j in done) == ["summarized in storm s1 message 1"] * 3
+
+
+async def test_jobs_page_back_through_creation_times(store: Store) -> None:
+    await store.admit([Admission([job(n) for n in range(6)])], lease=60)
+    first = await store.jobs(None, 4)
+    rest = await store.jobs(None, 4, before=first[-1].created)
+    assert [j.id for j in first + rest] == [f"alarm{n}:0" for n in reversed(range(6))]

@@ -83,9 +83,9 @@ return out
 """
 
 # KEYS: jobs, created, due, done, dead, leased. ARGV[1]: the key prefix; ARGV[2]: JSON [[id, state, due, created,
-# lane], ...]; then each job's new fields line, in that order. The line replaces the record's first one: the payload, written once, is not sent again. A
-# job no longer stored (forgotten meanwhile) is left out. A record of the first layout (one JSON document) gives
-# its payload from that document.
+# lane], ...]; then each job's new fields line, in that order. The line replaces the record's first one: the payload,
+# written once, is not sent again. A job no longer stored (forgotten meanwhile) is left out. A record of the first
+# layout (one JSON document) gives its payload from that document.
 SETTLE = """
 for i, j in ipairs(cjson.decode(ARGV[2])) do
   local id, state, due, created, lane = j[1], j[2], j[3], j[4], ARGV[1] .. 'lane:' .. j[5]

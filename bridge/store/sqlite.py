@@ -197,9 +197,7 @@ class SqliteStore:
              0.0 if j.due else due)
             for j in jobs
         ]  # fmt: skip
-        conn.executemany(
-            f"INSERT OR REPLACE INTO deliveries ({_STATE}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", states
-        )  # noqa: S608
+        conn.executemany(f"INSERT OR REPLACE INTO deliveries ({_STATE}) VALUES ({', '.join('?' * 11)})", states)  # noqa: S608
         conn.executemany(
             "INSERT OR REPLACE INTO payloads (id, payload) VALUES (?, ?)", [(j.id, j.payload) for j in jobs]
         )

@@ -42,6 +42,18 @@ class NativeSettings:
 
 
 @dataclass(frozen=True)
+class StormSettings:
+    horizon: float  # a target whose backlog its rate budget cannot carry within this long goes to summaries
+    interval: float  # one summary update at most this often while the storm lasts
+    quiet: float  # nothing new for this long ends the storm (a closing message), and ordinary delivery resumes
+    reserve: int  # rate-limit slots per window that ordinary messages leave free, so a summary goes out at once
+    top: int  # hosts and businesses listed by count in a summary, the rest as "+M more"
+    examples: int  # alarms shown in full in a summary
+    gather: int  # alarms at most accounted for by one summary (the rest go into the next)
+    external_url: str  # the gateway's URL as people reach it: a summary links to its storm's alarm list there
+
+
+@dataclass(frozen=True)
 class DeliverySettings:
     dry_run: bool
     timeout: float  # one upstream call
@@ -57,6 +69,7 @@ class DeliverySettings:
     shutdown: float  # on SIGTERM, how long in-flight deliveries may finish
     rate_limits: Mapping[str, tuple[RateLimit, ...]]  # per target type, every window applies; shared by replicas
     ca_file: str  # extra CA certificates to trust for HTTPS upstreams (a private proxy, test servers)
+    storm: StormSettings | None  # None: storms are delivered as digests, however long they take
 
 
 @dataclass(frozen=True)
@@ -129,7 +142,7 @@ def parse(data: object, file: str) -> Settings:
     delivery = top.child("delivery")
     delivery.only(
         "dry_run", "timeout", "deadline", "split", "reply_wait", "max_age", "backoff", "backoff_max",
-        "lease", "poll", "batch", "shutdown", "rate_limits", "ca_file",
+        "lease", "poll", "batch", "shutdown", "rate_limits", "ca_file", "storm",
     )  # fmt: skip
     deadline = delivery.duration("deadline", 30.0)
     groups: dict[tuple[str, str], Group] = {}
@@ -167,6 +180,7 @@ def parse(data: object, file: str) -> Settings:
             shutdown=delivery.duration("shutdown", 10.0),
             rate_limits=rate_limits(delivery.child("rate_limits")),
             ca_file=_ca_file(delivery, Path(file).parent),
+            storm=_storm(delivery.child("storm"), top.child("web").text("external_url", "").rstrip("/")),
         ),
         dingtalk=DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp)),
         wecom=WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp)),
@@ -176,6 +190,22 @@ def parse(data: object, file: str) -> Settings:
         web=_web(top.child("web")),
         reload_enabled=top.flag("reload_enabled", False),
         groups=tuple(groups.values()),
+    )
+
+
+def _storm(node: Node, external_url: str) -> StormSettings | None:
+    node.only("enabled", "horizon", "interval", "quiet", "reserve", "top", "examples", "gather")
+    if not node.flag("enabled", True):
+        return None
+    return StormSettings(
+        horizon=node.duration("horizon", 120.0),
+        interval=node.duration("interval", 30.0),
+        quiet=node.duration("quiet", 90.0),
+        reserve=node.integer("reserve", 3, minimum=0),
+        top=node.integer("top", 5, minimum=1),
+        examples=node.integer("examples", 3, minimum=0),
+        gather=node.integer("gather", 50_000, minimum=1),
+        external_url=external_url,
     )
 
 
@@ -223,7 +253,7 @@ def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
 
 
 def _web(node: Node) -> WebSettings:
-    node.only("users", "api_tokens", "session_secret", "login_attempts", "login_window")
+    node.only("users", "api_tokens", "session_secret", "login_attempts", "login_window", "external_url")
     users, tokens = node.child("users"), node.child("api_tokens")
     return WebSettings(
         users={str(name): users.text(str(name)) for name in users.data},

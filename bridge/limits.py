@@ -28,9 +28,9 @@ class Limits:
         self._limits = rate_limits
         self._waits.clear()  # new limits may free slots sooner
 
-    async def take(self, target: Target, count: int) -> tuple[float, RateLimit] | None:
-        """Take ``count`` slots for the target: None when it has them (or no limit), else how long until one is
-        free, and in which window."""
+    async def take(self, target: Target, count: int, reserve: int = 0) -> tuple[float, RateLimit] | None:
+        """Take ``count`` slots for the target, leaving ``reserve`` of each window free: None when it has them (or
+        no limit), else how long until one is free, and in which window."""
         key = rate_key(target)
         if key is None:
             return None
@@ -38,7 +38,7 @@ class Limits:
             # Slots only free as time passes: until the store's last "wait" is over, asking it again is no use.
             if held := self._known_hold(target):
                 return held
-            wait, limit = await self._acquire(key, self._limits[target.kind])
+            wait, limit = await self._acquire(key, self._limits[target.kind], reserve)
             if wait > 0:
                 self._waits[key] = self._held(time.monotonic() + wait, limit)
                 return wait, limit
@@ -53,12 +53,13 @@ class Limits:
                 return held[0] - now, held[1]
         return None
 
-    async def _acquire(self, key: str, limits: Sequence[RateLimit]) -> tuple[float, RateLimit]:
+    async def _acquire(self, key: str, limits: Sequence[RateLimit], reserve: int) -> tuple[float, RateLimit]:
         """A slot in each window of the target's limits, in turn: 0.0 when every one gave one, else how long until
         the first that refused has one, and that window (the windows before it keep their slot: they count a
         message that was not sent, never one too few)."""
         for i, limit in enumerate(limits):
-            wait = await self._store.acquire(key if i == 0 else f"{key}/{limit.window:g}s", limit.limit, limit.window)
+            room = _room(limit, reserve)
+            wait = await self._store.acquire(key if i == 0 else f"{key}/{limit.window:g}s", room, limit.window)
             if wait > 0:
                 return wait, limit
         return 0.0, limits[0]
@@ -88,6 +89,16 @@ class Limits:
             dues.append(now + held[0] if held else 0.0)
         return dues
 
+    def capacity(self, target: Target, per_message: int, within: float, reserve: int) -> int:
+        """How many alarms the target's rate budget carries within ``within`` seconds, leaving ``reserve`` slots of
+        each window free: its messages in the tightest window, times what one digest carries (the last full one's
+        count where known, else ``per_message``)."""
+        key = rate_key(target)
+        if key is None:
+            return 2**62
+        messages = min(_room(w, reserve) * max(1.0, within / w.window) for w in self._limits[target.kind])
+        return int(messages * self._packing.get(key, per_message))
+
     def packed(self, target: Target, count: int) -> None:
         """A digest for the target was full at ``count`` jobs: what one message carries, for ``hold``."""
         if key := rate_key(target):
@@ -105,3 +116,8 @@ class Limits:
     def _held(self, until: float, limit: RateLimit) -> tuple[float, RateLimit]:
         self._last_hold = max(self._last_hold, until)
         return until, limit
+
+
+def _room(limit: RateLimit, reserve: int) -> int:
+    """The slots of a window that ordinary messages may take: all but the reserve, which keeps at most a quarter."""
+    return limit.limit - min(reserve, limit.limit // 4)

@@ -46,6 +46,21 @@ RATE_LIMIT_WAITS = Counter(
 DEDUP_HITS = Counter(
     "alarm_bridge_dedup_hits_total", "Alarms dropped as duplicates within the dedup window.", ["source"]
 )
+STORMS_STARTED = Counter(
+    "alarm_bridge_storms_started_total",
+    "Targets that entered summary mode (their backlog beyond the horizon).",
+    ["channel", "target"],
+)
+STORMS_ENDED = Counter(
+    "alarm_bridge_storms_ended_total",
+    "Targets that left summary mode (nothing new for the quiet time).",
+    ["channel", "target"],
+)
+ALARMS_SUMMARIZED = Counter(
+    "alarm_bridge_alarms_summarized_total",
+    "Alarms accounted for in a storm summary instead of their own message.",
+    ["channel", "target"],
+)
 STORE_ERRORS = Counter("alarm_bridge_store_errors_total", "Store calls that failed or timed out.")
 TOKEN_REFRESHES = Counter(
     "alarm_bridge_token_refreshes_total", "Upstream access tokens fetched or refreshed.", ["vendor"]

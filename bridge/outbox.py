@@ -23,6 +23,7 @@ from bridge.limits import Limits
 from bridge.model import Alarm, Group, Message, Outcome, Reason, label
 from bridge.render import Renderer, RenderError, budget
 from bridge.store import Admission, Job, State, Store, StoreError
+from bridge.storm import Storms, is_summary
 from bridge.work import Work, attempted, mailed_again, progress, read_leased, resumed, unread
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Outbox:
         self._store_timeout = store_timeout
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
         self._limits = Limits(store, settings.rate_limits)
+        self._storms = Storms(store, self._limits, settings.storm, lambda: self._settings.lease)
         self._lanes: dict[Lane, list[tuple[Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
         self._renderer = renderer
@@ -65,6 +67,7 @@ class Outbox:
         """A reloaded config: deliveries from now on use the new senders, templates and settings."""
         self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
         self._limits.reconfigure(settings.rate_limits)
+        self._storms.reconfigure(settings.storm)
 
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
@@ -132,7 +135,15 @@ class Outbox:
         return Attempt(outcomes, len(admitted.jobs) - len(outcomes), warnings)
 
     async def run(self) -> None:
-        """The worker loop: lease due jobs and deliver them, until ``stop``."""
+        """The worker loop: lease due jobs and deliver them, and take the storms' turns, until ``stop``."""
+        storms = asyncio.create_task(self._storms.run())
+        try:
+            await self._lease_and_deliver()
+        finally:
+            storms.cancel()
+            await asyncio.gather(storms, return_exceptions=True)
+
+    async def _lease_and_deliver(self) -> None:
         while not self._stopping:
             if len(self._tasks) >= PARALLEL:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
@@ -182,6 +193,10 @@ class Outbox:
     async def _deliver(self, work: Work) -> dict[str, Outcome | None]:
         """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so."""
         results: dict[str, Outcome | None] = {}
+        if await self._parked(work):
+            kept = [(j, a) for j, a in zip(work.jobs, work.alarms, strict=True) if is_summary(a.extra)]
+            results = dict.fromkeys((j.id for j in work.jobs), None)
+            work = replace(work, jobs=[j for j, _ in kept], alarms=[a for _, a in kept])
         while work.jobs:
             if results and time.monotonic() + self._settings.deadline + self._store_timeout > work.leased_until:
                 # The lease may end before another message is sent and recorded: hand the rest back now, or they
@@ -256,11 +271,27 @@ class Outbox:
         outcome = await self._dispatcher.send(work.target, work.group, message)
         return outcome, count, progress(message, outcome, parts) if count == 1 else ""
 
+    async def _parked(self, work: Work) -> bool:
+        """If the work's target is in a storm, its alarms (not the summaries) are parked for the next summary."""
+        try:
+            if await self._storms.storm(work.target) is None:
+                return False
+        except StoreError:  # delivered as usual: a storm is what the store says, and it cannot say now
+            return False
+        parked = [j for j, a in zip(work.jobs, work.alarms, strict=True) if not is_summary(a.extra)]
+        await self._settle(self._storms.park(parked))
+        return True
+
     async def _take_slots(self, work: Work, count: int) -> bool:
-        """Take rate-limit slots for the target; if one is not free, put the jobs back until it is."""
-        held = await self._limits.take(work.target, count)
+        """Take rate-limit slots for the target (ordinary messages leave a storm summary's reserve); if one is not
+        free, put the jobs back until it is, and see whether the target's backlog makes a storm."""
+        summary = is_summary(work.alarms[0].extra)
+        reserve = 0 if summary or self._settings.storm is None else self._settings.storm.reserve
+        held = await self._limits.take(work.target, count, reserve)
         if held is not None:
             await self._settle(self._limits.hold(work.target, work.jobs, *held))
+            if not summary:
+                await self._storms.check(work.group, work.target, work.jobs[0].payload)
         return held is None
 
     async def _mail_again(self, jobs: Sequence[Job], recipients: Sequence[str]) -> None:
@@ -274,7 +305,9 @@ class Outbox:
     def _message(self, work: Work) -> tuple[Message, int]:
         group, channel = work.group, work.target.channel
         # A job whose message was delivered in part goes alone: its retry is that message, from the part it failed at.
-        alone = next((i for i, job in enumerate(work.jobs) if job.progress), len(work.jobs))
+        # So does a storm's summary.
+        pairs = enumerate(zip(work.jobs, work.alarms, strict=True))
+        alone = next((i for i, (job, alarm) in pairs if job.progress or is_summary(alarm.extra)), len(work.jobs))
         if alone <= 1:
             return self._renderer.message(work.alarms[0], group, channel)[0], 1
         message, count = self._renderer.digest(work.alarms[:alone], group, channel, budget(work.target, group))

@@ -24,6 +24,7 @@ _MESSAGE_PARTS = ("title.j2", "text.j2", "email.html.j2", "dingtalk.md.j2", "wec
 REQUIRED = (
     *(f"{source}/{name}" for source in ("native", "alertmanager") for name in _MESSAGE_PARTS),
     *("native/digest_title.j2", "native/digest.j2", "native/digest_line.j2"),
+    *(f"{source}/{name}" for source in ("native", "alertmanager") for name in ("summary.j2", "summary_title.j2")),
 )
 
 
@@ -114,6 +115,8 @@ class Renderer:
         RenderError if a shipped template fails."""
         folder = alarm.source
         names = {"title": f"{folder}/title.j2"}
+        if "summary" in alarm.extra:  # a storm's summary (see bridge.storm)
+            return self._summary(alarm, group, channel)
         if channel is Channel.EMAIL:
             names |= {"body": f"{folder}/text.j2", "html": f"{folder}/email.html.j2"}
         elif group.format is Format.MARKDOWN:
@@ -132,6 +135,13 @@ class Renderer:
             userids=tuple(mentions.get("userids", ())),
         )
         return message, [error for _, error in parts.values() if error]
+
+    def _summary(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:
+        fmt = Format.MARKDOWN if group.format is Format.MARKDOWN and channel is not Channel.EMAIL else Format.TEXT
+        extra = {"summary": alarm.extra["summary"], "format": fmt.value}
+        title, title_error = self.render(f"{alarm.source}/summary_title.j2", alarm, group, **extra)
+        body, body_error = self.render(f"{alarm.source}/summary.j2", alarm, group, **extra)
+        return Message(title=title, body=body, format=fmt), [e for e in (title_error, body_error) if e]
 
     def preview(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message | None, list[str]]:
         """``message`` for showing to ops: where a shipped template fails, no message and why."""

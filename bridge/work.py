@@ -40,7 +40,9 @@ def read_leased(jobs: Sequence[Job], leased_until: float) -> tuple[list[Work], l
             data = json.loads(job.payload)  # once per job: the key here, the alarm and group in _decode
             group, target = data["group"], data["target"]
             # The members too: a mail made again for some recipients has none, and must not merge with the others.
-            key = json.dumps([group["id"], group["level"], group["channels"][target], group.get("members")])
+            # And the mentions: a storm's later summaries mention nobody.
+            key = json.dumps([group["id"], group["level"], group["channels"][target], group.get("members"),
+                              group.get("mention")])  # fmt: skip
         except _UNREADABLE as exc:
             unreadable.append((job, exc))
             continue

@@ -1,0 +1,269 @@
+"""Storms: when a target holds more alarms than its rate budget carries within the horizon, its alarms are no
+longer sent one digest at a time, for hours, but accounted for in one summary an interval.
+
+A storm lives in the store under its target's lane (the rate key), so every replica sees it. Its alarms' jobs are
+parked (pending, no attempt); once an interval, one replica (the one that claims the turn) takes every parked job,
+counts them, and in one store call settles them as summarized, writes the summary as a job of its own, and moves
+the storm's state on. The summary is then delivered as any message is; a crash before that store call leaves the
+jobs to the next turn, after it leaves the summary to the outbox: no alarm is counted twice or never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from bridge import metrics
+from bridge.config import StormSettings
+from bridge.limits import Limits
+from bridge.model import Group, Mention, Target, label
+from bridge.render import budget
+from bridge.store import Job, State, Store, StoreError
+from bridge.upstreams import rate_key
+
+logger = logging.getLogger(__name__)
+
+TICK = 1.0  # how often a replica looks whether a storm it knows of is due a turn
+CACHED = 1.0  # how long a replica trusts what it read of a lane's storm
+LINE_BYTES = 150  # what a digest line takes, about: for how many alarms a message carries before one was full
+ENDED_TTL = 5.0  # a storm's ended state is kept this long, then a new storm may start on the lane
+
+
+@dataclass(frozen=True)
+class Storm:
+    """A storm's state, as stored under ``storm:LANE``."""
+
+    id: str
+    started: float
+    last: float  # the newest alarm summarized
+    total: int  # alarms summarized so far
+    sent: int  # summaries written so far
+    next: float  # when the next turn is due
+    base: str  # a parked job's payload: its target and group, for the closing message when no alarm is left
+    ended: bool = False
+
+
+def _key(lane: str) -> str:
+    return f"storm:{lane}"
+
+
+def is_summary(alarm_extra: Any) -> bool:
+    return isinstance(alarm_extra, dict) and "summary" in alarm_extra
+
+
+class Storms:
+    def __init__(self, store: Store, limits: Limits, settings: StormSettings | None, lease: Callable[[], float]):
+        self._store = store
+        self._limits = limits
+        self._settings = settings
+        self._lease = lease
+        self._known: dict[str, tuple[Storm | None, float]] = {}  # lane -> what was read, and when
+        self._checked: dict[str, float] = {}  # lane -> when its backlog was last counted
+
+    def reconfigure(self, settings: StormSettings | None) -> None:
+        self._settings = settings
+
+    def parked(self, targets: Sequence[Target], dues: list[float]) -> list[float]:
+        """Per target of an alarm being admitted, its ``dues`` (see ``Limits.held_at_admission``), with those of
+        targets known to be in a storm parked: written for the next summary, with no attempt of their own."""
+        lanes = [rate_key(t) for t in targets]
+        if self._settings is None or not any(self._active(lane) for lane in lanes if lane):
+            return dues
+        park = time.time() + self._park_for(self._settings)
+        return [park if lane and self._active(lane) else (dues[i] if dues else 0.0) for i, lane in enumerate(lanes)]
+
+    def _active(self, lane: str) -> bool:
+        storm = self._known.get(lane, (None, 0.0))[0]
+        return storm is not None and not storm.ended
+
+    @staticmethod
+    def _park_for(settings: StormSettings) -> float:
+        """Parked jobs come due after this long: if no turn took them (every replica that knew the storm died, or
+        it ended just then), a worker leases them and they are parked again, or delivered as usual."""
+        return settings.quiet + settings.interval
+
+    async def storm(self, target: Target) -> Storm | None:
+        """The target's storm, if it is in one (read again at most once a second)."""
+        lane = rate_key(target)
+        if lane is None or self._settings is None:
+            return None
+        storm, read = self._known.get(lane, (None, 0.0))
+        if time.monotonic() - read > CACHED:
+            value = await self._store.get(_key(lane))
+            storm = Storm(**json.loads(value)) if value else None
+            self._known[lane] = (storm, time.monotonic())
+        return storm if storm is not None and not storm.ended else None
+
+    def park(self, jobs: Sequence[Job]) -> list[Job]:
+        """The jobs, parked for the next summary."""
+        assert self._settings is not None
+        due = time.time() + self._park_for(self._settings)
+        return [replace(j, due=due) for j in jobs]
+
+    async def check(self, group: Group, target: Target, payload: str) -> None:
+        """A rate limit held the target back: if its backlog is more than the budget carries within the horizon,
+        it enters a storm (at most one count a second per lane and replica)."""
+        lane, settings = rate_key(target), self._settings
+        if lane is None or settings is None or time.monotonic() - self._checked.get(lane, 0.0) < 1.0:
+            return
+        self._checked[lane] = time.monotonic()
+        held = await self._store.held(lane)
+        capacity = self._limits.capacity(
+            target, max(1, budget(target, group) // LINE_BYTES), settings.horizon, settings.reserve
+        )
+        if held <= capacity or await self.storm(target) is not None:
+            return
+        now = time.time()
+        storm = Storm(uuid.uuid4().hex[:12], now, now, 0, 0, now, payload)
+        if await self._store.put_new(_key(lane), json.dumps(asdict(storm)), self._ttl(settings)):
+            self._known[lane] = (storm, time.monotonic())
+            metrics.STORMS_STARTED.labels(channel=target.channel, target=lane).inc()
+            logger.warning("storm %s: %s of group %s/%s enters summary mode: %d alarms held, its budget carries %d "
+                           "within %gs", storm.id, label(target), group.id, group.level, held, capacity,
+                           settings.horizon)  # fmt: skip
+
+    def _ttl(self, settings: StormSettings) -> float:
+        """A storm's state outlives its turns by this much: if every replica dies, it ends by itself."""
+        return settings.quiet + settings.interval + self._lease()
+
+    async def run(self) -> None:
+        """Turns for the storms this replica knows of, when they are due, until cancelled."""
+        while True:
+            await asyncio.sleep(TICK)
+            for lane in [lane for lane in self._known if self._active(lane)]:
+                try:
+                    await self._turn(lane)
+                except StoreError as exc:
+                    metrics.STORE_ERRORS.inc()
+                    logger.warning("storm: cannot take a turn for %s: %s", lane, exc)
+                except Exception:  # a bug: the other storms, and the next turn, go on
+                    logger.exception("storm: a turn for %s failed", lane)
+
+    async def _turn(self, lane: str) -> None:
+        settings = self._settings
+        if settings is None:
+            return
+        value = await self._store.get(_key(lane))
+        storm = Storm(**json.loads(value)) if value else None
+        self._known[lane] = (storm, time.monotonic())
+        if storm is None or storm.ended or time.time() < storm.next:
+            return
+        if not await self._store.put_new(f"{_key(lane)}:turn:{storm.id}:{storm.sent + 1}", "1", self._lease()):
+            return  # another replica has this turn
+        taken = await self._store.take(lane, settings.gather, self._lease())
+        alarms, payload = await _read(taken)
+        now = time.time()
+        if not alarms and now - storm.last < settings.quiet:
+            moved = replace(storm, next=min(now + settings.interval, storm.last + settings.quiet))
+            await self._store.put(_key(lane), json.dumps(asdict(moved)), self._ttl(settings))
+            return
+        ending = not alarms
+        number = storm.sent + 1
+        newest = max((j.created for j in taken), default=storm.last)
+        oldest = min((j.created for j in taken), default=storm.started)
+        after = replace(
+            storm,
+            started=min(storm.started, oldest),
+            last=newest,
+            total=storm.total + len(taken),
+            sent=number,
+            next=now + settings.interval,
+            ended=ending,
+        )
+        still = await self._store.held(lane) - len(taken)  # the taken are pending until summarize settles them
+        summary = self._summary(after, settings, payload or storm.base, alarms, len(taken), still)
+        detail = f"summarized in storm {storm.id} message {number}"
+        absorbed = [replace(j, state=State.DONE, attempts=j.attempts + 1, detail=detail, updated=now) for j in taken]
+        ttl = ENDED_TTL if ending else self._ttl(settings)
+        await self._store.summarize(absorbed, summary, _key(lane), json.dumps(asdict(after)), ttl)
+        self._known[lane] = (after, time.monotonic())
+        data = json.loads(summary.payload)
+        channel = data["group"]["channels"][data["target"]]["type"]
+        metrics.ALARMS_SUMMARIZED.labels(channel=_channel(channel), target=lane).inc(len(taken))
+        if ending:
+            metrics.STORMS_ENDED.labels(channel=_channel(channel), target=lane).inc()
+            logger.warning("storm %s: %s leaves summary mode: %d alarms in %s", storm.id, lane, after.total,
+                           _lasted(after.last - after.started))  # fmt: skip
+
+    def _summary(
+        self, storm: Storm, settings: StormSettings, payload: str, alarms: list[dict[str, Any]], count: int, held: int
+    ) -> Job:
+        """The summary's job: the group and target of the storm's jobs, and a summary alarm in place of theirs."""
+        data = json.loads(payload)
+        if storm.sent > 1:  # only the first summary of a storm mentions the members
+            data["group"]["mention"] = Mention.NONE.value
+        source = alarms[0].get("source", "native") if alarms else data["alarm"].get("source", "native")
+        first = data["alarm"]
+        summary = breakdown(alarms, settings.top) | {
+            "storm": storm.id,
+            "number": storm.sent,
+            "kind": "end" if storm.ended else ("start" if storm.sent == 1 else "update"),
+            "new": count,
+            "total": storm.total,
+            "started": storm.started,
+            "last": storm.last,
+            "still_held": held,
+            "first_time": alarms[0].get("alert_time", "") if alarms else "",
+            "last_time": alarms[-1].get("alert_time", "") if alarms else "",
+            "lasted": _lasted(storm.last - storm.started),
+            "examples": [_fields(a) for a in alarms[: settings.examples]],
+            "link": f"{settings.external_url}/ui/alarms?storm={storm.id}" if settings.external_url else "",
+        }
+        levels = [lvl for lvl, _ in summary["levels"]]
+        alarm = {
+            "id": first["id"], "level": first["level"], "dep": first.get("dep", ""), "env": first.get("env", ""),
+            "alert_level": next((lvl for lvl in ("高", "中", "低") if lvl in levels), first.get("alert_level", "中")),
+            "alert_time": time.strftime("%Y-%m-%d %H:%M:%S"), "alert_business": "告警风暴 / alarm storm",
+            "source": source, "extra": {"summary": summary}, "identity": f"storm:{storm.id}:{storm.sent}",
+        }  # fmt: skip
+        data["alarm"] = alarm
+        now = time.time()
+        return Job(f"storm:{storm.id}:{storm.sent}", json.dumps(data, ensure_ascii=False), now, due=now)
+
+
+def _lasted(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _channel(kind: str) -> str:
+    return kind.partition("-")[0]
+
+
+def _fields(alarm: dict[str, Any]) -> dict[str, str]:
+    return {k: v for k, v in alarm.items() if isinstance(v, str) and v and k not in ("source", "identity")}
+
+
+async def _read(jobs: Sequence[Job]) -> tuple[list[dict[str, Any]], str]:
+    """The taken jobs' alarms (a job that cannot be read counts, with no fields), and one payload to take the
+    group and target from; the event loop gets a turn every thousand."""
+    alarms, payload = [], ""
+    for i, job in enumerate(jobs):
+        if i % 1000 == 999:
+            await asyncio.sleep(0)
+        try:
+            data = json.loads(job.payload)
+            alarms.append(dict(data["alarm"]))
+            payload = payload or job.payload
+        except (ValueError, KeyError, TypeError):
+            alarms.append({})
+    return alarms, payload
+
+
+def breakdown(alarms: Sequence[dict[str, Any]], top: int) -> dict[str, Any]:
+    """Counts by level, business and host, the largest first: the ``top`` of each by name, the rest as "more"."""
+    found: dict[str, Any] = {}
+    for name, field in (("levels", "alert_level"), ("businesses", "alert_business"), ("hosts", "alert_host")):
+        counts = Counter(str(a.get(field) or a.get("alert_ip") or "—") if field == "alert_host"
+                         else str(a.get(field) or "—") for a in alarms)  # fmt: skip
+        ranked = counts.most_common()
+        found[name] = [[k, v] for k, v in (ranked if name == "levels" else ranked[:top])]
+        found[f"more_{name}"] = 0 if name == "levels" else sum(v for _, v in ranked[top:])
+        found[f"other_{name}"] = 0 if name == "levels" else max(0, len(ranked) - top)
+    return found

@@ -110,9 +110,10 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
     raise TimeoutError(f"nothing listening on port {port}")
 
 
-def start_gateway(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`alarm-bridge serve` in a subprocess, once it listens; the caller ends it. Its log is beside the config."""
-    port = free_port()
+def start_gateway(config_path: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:
+    """`alarm-bridge serve` in a subprocess (on a free port unless given), once it listens; the caller ends it. Its
+    log is beside the config."""
+    port = port or free_port()
     command = [sys.executable, "-m", "bridge", "serve", "--config", str(config_path), "--port", str(port)]
     log = config_path.with_suffix(f".{port}.log")
     with log.open("wb") as out:
@@ -126,9 +127,9 @@ def start_gateway(config_path: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 @contextmanager
-def gateway_process(config_path: Path) -> Iterator[str]:
+def gateway_process(config_path: Path, port: int = 0) -> Iterator[str]:
     """`alarm-bridge serve` in a subprocess; yields its base URL."""
-    process, url = start_gateway(config_path)
+    process, url = start_gateway(config_path, port)
     try:
         yield url
     finally:

@@ -48,10 +48,14 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 's.db'}" if request.param == "sqlite" else REDIS_URL
 
 
-def alarm(n: int) -> Alarm:
+def fields(n: int) -> dict[str, str]:
     """A storm's alarm: long enough that a digest carries about 25 of them."""
     spec = f"alarm-{n:05d} " + "x" * 600
-    return Alarm.from_fields(seed_alarm(exception_spec=spec, alert_level=LEVELS[n % 3], alert_host=f"host-{n % 7}"))
+    return seed_alarm(exception_spec=spec, alert_level=LEVELS[n % 3], alert_host=f"host-{n % 7}")
+
+
+def alarm(n: int) -> Alarm:
+    return Alarm.from_fields(fields(n))
 
 
 @pytest.fixture

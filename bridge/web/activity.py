@@ -6,10 +6,11 @@ Job payloads hold the whole group, robot webhooks included: only names, states a
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 
@@ -17,7 +18,10 @@ from bridge.gateway import Gateway, Result
 from bridge.model import OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm, Group
 from bridge.store import Job, State, Store
 
-SCANNED = 2000  # the newest deliveries the page and the API look through
+SCANNED = 2000  # the newest deliveries the group pages look through
+PAGE_SCAN = 20_000  # deliveries at most that one page of the alarm list looks through (it says where it stopped)
+_CHUNK = 1000
+_STORM = re.compile(r"summarized in storm (\w+) message (\d+)")
 _REJECTED = re.compile(r"(?:rejected userids: ([^;]+)$|invalid users: ([^;\s]+))")
 
 
@@ -53,6 +57,14 @@ class AlarmRecord:
     deliveries: list[Delivery] = field(default_factory=list)
 
     @property
+    def storm(self) -> tuple[str, str] | None:
+        """The storm that summarized the alarm, and in which of its messages."""
+        for delivery in self.deliveries:
+            if match := _STORM.match(delivery.detail):
+                return match[1], match[2]
+        return None
+
+    @property
     def state(self) -> str:
         states = {d.state for d in self.deliveries}
         for state in (State.DEAD, State.PENDING):
@@ -66,6 +78,7 @@ class AlarmRecord:
             "created": self.created,
             "group": {"id": self.group[0], "level": self.group[1], "name": self.group_name},
             "state": self.state,
+            "storm": None if self.storm is None else {"id": self.storm[0], "message": int(self.storm[1])},
             "alarm": self.fields,
             "deliveries": [d.to_dict() for d in self.deliveries],
         }
@@ -137,10 +150,27 @@ class Filters:
     state: str = ""  # pending | done | dead: an alarm with any delivery in that state
     since: float | None = None
     until: float | None = None
+    target: str = ""  # a delivery's target type (and app), e.g. "dingtalk-robot"
+    level: str = ""  # 高 | 中 | 低
+    business: str = ""  # a part of alert_business (an Alertmanager alert's alertname)
+    host: str = ""  # a part of alert_host or alert_ip (an Alertmanager alert's instance)
+    storm: str = ""  # a storm's id: the alarms its summaries counted
 
     def match(self, record: AlarmRecord) -> bool:
         gid, level = record.group
+        fields = record.fields
         if self.group and self.group not in (gid, f"{gid}/{level}"):
+            return False
+        if self.target and all(d.target != self.target and d.target.split(" ")[0] != self.target
+                               for d in record.deliveries):  # fmt: skip
+            return False
+        if self.level and fields.get("alert_level") != self.level:
+            return False
+        if self.business and self.business not in fields.get("alert_business", ""):
+            return False
+        if self.host and all(self.host not in fields.get(k, "") for k in ("alert_host", "alert_ip")):
+            return False
+        if self.storm and (record.storm is None or record.storm[0] != self.storm):
             return False
         if self.code is not None and all(d.code != self.code for d in record.deliveries):
             return False
@@ -151,8 +181,61 @@ class Filters:
         return self.until is None or record.created <= self.until
 
 
+TEXT_FILTERS = ("group", "target", "level", "business", "host", "storm")
+
+
+def filters(query: Mapping[str, str], code: int | None, since: float | None, until: float | None) -> Filters:
+    """The alarm list's filters from a page's or an API call's query (the times and code already read)."""
+    state = query.get("state", "")
+    texts = {name: query.get(name, "").strip() for name in TEXT_FILTERS}
+    return Filters(code=code, state=state if state in ("pending", "done", "dead") else "", since=since, until=until,
+                   **texts)  # fmt: skip
+
+
+def cursor(value: str) -> float | None:
+    """A page's ``before``: a creation time the previous page gave, or None (from the newest); ValueError if not."""
+    if not value:
+        return None
+    found = float(value)
+    if not math.isfinite(found):
+        raise ValueError(value)
+    return found
+
+
 async def recent(store: Store, filters: Filters = Filters(), limit: int = 200) -> list[AlarmRecord]:
     return [r for r in records(await store.jobs(None, SCANNED)) if filters.match(r)][:limit]
+
+
+@dataclass(frozen=True)
+class Page:
+    alarms: list[AlarmRecord]
+    next: float | None  # where the next page starts (a creation time, for ``before``); None: no older alarm
+    scanned: int  # deliveries looked through
+
+
+async def page(store: Store, filters: Filters, limit: int, before: float | None = None) -> Page:
+    """Up to ``limit`` alarms that match, newest first, created before ``before``: read back a chunk at a time,
+    from the newest (or from ``until``), for at most PAGE_SCAN deliveries; so a list of 100,000 alarms pages."""
+    found: list[AlarmRecord] = []
+    cursor = before if filters.until is None else min(before or float("inf"), filters.until + 1e-6)
+    scanned = 0
+    while len(found) < limit and scanned < PAGE_SCAN:
+        jobs = await store.jobs(None, _CHUNK, before=cursor)
+        if len(jobs) == _CHUNK:  # an alarm's jobs share a creation time: the last one's may go on in the next chunk
+            whole = [j for j in jobs if j.created != jobs[-1].created]
+            jobs = whole or jobs
+        if not jobs:
+            return Page(found, None, scanned)
+        scanned += len(jobs)
+        for record in records(jobs):
+            if filters.match(record):
+                found.append(record)
+                if len(found) == limit:
+                    return Page(found, record.created, scanned)
+        cursor = jobs[-1].created
+        if filters.since is not None and cursor < filters.since:
+            return Page(found, None, scanned)
+    return Page(found, cursor, scanned)
 
 
 def last_alarms(found: Sequence[AlarmRecord]) -> dict[tuple[str, str], float]:

@@ -205,9 +205,15 @@ async def list_alarms(call: Call) -> Response:
         since, until = _time(call.query("since"), call), _time(call.query("until"), call)
     except ValueError:
         return problem(400, "since and until are seconds since the epoch or ISO 8601 times")
-    filters = activity.Filters(call.query("group"), int(code) if code else None, call.query("state"), since, until)
-    found = await activity.recent(call.gateway.store, filters, min(int(limit), 1000))
-    return reply({"alarms": [r.to_dict() for r in found]})
+    try:
+        before = activity.cursor(call.query("before"))
+    except ValueError:
+        return problem(400, "before is the next value of the page before")
+    query = {name: call.query(name) for name in (*activity.TEXT_FILTERS, "state")}
+    filters = activity.filters(query, int(code) if code else None, since, until)
+    found = await activity.page(call.gateway.store, filters, min(int(limit), 1000), before)
+    next_page = None if found.next is None else repr(found.next)
+    return reply({"alarms": [r.to_dict() for r in found.alarms], "next": next_page, "scanned": found.scanned})
 
 
 @endpoint

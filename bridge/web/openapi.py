@@ -132,6 +132,11 @@ SCHEMAS: dict[str, Any] = {
             "created": {"type": "number", "description": "seconds since the epoch"},
             "group": {"type": "object", "properties": {"id": STRING, "level": STRING, "name": STRING}},
             "state": {"enum": ["pending", "done", "dead"], "description": "dead if any delivery is, then pending"},
+            "storm": {
+                "type": ["object", "null"],
+                "description": "the storm whose summary counted the alarm instead of sending its text",
+                "properties": {"id": STRING, "message": {"type": "integer"}},
+            },
             "alarm": {"type": "object", "additionalProperties": STRING, "description": "the native fields"},
             "deliveries": {"type": "array", "items": _ref("Delivery")},
         },
@@ -217,7 +222,7 @@ def document() -> dict[str, Any]:
         },
         "/alarms": {
             "get": {
-                "summary": "Recent alarms with each channel's delivery, newest first",
+                "summary": "Alarms with each channel's delivery, newest first, a page at a time",
                 "operationId": "listAlarms",
                 "parameters": [
                     _query("group", "id or id/level"),
@@ -225,12 +230,25 @@ def document() -> dict[str, Any]:
                     _query("state", "alarms with a delivery in this state", {"enum": ["pending", "done", "dead"]}),
                     _query("since", "seconds since the epoch, or ISO 8601", TIME),
                     _query("until", "seconds since the epoch, or ISO 8601", TIME),
+                    _query("target", "alarms with a delivery to this target type, e.g. dingtalk-robot"),
+                    _query("level", "alert_level: 高, 中 or 低"),
+                    _query("business", "a part of alert_business (an Alertmanager alert's alertname)"),
+                    _query("host", "a part of alert_host or alert_ip (an Alertmanager alert's instance)"),
+                    _query("storm", "the alarms a storm's summaries counted (the id in a summary's link)"),
+                    _query("before", "the previous page's next: the page after it"),
                     _query("limit", "at most this many (default 100, at most 1000)", WHOLE),
                 ],
                 "responses": {
                     **_ok(
-                        "the alarms",
-                        {"type": "object", "properties": {"alarms": {"type": "array", "items": _ref("Alarm")}}},
+                        "the alarms, and where the next page starts (null after the oldest)",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "alarms": {"type": "array", "items": _ref("Alarm")},
+                                "next": {"type": ["string", "null"]},
+                                "scanned": {"type": "integer"},
+                            },
+                        },
                     ),
                     **_errors("400"),
                 },

@@ -199,17 +199,20 @@ async def alarm_list(p: Page) -> Response:
         problems.append("times are written 2024-05-20T09:30")
     if code_text and not code_text.isdecimal():
         problems.append("a code is a number such as 0 or 4001")
-    filters = activity.Filters(
-        group=p.query("group").strip(),
-        code=int(code_text) if code_text.isdecimal() else None,
-        state=p.query("state") if p.query("state") in ("pending", "done", "dead") else "",
-        since=since,
-        until=until,
-    )
-    found = await activity.recent(p.gateway.store, filters, limit=200)
+    try:
+        before = activity.cursor(p.query("before"))
+    except ValueError:
+        before = None
+        problems.append("that page link is damaged: showing the newest alarms")
+    query = {name: p.query(name) for name in (*activity.TEXT_FILTERS, "state")}
+    filters = activity.filters(query, int(code_text) if code_text.isdecimal() else None, since, until)
+    found = await activity.page(p.gateway.store, filters, PAGE_SIZE, before)
     codes = {int(c): c.meaning for c in Code if c >= Code.DINGTALK_TOKEN or c is Code.OK}
-    return p.render("alarms.html", alarms=found, filters=filters, query=p.request.query_params, problems=problems,
-                    codes=codes, scanned=activity.SCANNED, notice=p.query("notice"))  # fmt: skip
+    link = p.request.url.include_query_params(before=repr(found.next))
+    older = None if found.next is None else f"{link.path}?{link.query}"
+    return p.render("alarms.html", alarms=found.alarms, filters=filters, query=p.request.query_params,
+                    problems=problems, codes=codes, scanned=found.scanned, older=older, notice=p.query("notice"),
+                    levels=("高", "中", "低"))  # fmt: skip
 
 
 @page
@@ -229,6 +232,7 @@ async def audit_log(p: Page) -> Response:
     return p.render("audit.html", entries=entries)
 
 
+PAGE_SIZE = 100  # alarms on one page of the list
 KEY = "/ui/groups/{id}/{level}"
 routes = [
     Route("/ui/static/style.css", stylesheet, methods=["GET"]),

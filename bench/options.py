@@ -26,11 +26,12 @@ class Options:
     b2_reference_alarms: int = 300
     b2_concurrency: int = 16
     b2_timeout: float = 300.0
-    # B3: alarms posted within `b3_send_seconds`; delivery watched until drained or `b3_drain_cap` seconds
+    # B3: alarms posted within `b3_send_seconds`, then a burst; each watched until the outbox is empty, at most
+    # `b3_drain_cap` seconds
     b3_alarms: int = 100_000
     b3_send_seconds: float = 60.0
-    b3_scale: float = 1.0  # rate-limit windows divided by this (1 = the real 20 per minute)
-    b3_drain_cap: float = 240.0
+    b3_burst: int = 1_000
+    b3_drain_cap: float = 300.0
     # B4: alerts in one Alertmanager notification
     b4_alerts: int = 1000
     b4_timeout: float = 120.0
@@ -59,10 +60,10 @@ class Options:
             b2_alarms=300,
             b2_reference_alarms=40,
             b2_timeout=60.0,
-            b3_alarms=1_000,
-            b3_send_seconds=5.0,
-            b3_scale=10.0,
-            b3_drain_cap=90.0,
+            b3_alarms=10_000,
+            b3_send_seconds=10.0,
+            b3_burst=300,
+            b3_drain_cap=240.0,
             b4_alerts=1000,
             b4_timeout=60.0,
             b5_starts=2,

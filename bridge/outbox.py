@@ -78,8 +78,13 @@ class Outbox:
     async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float, wait: float) -> Admitted | None:
         """See ``Intake.admit``: the jobs are written, and their first attempts made, together with the alarms
         that arrive beside it (one message per target, a digest where several alarms share it); a job for a target
-        known to be held by a rate limit skips that attempt (see ``Limits.held_at_admission``)."""
-        jobs = jobs_for(alarm, group, self._limits.held_at_admission(group.targets))
+        known to be held by a rate limit skips that attempt (see ``Limits.held_at_admission``), and is parked for
+        the next summary if the target is in a storm (see ``Storms.parked``)."""
+        held = self._limits.held_at_admission(group.targets)
+        jobs = jobs_for(alarm, group, self._storms.parked(group.targets, held))
+        for target, due, job in zip(group.targets, held, jobs, strict=False):
+            if due:  # the target's backlog grows: does it make a storm?
+                self._storms.watch(group, target, job.payload)
         return await self._intake.admit(alarm, group, jobs, claim, ttl, wait)
 
     def _first_attempt(self, entries: list[Entry], leased_until: float) -> FirstAttempt:
@@ -191,12 +196,16 @@ class Outbox:
         await self._record(unread(unreadable, now))
 
     async def _deliver(self, work: Work) -> dict[str, Outcome | None]:
-        """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so."""
+        """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so, or for
+        its storm's next summary."""
+        if not await self._parked(work):
+            return await self._send_all(work)
+        kept = [(j, a) for j, a in zip(work.jobs, work.alarms, strict=True) if is_summary(a.extra)]
+        waiting = dict.fromkeys((j.id for j in work.jobs), None)
+        return waiting | await self._send_all(replace(work, jobs=[j for j, _ in kept], alarms=[a for _, a in kept]))
+
+    async def _send_all(self, work: Work) -> dict[str, Outcome | None]:
         results: dict[str, Outcome | None] = {}
-        if await self._parked(work):
-            kept = [(j, a) for j, a in zip(work.jobs, work.alarms, strict=True) if is_summary(a.extra)]
-            results = dict.fromkeys((j.id for j in work.jobs), None)
-            work = replace(work, jobs=[j for j, _ in kept], alarms=[a for _, a in kept])
         while work.jobs:
             if results and time.monotonic() + self._settings.deadline + self._store_timeout > work.leased_until:
                 # The lease may end before another message is sent and recorded: hand the rest back now, or they
@@ -291,7 +300,7 @@ class Outbox:
         if held is not None:
             await self._settle(self._limits.hold(work.target, work.jobs, *held))
             if not summary:
-                await self._storms.check(work.group, work.target, work.jobs[0].payload)
+                self._storms.watch(work.group, work.target, work.jobs[0].payload)
         return held is None
 
     async def _mail_again(self, jobs: Sequence[Job], recipients: Sequence[str]) -> None:

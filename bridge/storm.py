@@ -66,6 +66,7 @@ class Storms:
         self._lease = lease
         self._known: dict[str, tuple[Storm | None, float]] = {}  # lane -> what was read, and when
         self._checked: dict[str, float] = {}  # lane -> when its backlog was last counted
+        self._checks: set[asyncio.Task[None]] = set()
 
     def reconfigure(self, settings: StormSettings | None) -> None:
         self._settings = settings
@@ -107,13 +108,28 @@ class Storms:
         due = time.time() + self._park_for(self._settings)
         return [replace(j, due=due) for j in jobs]
 
-    async def check(self, group: Group, target: Target, payload: str) -> None:
-        """A rate limit held the target back: if its backlog is more than the budget carries within the horizon,
-        it enters a storm (at most one count a second per lane and replica)."""
-        lane, settings = rate_key(target), self._settings
-        if lane is None or settings is None or time.monotonic() - self._checked.get(lane, 0.0) < 1.0:
+    def watch(self, group: Group, target: Target, payload: str) -> None:
+        """A rate limit holds the target back: see whether its backlog makes a storm, in the background, at most
+        once a second per lane and replica."""
+        lane = rate_key(target)
+        if lane is None or self._settings is None or time.monotonic() - self._checked.get(lane, 0.0) < 1.0:
             return
         self._checked[lane] = time.monotonic()
+        task = asyncio.create_task(self._check(lane, group, target, payload))
+        self._checks.add(task)
+        task.add_done_callback(self._checked_one)
+
+    def _checked_one(self, task: asyncio.Task[None]) -> None:
+        self._checks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            metrics.STORE_ERRORS.inc()
+            logger.warning("storm: cannot count the backlog: %s", error)
+
+    async def _check(self, lane: str, group: Group, target: Target, payload: str) -> None:
+        """If the target's backlog is more than the budget carries within the horizon, it enters a storm."""
+        settings = self._settings
+        if settings is None:
+            return
         held = await self._store.held(lane)
         capacity = self._limits.capacity(
             target, max(1, budget(target, group) // LINE_BYTES), settings.horizon, settings.reserve
@@ -160,7 +176,7 @@ class Storms:
         taken = await self._store.take(lane, settings.gather, self._lease())
         alarms, payload = await _read(taken)
         now = time.time()
-        if not alarms and now - storm.last < settings.quiet:
+        if not alarms and (now - storm.last < settings.quiet or await self._unsent(storm)):
             moved = replace(storm, next=min(now + settings.interval, storm.last + settings.quiet))
             await self._store.put(_key(lane), json.dumps(asdict(moved)), self._ttl(settings))
             return
@@ -191,6 +207,11 @@ class Storms:
             metrics.STORMS_ENDED.labels(channel=_channel(channel), target=lane).inc()
             logger.warning("storm %s: %s leaves summary mode: %d alarms in %s", storm.id, lane, after.total,
                            _lasted(after.last - after.started))  # fmt: skip
+
+    async def _unsent(self, storm: Storm) -> bool:
+        """Whether the storm's last summary is still waiting: its closing message would overtake it."""
+        last = await self._store.job(f"storm:{storm.id}:{storm.sent}") if storm.sent else None
+        return last is not None and last.state is State.PENDING
 
     def _summary(
         self, storm: Storm, settings: StormSettings, payload: str, alarms: list[dict[str, Any]], count: int, held: int

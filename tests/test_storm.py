@@ -35,7 +35,7 @@ def storm_config(store_url: str, robot_url: str, **delivery: Any) -> dict[str, A
         "channels": [{"type": "dingtalk-robot", "webhook": f"{robot_url}/robot/send?access_token={TOKEN}"}],
     }
     settings = {"timeout": "1s", "deadline": "2s", "poll": "50ms", "backoff": "100ms", "storm": STORM,
-                "rate_limits": {"dingtalk-robot": {"limit": 20, "window": "3s"}}}  # fmt: skip
+                "rate_limits": {"dingtalk-robot": {"limit": 20, "window": "3.2s"}}}  # fmt: skip
     data = config_data(store_url, groups=[group], delivery=settings | delivery)
     data["web"] = {"external_url": "https://bridge.example"}
     if store_url.startswith("redis"):
@@ -60,7 +60,7 @@ def alarm(n: int) -> Alarm:
 
 @pytest.fixture
 def robot() -> Iterator[tuple[DingTalkFake, str]]:
-    fake = DingTalkFake(robot_rate=20, robot_window=3.0)  # the gateway's window is the upstream's (no margin here)
+    fake = DingTalkFake(robot_rate=20, robot_window=3.0)  # the gateway's window is 0.2 s longer, as the real 2 s
     fake.add_robot(TOKEN)
     with FakeServer(fake.app()) as server:
         yield fake, server.url

@@ -218,7 +218,7 @@ def test_a_summarys_link_opens_its_storm_for_the_person_on_call(browser: Browser
             "name": "运维值班组",
             "channels": [{"type": "dingtalk-robot", "webhook": webhook}],
         }
-        limits = {"dingtalk-robot": {"limit": 20, "window": "3s"}}
+        limits = {"dingtalk-robot": {"limit": 20, "window": "3.2s"}}
         delivery = {"timeout": "1s", "deadline": "2s", "storm": STORM, "rate_limits": limits}
         data = web_config(f"sqlite:///{tmp_path / 's.db'}", groups=[group], delivery=delivery)
         data["web"]["external_url"] = f"http://127.0.0.1:{port}"

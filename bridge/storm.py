@@ -194,7 +194,7 @@ class Storms:
             ended=ending,
         )
         still = await self._store.held(lane) - len(taken)  # the taken are pending until summarize settles them
-        summary = self._summary(after, settings, payload or storm.base, alarms, len(taken), still)
+        summary = self._summary(after, settings, payload or storm.base, alarms, still)
         detail = f"summarized in storm {storm.id} message {number}"
         absorbed = [replace(j, state=State.DONE, attempts=j.attempts + 1, detail=detail, updated=now) for j in taken]
         ttl = ENDED_TTL if ending else self._ttl(settings)
@@ -214,39 +214,44 @@ class Storms:
         return last is not None and last.state is State.PENDING
 
     def _summary(
-        self, storm: Storm, settings: StormSettings, payload: str, alarms: list[dict[str, Any]], count: int, held: int
+        self, storm: Storm, settings: StormSettings, payload: str, alarms: list[dict[str, Any]], held: int
     ) -> Job:
         """The summary's job: the group and target of the storm's jobs, and a summary alarm in place of theirs."""
         data = json.loads(payload)
         if storm.sent > 1:  # only the first summary of a storm mentions the members
             data["group"]["mention"] = Mention.NONE.value
-        source = alarms[0].get("source", "native") if alarms else data["alarm"].get("source", "native")
-        first = data["alarm"]
-        summary = breakdown(alarms, settings.top) | {
-            "storm": storm.id,
-            "number": storm.sent,
-            "kind": "end" if storm.ended else ("start" if storm.sent == 1 else "update"),
-            "new": count,
-            "total": storm.total,
-            "started": storm.started,
-            "last": storm.last,
-            "still_held": held,
-            "first_time": alarms[0].get("alert_time", "") if alarms else "",
-            "last_time": alarms[-1].get("alert_time", "") if alarms else "",
-            "lasted": _lasted(storm.last - storm.started),
-            "examples": [_fields(a) for a in alarms[: settings.examples]],
-            "link": f"{settings.external_url}/ui/alarms?storm={storm.id}" if settings.external_url else "",
-        }
-        levels = [lvl for lvl, _ in summary["levels"]]
-        alarm = {
-            "id": first["id"], "level": first["level"], "dep": first.get("dep", ""), "env": first.get("env", ""),
-            "alert_level": next((lvl for lvl in ("高", "中", "低") if lvl in levels), first.get("alert_level", "中")),
-            "alert_time": time.strftime("%Y-%m-%d %H:%M:%S"), "alert_business": "告警风暴 / alarm storm",
-            "source": source, "extra": {"summary": summary}, "identity": f"storm:{storm.id}:{storm.sent}",
-        }  # fmt: skip
-        data["alarm"] = alarm
+        data["alarm"] = summary_alarm(storm, settings, data["alarm"], alarms, held)
+        data["alarm"]["source"] = alarms[0].get("source", "native") if alarms else data["alarm"]["source"]
         now = time.time()
         return Job(f"storm:{storm.id}:{storm.sent}", json.dumps(data, ensure_ascii=False), now, due=now)
+
+
+def summary_alarm(
+    storm: Storm, settings: StormSettings, first: dict[str, Any], alarms: list[dict[str, Any]], held: int
+) -> dict[str, Any]:
+    """A summary as an alarm's fields (those of the storm's ``first`` alarm, for its group and source), the counts
+    of ``alarms`` in its ``extra``, for the templates (see templates/native/summary.j2)."""
+    summary = breakdown(alarms, settings.top) | {
+        "storm": storm.id,
+        "number": storm.sent,
+        "kind": "end" if storm.ended else ("start" if storm.sent == 1 else "update"),
+        "new": len(alarms),
+        "total": storm.total,
+        "still_held": held,
+        "first_time": alarms[0].get("alert_time", "") if alarms else "",
+        "last_time": alarms[-1].get("alert_time", "") if alarms else "",
+        "lasted": _lasted(storm.last - storm.started),
+        "examples": [_fields(a) for a in alarms[: settings.examples]],
+        "link": f"{settings.external_url}/ui/alarms?storm={storm.id}" if settings.external_url else "",
+    }
+    levels = [lvl for lvl, _ in summary["levels"]]
+    return {
+        "id": first["id"], "level": first["level"], "dep": first.get("dep", ""), "env": first.get("env", ""),
+        "alert_level": next((lvl for lvl in ("高", "中", "低") if lvl in levels), first.get("alert_level", "中")),
+        "alert_time": time.strftime("%Y-%m-%d %H:%M:%S"), "alert_business": "告警风暴 / alarm storm",
+        "source": first.get("source", "native"), "extra": {"summary": summary},
+        "identity": f"storm:{storm.id}:{storm.sent}",
+    }  # fmt: skip
 
 
 def _lasted(seconds: float) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,9 @@ from starlette.testclient import TestClient
 from bridge.app import create_app
 from bridge.config import parse
 from bridge.gateway import Gateway
-from bridge.model import Alarm
+from bridge.model import Alarm, Channel
 from bridge.store import Job, State, Store, StoreError
+from bridge.web.activity import sample_alarm
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import REDIS_URL, config_data, seed_alarm
@@ -147,6 +149,11 @@ def test_a_storm_reaches_the_group_as_summaries_that_add_up_to_every_alarm(
         found = summaries(fake)
         assert found[0].startswith("【告警风暴】") and "https://bridge.example/ui/alarms?storm=" in found[0]
         assert len(fake.robot_messages) < 40  # not the 3000 / 25 digests the storm would otherwise take
+        metrics = client.get("/metrics").text
+        counted = sum(summarized(t) for t in found)
+        for name, value in (("storms_started", 1), ("storms_ended", 1), ("alarms_summarized", counted)):
+            assert re.search(rf'^alarm_bridge_{name}_total{{channel="dingtalk",target="dingtalk-robot:\w+"}} '
+                             rf"{value}\.0$", metrics, re.MULTILINE), name  # fmt: skip
         # Over, ordinary delivery resumes: the next alarm's own text.
         fake.robot_messages.clear()
         time.sleep(3.5)  # the rate window of the storm's last messages, and its ended state
@@ -212,3 +219,21 @@ def test_a_burst_the_budget_carries_is_delivered_as_each_alarms_text(
     texts, counted = accounted(fake)
     assert (texts, counted) == (set(range(300)), 0)
     assert summaries(fake) == []
+
+
+def test_a_summary_is_previewed_and_overridden_like_any_message(tmp_path: Path) -> None:
+    override = "{{ summary.total }} alarms, busiest host {{ summary.hosts[0][0] }}"
+    data = storm_config(f"sqlite:///{tmp_path / 's.db'}", "http://127.0.0.1:9")
+    data["web"] |= {"api_tokens": {"ci": "token-for-the-storm-preview"}}
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        auth = {"Authorization": "Bearer token-for-the-storm-preview"}
+        shipped = client.get("/api/v1/preview?group=chenmin/3&sample=storm", headers=auth).json()
+    body = shipped["message"]["body"]
+    assert body.startswith("【告警风暴】240 条告警") and "等级: 高 80, 中 80, 低 80" in body
+    assert "https://bridge.example/ui/alarms?storm=sample" in body and shipped["errors"] == []
+    settings = parse(data, "t.yaml")
+    overridden = replace(settings.groups[0], templates={"native/summary.j2": override})
+    message, errors = settings.renderer.preview(sample_alarm("storm", overridden, settings.delivery.storm),
+                                                overridden, Channel.DINGTALK)  # fmt: skip
+    assert message is not None and errors == []
+    assert message.body == "240 alarms, busiest host pay-api-00"

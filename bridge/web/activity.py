@@ -14,9 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 
+from bridge.config import StormSettings
 from bridge.gateway import Gateway, Result
 from bridge.model import OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm, Group
 from bridge.store import Job, State, Store
+from bridge.storm import Storm, summary_alarm
 
 SCANNED = 2000  # the newest deliveries the group pages look through
 PAGE_SCAN = 20_000  # deliveries at most that one page of the alarm list looks through (it says where it stopped)
@@ -337,8 +339,20 @@ SAMPLES: dict[str, dict[str, str]] = {
         "exception_spec": "CDN 命中率低于 80%",
     },
 }
-SAMPLE_NAMES = {"seed": "the seed's example (高)", "full": "every field (中)", "low": "few fields (低)"}
+SAMPLES["storm"] = SAMPLES["full"]  # its alarms are this one's, on six hosts, at every level
+SAMPLE_NAMES = {
+    "seed": "the seed's example (高)", "full": "every field (中)", "low": "few fields (低)",
+    "storm": "a storm's first summary (240 alarms)",
+}  # fmt: skip
+_SAMPLE_STORM = StormSettings(120.0, 30.0, 90.0, 3, 5, 3, 50_000, "https://alarm-bridge.example")
 
 
-def sample_alarm(name: str, group: Group) -> Alarm:
-    return Alarm.from_fields({**SAMPLES[name], "id": group.id, "level": group.level})
+def sample_alarm(name: str, group: Group, settings: StormSettings | None = None) -> Alarm:
+    """A sample alarm for the group, or a storm's summary of sample alarms (as ``settings`` would make it)."""
+    fields = {**SAMPLES[name], "id": group.id, "level": group.level}
+    if name != "storm":
+        return Alarm.from_fields(fields)
+    now = time.time()
+    alarms = [fields | {"alert_host": f"pay-api-{i % 6:02d}", "alert_level": "高中低"[i % 3]} for i in range(240)]
+    storm = Storm("sample", now - 40, now, len(alarms), 1, now, "")
+    return Alarm(**summary_alarm(storm, settings or _SAMPLE_STORM, fields, alarms, 0))

@@ -235,7 +235,7 @@ async def preview(call: Call) -> Response:
     sample = call.query("sample", "seed")
     if channel not in tuple(Channel) or sample not in activity.SAMPLES:
         return problem(400, f"channel is one of {', '.join(Channel)}; sample one of {', '.join(activity.SAMPLES)}")
-    alarm = activity.sample_alarm(sample, found[0])
+    alarm = activity.sample_alarm(sample, found[0], call.gateway.settings.delivery.storm)
     message, errors = call.gateway.settings.renderer.preview(alarm, found[0], Channel(channel))
     data = None
     if message is not None:  # None: a shipped template failed, and errors says why

@@ -176,7 +176,7 @@ async def preview(p: Page) -> Response:
     sample = p.query("sample") if p.query("sample") in activity.SAMPLES else "seed"
     message, errors, alarm = None, list[str](), None
     if group is not None and channel in tuple(Channel):
-        alarm = activity.sample_alarm(sample, group)
+        alarm = activity.sample_alarm(sample, group, p.gateway.settings.delivery.storm)
         message, errors = p.gateway.settings.renderer.preview(alarm, group, Channel(channel))
     return p.render("preview.html", groups=[g for g, _ in everything], choice=choice, group=group, channel=channel,
                     channels=[c.value for c in Channel], sample=sample, samples=activity.SAMPLE_NAMES,

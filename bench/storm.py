@@ -46,7 +46,8 @@ def run(opts: Options) -> Section:
         Figure("B3", "storm: most messages a robot got in any 60 s", "msgs", float(max(storm["busiest"].values())),
                goal="≤ 20", better="lower", note=f"{storm['refused']} sends refused by the robots as too fast"),
         Figure("B3", "storm: outbox empty after the last post", "s", storm["empty_after"], goal="≤ 120 s",
-               better="lower", note=f"watched for at most {opts.b3_drain_cap:g} s"),
+               better="lower", note=f"the closing messages sent {storm['storms_over_after']} s after it (quiet"
+               f" 90 s); watched for at most {opts.b3_drain_cap:g} s"),
         Figure("B3", "storm: messages per robot, whole storm", "msgs", float(max(storm["messages"].values())),
                goal="≤ 20", better="lower", note=_each(storm["messages"], "{}")),
         Figure("B3", "storm: alarms lost", "alarms", float(storm["lost"]), goal="0", better="lower",
@@ -86,8 +87,8 @@ def _storm(opts: Options, count: int, seconds: float, name: str) -> dict[str, An
             logger.info("B3 %s: %d alarms, paced to %gs", name, count, seconds)
             posted = asyncio.run(post_all(f"{gateway.url}/alarm_v2", bodies, CONCURRENCY, 10 * seconds + 600,
                                           count / seconds))  # fmt: skip
-            empty = _empty(gateway.url, opts.b3_drain_cap)
-            empty_after = None if empty is None else round(max(0.0, empty - posted.finished), 1)
+            empty, over = _watch(gateway.url, opts.b3_drain_cap)
+            empty_after, over_after = (None if t is None else round(t - posted.finished, 1) for t in (empty, over))
             memory = gateway.memory_mb()
         finally:
             gateway.stop()
@@ -103,7 +104,8 @@ def _storm(opts: Options, count: int, seconds: float, name: str) -> dict[str, An
         "first_message_after": {r: a[0] - posted.started for r, a in arrivals.items() if a},
         "busiest": {r: _busiest(a, WINDOW) for r, a in arrivals.items()},
         "messages": {r: len(a) for r, a in arrivals.items()}, "refused": sum(done["rejected"].values()),
-        "empty_after": empty_after, "accounted": {r: (len(texts[r]), len(summarized[r])) for r in NEED},
+        "empty_after": empty_after, "storms_over_after": over_after,
+        "accounted": {r: (len(texts[r]), len(summarized[r])) for r in NEED},
         "lost": len(lost), "pending": outbox["pending"], "dead": outbox["dead"], "memory_mb": memory,
     }  # fmt: skip
 
@@ -112,16 +114,25 @@ def _took(posted: Posted) -> float:
     return posted.finished - posted.started
 
 
-def _empty(url: str, cap: float) -> float | None:
-    """When the gateway's outbox depth (its /metrics) first reads 0, or None if not within ``cap`` seconds."""
+def _watch(url: str, cap: float) -> tuple[float | None, float | None]:
+    """When the gateway's outbox depth (its /metrics) first read 0, and when every storm it started had ended (its
+    closing message sent), watched for at most ``cap`` seconds (None: not by then)."""
     deadline = time.monotonic() + cap
+    empty = None
     while time.monotonic() < deadline:
         with urlopen(f"{url}/metrics", timeout=30) as response:  # noqa: S310
-            match = _DEPTH.search(response.read().decode())
-        if match and float(match[1]) == 0:
-            return time.time()
+            text = response.read().decode()
+        depth = _DEPTH.search(text)
+        if empty is None and depth and float(depth[1]) == 0:
+            empty = time.time()
+        if empty is not None and _total(text, "storms_started") == _total(text, "storms_ended"):
+            return empty, time.time()
         time.sleep(0.5)
-    return None
+    return empty, None
+
+
+def _total(metrics: str, name: str) -> float:
+    return sum(float(m[1]) for m in re.finditer(rf"^alarm_bridge_{name}_total{{[^}}]*}} (\S+)$", metrics, re.M))
 
 
 def _busiest(times: list[float], window: float) -> int:

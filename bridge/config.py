@@ -201,7 +201,7 @@ def _storm(node: Node, external_url: str) -> StormSettings | None:
         horizon=node.duration("horizon", 120.0),
         interval=node.duration("interval", 30.0),
         quiet=node.duration("quiet", 90.0),
-        reserve=node.integer("reserve", 3, minimum=0),
+        reserve=node.integer("reserve", 4, minimum=0),
         top=node.integer("top", 5, minimum=1),
         examples=node.integer("examples", 3, minimum=0),
         gather=node.integer("gather", 50_000, minimum=1),

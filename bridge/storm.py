@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 TICK = 1.0  # how often a replica looks whether a storm it knows of is due a turn
 CACHED = 1.0  # how long a replica trusts what it read of a lane's storm
 LINE_BYTES = 150  # what a digest line takes, about: for how many alarms a message carries before one was full
+TAKEN = 5000  # jobs taken from the store at a time
+SLIM = ("alert_level", "alert_business", "alert_host", "alert_ip", "alert_time", "alert_function", "exception_spec",
+        "source")  # fmt: skip  # what a summary reads of each alarm
 ENDED_TTL = 5.0  # a storm's ended state is kept this long, then a new storm may start on the lane
 
 
@@ -173,8 +176,16 @@ class Storms:
             return
         if not await self._store.put_new(f"{_key(lane)}:turn:{storm.id}:{storm.sent + 1}", "1", self._lease()):
             return  # another replica has this turn
-        taken = await self._store.take(lane, settings.gather, self._lease())
-        alarms, payload = await _read(taken)
+        taken: list[Job] = []
+        alarms: list[dict[str, Any]] = []
+        payload = ""
+        while len(taken) < settings.gather:  # a chunk at a time: a storm's payloads are not all held at once
+            chunk = await self._store.take(lane, min(TAKEN, settings.gather - len(taken)), self._lease())
+            read, first = await _read(chunk)
+            alarms, payload = alarms + read, payload or first
+            taken += [replace(j, payload="") for j in chunk]  # a settle writes no payload
+            if len(chunk) < TAKEN:
+                break
         now = time.time()
         if not alarms and (now - storm.last < settings.quiet or await self._unsent(storm)):
             moved = replace(storm, next=min(now + settings.interval, storm.last + settings.quiet))
@@ -274,8 +285,8 @@ async def _read(jobs: Sequence[Job]) -> tuple[list[dict[str, Any]], str]:
         if i % 1000 == 999:
             await asyncio.sleep(0)
         try:
-            data = json.loads(job.payload)
-            alarms.append(dict(data["alarm"]))
+            alarm = json.loads(job.payload)["alarm"]
+            alarms.append({k: alarm[k] for k in SLIM if k in alarm})
             payload = payload or job.payload
         except (ValueError, KeyError, TypeError):
             alarms.append({})

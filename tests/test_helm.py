@@ -527,6 +527,7 @@ def promtool_scenario(rules: list[dict[str, Any]]) -> dict[str, Any]:
         f'alarm_bridge_deliveries_total{{{at},channel="dingtalk",reason="network"}}': "0+5x40",
         f'alarm_bridge_deliveries_total{{{at},channel="email",reason="ok"}}': "0+10x40",
         f'alarm_bridge_dead_letters_total{{{at},channel="wecom"}}': "0x9 1+0x30",
+        f'alarm_bridge_storms_started_total{{{at},channel="dingtalk",target="dingtalk-robot:3f2a"}}': "0x9 1+0x30",
         f"alarm_bridge_outbox_depth{{{at},{pod}}}": "0+10x40",
         f"alarm_bridge_store_errors_total{{{at},{pod}}}": "0+1x40",
         f"alarm_bridge_template_errors_total{{{at},{pod}}}": "0+1x40",
@@ -549,6 +550,14 @@ def promtool_scenario(rules: list[dict[str, Any]]) -> dict[str, Any]:
                 "AlarmBridgeDeadLetters",
                 {"channel": "wecom"},
                 f"{where}: deliveries to wecom were dropped after every retry failed in the last 15 minutes.",
+            )
+        ],
+        "AlarmBridgeStorm": [
+            firing(
+                "AlarmBridgeStorm",
+                {"severity": "info", "target": "dingtalk-robot:3f2a"},
+                f"{where}: dingtalk-robot:3f2a got more alarms than its rate limit carries, and its group gets "
+                "summaries instead of each alarm; something upstream raises alarms faster than a chat can carry them.",
             )
         ],
         "AlarmBridgeOutboxGrowing": [
@@ -611,6 +620,7 @@ def promtool_scenario(rules: list[dict[str, Any]]) -> dict[str, Any]:
     healthy = {
         f'alarm_bridge_deliveries_total{{{at},channel="dingtalk",reason="ok"}}': "0+10x40",
         f'alarm_bridge_dead_letters_total{{{at},channel="wecom"}}': "0x40",
+        f'alarm_bridge_storms_started_total{{{at},channel="dingtalk",target="dingtalk-robot:3f2a"}}': "0x40",
         f"alarm_bridge_outbox_depth{{{at},{pod}}}": "5x40",
         f"alarm_bridge_store_errors_total{{{at},{pod}}}": "3x40",
         f"alarm_bridge_template_errors_total{{{at},{pod}}}": "0x40",
@@ -629,7 +639,7 @@ def promtool_scenario(rules: list[dict[str, Any]]) -> dict[str, Any]:
                 "input_series": series(**trouble),
                 "alert_rule_test": [
                     {
-                        "eval_time": "20m" if alert == "AlarmBridgeDeadLetters" else "30m",
+                        "eval_time": "20m" if alert in ("AlarmBridgeDeadLetters", "AlarmBridgeStorm") else "30m",
                         "alertname": alert,
                         "exp_alerts": exp,
                     }

@@ -344,7 +344,7 @@ SAMPLE_NAMES = {
     "seed": "the seed's example (高)", "full": "every field (中)", "low": "few fields (低)",
     "storm": "a storm's first summary (240 alarms)",
 }  # fmt: skip
-_SAMPLE_STORM = StormSettings(120.0, 30.0, 90.0, 3, 5, 3, 50_000, "https://alarm-bridge.example")
+_SAMPLE_STORM = StormSettings(120.0, 30.0, 90.0, 4, 5, 3, 50_000, "https://alarm-bridge.example")
 
 
 def sample_alarm(name: str, group: Group, settings: StormSettings | None = None) -> Alarm:

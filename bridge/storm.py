@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bridge import metrics
@@ -177,21 +177,21 @@ class Storms:
         if not await self._store.put_new(f"{_key(lane)}:turn:{storm.id}:{storm.sent + 1}", "1", self._lease()):
             return  # another replica has this turn
         taken: list[Job] = []
-        alarms: list[dict[str, Any]] = []
+        tally = Tally(settings.examples)
         payload = ""
         while len(taken) < settings.gather:  # a chunk at a time: a storm's payloads are not all held at once
             chunk = await self._store.take(lane, min(TAKEN, settings.gather - len(taken)), self._lease())
-            read, first = await _read(chunk)
-            alarms, payload = alarms + read, payload or first
+            first = await _read(chunk, tally)  # every chunk read: not short-circuited once a payload is known
+            payload = payload or first
             taken += [replace(j, payload="") for j in chunk]  # a settle writes no payload
             if len(chunk) < TAKEN:
                 break
         now = time.time()
-        if not alarms and (now - storm.last < settings.quiet or await self._unsent(storm)):
+        if not taken and (now - storm.last < settings.quiet or await self._unsent(storm)):
             moved = replace(storm, next=min(now + settings.interval, storm.last + settings.quiet))
             await self._store.put(_key(lane), json.dumps(asdict(moved)), self._ttl(settings))
             return
-        ending = not alarms
+        ending = not taken
         number = storm.sent + 1
         newest = max((j.created for j in taken), default=storm.last)
         oldest = min((j.created for j in taken), default=storm.started)
@@ -205,7 +205,7 @@ class Storms:
             ended=ending,
         )
         still = await self._store.held(lane) - len(taken)  # the taken are pending until summarize settles them
-        summary = self._summary(after, settings, payload or storm.base, alarms, still)
+        summary = self._summary(after, settings, payload or storm.base, tally, still)
         detail = f"summarized in storm {storm.id} message {number}"
         absorbed = [replace(j, state=State.DONE, attempts=j.attempts + 1, detail=detail, updated=now) for j in taken]
         ttl = ENDED_TTL if ending else self._ttl(settings)
@@ -224,35 +224,32 @@ class Storms:
         last = await self._store.job(f"storm:{storm.id}:{storm.sent}") if storm.sent else None
         return last is not None and last.state is State.PENDING
 
-    def _summary(
-        self, storm: Storm, settings: StormSettings, payload: str, alarms: list[dict[str, Any]], held: int
-    ) -> Job:
+    def _summary(self, storm: Storm, settings: StormSettings, payload: str, tally: Tally, held: int) -> Job:
         """The summary's job: the group and target of the storm's jobs, and a summary alarm in place of theirs."""
         data = json.loads(payload)
         if storm.sent > 1:  # only the first summary of a storm mentions the members
             data["group"]["mention"] = Mention.NONE.value
-        data["alarm"] = summary_alarm(storm, settings, data["alarm"], alarms, held)
-        data["alarm"]["source"] = alarms[0].get("source", "native") if alarms else data["alarm"]["source"]
+        data["alarm"] = summary_alarm(storm, settings, data["alarm"], tally, held)
         now = time.time()
         return Job(f"storm:{storm.id}:{storm.sent}", json.dumps(data, ensure_ascii=False), now, due=now)
 
 
 def summary_alarm(
-    storm: Storm, settings: StormSettings, first: dict[str, Any], alarms: list[dict[str, Any]], held: int
+    storm: Storm, settings: StormSettings, first: dict[str, Any], tally: Tally, held: int
 ) -> dict[str, Any]:
     """A summary as an alarm's fields (those of the storm's ``first`` alarm, for its group and source), the counts
-    of ``alarms`` in its ``extra``, for the templates (see templates/native/summary.j2)."""
-    summary = breakdown(alarms, settings.top) | {
+    of the tally in its ``extra``, for the templates (see templates/native/summary.j2)."""
+    summary = tally.breakdown(settings.top) | {
         "storm": storm.id,
         "number": storm.sent,
         "kind": "end" if storm.ended else ("start" if storm.sent == 1 else "update"),
-        "new": len(alarms),
+        "new": tally.count,
         "total": storm.total,
         "still_held": held,
-        "first_time": alarms[0].get("alert_time", "") if alarms else "",
-        "last_time": alarms[-1].get("alert_time", "") if alarms else "",
+        "first_time": tally.first_time,
+        "last_time": tally.last_time,
         "lasted": _lasted(storm.last - storm.started),
-        "examples": [_fields(a) for a in alarms[: settings.examples]],
+        "examples": tally.shown,
         "link": f"{settings.external_url}/ui/alarms?storm={storm.id}" if settings.external_url else "",
     }
     levels = [lvl for lvl, _ in summary["levels"]]
@@ -260,7 +257,7 @@ def summary_alarm(
         "id": first["id"], "level": first["level"], "dep": first.get("dep", ""), "env": first.get("env", ""),
         "alert_level": next((lvl for lvl in ("高", "中", "低") if lvl in levels), first.get("alert_level", "中")),
         "alert_time": time.strftime("%Y-%m-%d %H:%M:%S"), "alert_business": "告警风暴 / alarm storm",
-        "source": first.get("source", "native"), "extra": {"summary": summary},
+        "source": tally.source or first.get("source", "native"), "extra": {"summary": summary},
         "identity": f"storm:{storm.id}:{storm.sent}",
     }  # fmt: skip
 
@@ -277,30 +274,55 @@ def _fields(alarm: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in alarm.items() if isinstance(v, str) and v and k not in ("source", "identity")}
 
 
-async def _read(jobs: Sequence[Job]) -> tuple[list[dict[str, Any]], str]:
-    """The taken jobs' alarms (a job that cannot be read counts, with no fields), and one payload to take the
-    group and target from; the event loop gets a turn every thousand."""
-    alarms, payload = [], ""
+@dataclass
+class Tally:
+    """What a summary says of the alarms it counts, added up one alarm at a time (none of them is kept)."""
+
+    examples: int  # alarms kept in full, the first ones
+    count: int = 0
+    levels: Counter[str] = field(default_factory=Counter)
+    businesses: Counter[str] = field(default_factory=Counter)
+    hosts: Counter[str] = field(default_factory=Counter)
+    shown: list[dict[str, str]] = field(default_factory=list)
+    first_time: str = ""
+    last_time: str = ""
+    source: str = ""
+
+    def add(self, alarm: dict[str, Any]) -> None:
+        """One alarm's fields ({} for one that cannot be read: it counts, with no fields)."""
+        self.count += 1
+        self.levels[str(alarm.get("alert_level") or "—")] += 1
+        self.businesses[str(alarm.get("alert_business") or "—")] += 1
+        self.hosts[str(alarm.get("alert_host") or alarm.get("alert_ip") or "—")] += 1
+        if len(self.shown) < self.examples:
+            self.shown.append(_fields(alarm))
+        self.first_time = self.first_time or str(alarm.get("alert_time", ""))
+        self.last_time = str(alarm.get("alert_time", self.last_time))
+        self.source = self.source or str(alarm.get("source", ""))
+
+    def breakdown(self, top: int) -> dict[str, Any]:
+        """Counts by level, business and host, the largest first: the ``top`` of each by name, the rest as
+        "more" (alarms) and "other" (names)."""
+        found: dict[str, Any] = {"levels": [[k, v] for k, v in self.levels.most_common()], "more_levels": 0}
+        for name, counts in (("businesses", self.businesses), ("hosts", self.hosts)):
+            ranked = counts.most_common()
+            found[name] = [[k, v] for k, v in ranked[:top]]
+            found[f"more_{name}"] = sum(v for _, v in ranked[top:])
+            found[f"other_{name}"] = max(0, len(ranked) - top)
+        return found
+
+
+async def _read(jobs: Sequence[Job], tally: Tally) -> str:
+    """The taken jobs' alarms added to the tally; one payload to take the group and target from ("" if none can
+    be read). The event loop gets a turn every thousand."""
+    payload = ""
     for i, job in enumerate(jobs):
         if i % 1000 == 999:
             await asyncio.sleep(0)
         try:
             alarm = json.loads(job.payload)["alarm"]
-            alarms.append({k: alarm[k] for k in SLIM if k in alarm})
+            tally.add({k: alarm[k] for k in SLIM if k in alarm})
             payload = payload or job.payload
         except (ValueError, KeyError, TypeError):
-            alarms.append({})
-    return alarms, payload
-
-
-def breakdown(alarms: Sequence[dict[str, Any]], top: int) -> dict[str, Any]:
-    """Counts by level, business and host, the largest first: the ``top`` of each by name, the rest as "more"."""
-    found: dict[str, Any] = {}
-    for name, field in (("levels", "alert_level"), ("businesses", "alert_business"), ("hosts", "alert_host")):
-        counts = Counter(str(a.get(field) or a.get("alert_ip") or "—") if field == "alert_host"
-                         else str(a.get(field) or "—") for a in alarms)  # fmt: skip
-        ranked = counts.most_common()
-        found[name] = [[k, v] for k, v in (ranked if name == "levels" else ranked[:top])]
-        found[f"more_{name}"] = 0 if name == "levels" else sum(v for _, v in ranked[top:])
-        found[f"other_{name}"] = 0 if name == "levels" else max(0, len(ranked) - top)
-    return found
+            tally.add({})
+    return payload

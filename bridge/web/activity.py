@@ -18,7 +18,7 @@ from bridge.config import StormSettings
 from bridge.gateway import Gateway, Result
 from bridge.model import OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm, Group
 from bridge.store import Job, State, Store
-from bridge.storm import Storm, summary_alarm
+from bridge.storm import Storm, Tally, summary_alarm
 
 SCANNED = 2000  # the newest deliveries the group pages look through
 PAGE_SCAN = 20_000  # deliveries at most that one page of the alarm list looks through (it says where it stopped)
@@ -353,6 +353,9 @@ def sample_alarm(name: str, group: Group, settings: StormSettings | None = None)
     if name != "storm":
         return Alarm.from_fields(fields)
     now = time.time()
-    alarms = [fields | {"alert_host": f"pay-api-{i % 6:02d}", "alert_level": "高中低"[i % 3]} for i in range(240)]
-    storm = Storm("sample", now - 40, now, len(alarms), 1, now, "")
-    return Alarm(**summary_alarm(storm, settings or _SAMPLE_STORM, fields, alarms, 0))
+    settings = settings or _SAMPLE_STORM
+    tally = Tally(settings.examples)
+    for i in range(240):
+        tally.add(fields | {"alert_host": f"pay-api-{i % 6:02d}", "alert_level": "高中低"[i % 3]})
+    storm = Storm("sample", now - 40, now, tally.count, 1, now, "")
+    return Alarm(**summary_alarm(storm, settings, fields, tally, 0))

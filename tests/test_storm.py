@@ -34,6 +34,8 @@ def storm_config(store_url: str, robot_url: str, **delivery: Any) -> dict[str, A
     group = {
         "id": "chenmin",
         "level": "3",
+        "members": [{"name": "陈敏", "mobile": "13800000000"}],
+        "mention": "members",
         "channels": [{"type": "dingtalk-robot", "webhook": f"{robot_url}/robot/send?access_token={TOKEN}"}],
     }
     settings = {"timeout": "1s", "deadline": "2s", "poll": "50ms", "backoff": "100ms", "storm": STORM,
@@ -148,6 +150,8 @@ def test_a_storm_reaches_the_group_as_summaries_that_add_up_to_every_alarm(
         assert_each_alarm_once(fake, client, 3000)
         found = summaries(fake)
         assert found[0].startswith("【告警风暴】") and "https://bridge.example/ui/alarms?storm=" in found[0]
+        mentioned = [m.body.get("at", {}).get("atMobiles", []) for m in fake.robot_messages if "告警风暴" in m.content]
+        assert mentioned[0] == ["13800000000"] and not any(mentioned[1:])  # only the first summary mentions
         assert len(fake.robot_messages) < 40  # not the 3000 / 25 digests the storm would otherwise take
         metrics = client.get("/metrics").text
         counted = sum(summarized(t) for t in found)

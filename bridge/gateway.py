@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bridge import metrics
 from bridge.codes import Code
 from bridge.config import Settings
-from bridge.model import Alarm, Group
+from bridge.model import Alarm, Group, Outcome
 from bridge.outbox import Outbox
 from bridge.store import Store, StoreError
 
@@ -64,8 +65,7 @@ class Gateway:
         notes = [f"{o.target}: {o.detail}{' (retrying)' if o.retryable else ''}" for o in failed]
         if attempt.waiting:
             notes.append(f"delivery continues for {attempt.waiting} of {len(admitted.jobs)} channels")
-        code = Code(min(o.code for o in failed)) if failed else Code.OK
-        return Result(code, "; ".join(notes + attempt.warnings))
+        return Result(first_failure(failed), "; ".join(notes + attempt.warnings))
 
     async def renew(self, alarm: Alarm) -> None:
         """Start an accepted alarm's dedup window again, because its sender will send it again: Alertmanager
@@ -83,3 +83,18 @@ class Gateway:
         """The alarm's dedup claim in the store (None when the group's window is 0) and the window."""
         window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
         return (f"dedup:{alarm.fingerprint()}" if window > 0 else None), window
+
+
+def first_failure(failed: Sequence[Outcome]) -> Code:
+    """The reply code of the first failed channel in the order DingTalk, WeCom, email (the seed's order of codes),
+    and within a channel of its first failed target in the group's order; OK when none failed."""
+    if not failed:
+        return Code.OK
+    return Code(min(failed, key=lambda o: _CHANNEL_ORDER.get(o.code, 3)).code)
+
+
+_CHANNEL_ORDER = {
+    Code.DINGTALK_TOKEN: 0, Code.DINGTALK_CHAT: 0, Code.DINGTALK_SEND: 0,
+    Code.WECOM_TOKEN: 1, Code.WECOM_SEND: 1,
+    Code.EMAIL_SEND: 2,
+}  # fmt: skip

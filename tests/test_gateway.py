@@ -11,8 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 
+from bridge.codes import Code
+from bridge.gateway import first_failure
+from bridge.model import Outcome, Reason
 from tests.helpers import (
     REDIS_URL,
     config_data,
@@ -82,3 +86,25 @@ def test_gateway_answers_3000_while_redis_is_down_and_recovers_by_itself(tmp_pat
             while (result := code(f"back {time.monotonic()}")) == 3000 and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert result == 0
+
+
+@pytest.mark.parametrize(
+    ("failed", "code"),
+    [
+        ([], Code.OK),
+        # A robot whose sign does not match, then an app whose token fails: the robot is the first DingTalk target.
+        ([(Code.DINGTALK_SEND, "dingtalk-robot"), (Code.DINGTALK_TOKEN, "dingtalk-app corp")], Code.DINGTALK_SEND),
+        ([(Code.DINGTALK_CHAT, "dingtalk-app corp"), (Code.DINGTALK_SEND, "dingtalk-robot")], Code.DINGTALK_CHAT),
+        ([(Code.EMAIL_SEND, "email"), (Code.WECOM_SEND, "wecom-robot")], Code.WECOM_SEND),
+        ([(Code.WECOM_SEND, "wecom-robot"), (Code.DINGTALK_SEND, "dingtalk-robot")], Code.DINGTALK_SEND),
+        (
+            [(Code.EMAIL_SEND, "email"), (Code.WECOM_TOKEN, "wecom-app a"), (Code.WECOM_SEND, "wecom-robot")],
+            Code.WECOM_TOKEN,
+        ),
+    ],
+)
+def test_the_reply_names_the_first_failed_channel_in_the_documented_order(
+    failed: list[tuple[Code, str]], code: Code
+) -> None:
+    outcomes = [Outcome(target, False, int(c), True, Reason.NETWORK, "down") for c, target in failed]
+    assert first_failure(outcomes) is code

@@ -93,7 +93,7 @@ def first_failure(failed: Sequence[Outcome]) -> Code:
     return Code(min(failed, key=lambda o: _CHANNEL_ORDER.get(o.code, 3)).code)
 
 
-_CHANNEL_ORDER = {
+_CHANNEL_ORDER: dict[int, int] = {
     Code.DINGTALK_TOKEN: 0, Code.DINGTALK_CHAT: 0, Code.DINGTALK_SEND: 0,
     Code.WECOM_TOKEN: 1, Code.WECOM_SEND: 1,
     Code.EMAIL_SEND: 2,

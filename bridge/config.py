@@ -145,11 +145,21 @@ def parse(data: object, file: str) -> Settings:
         "lease", "poll", "batch", "shutdown", "rate_limits", "ca_file", "storm",
     )  # fmt: skip
     deadline = delivery.duration("deadline", 30.0)
+    dingtalk = DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp))
+    wecom = WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp))
+    apps = {"dingtalk-app": ("dingtalk", dingtalk.apps), "wecom-app": ("wecom", wecom.apps),
+            "wecom-appchat": ("wecom", wecom.apps)}  # fmt: skip
     groups: dict[tuple[str, str], Group] = {}
     for node in top.children("groups"):
         group = parse_group(node, source=f"{file} ({node.path})")
         if group.key in groups:
             raise ConfigError(f"{file}: {node.path}: duplicate group id={group.id!r} level={group.level!r}")
+        for i, target in enumerate(group.targets):  # a typo here would fail only at the first alarm (4000, 4003)
+            section, known = apps.get(target.kind, ("", {}))
+            if section and getattr(target, "app", "") not in known:
+                listed = ", ".join(sorted(known)) or f"none: add it under {section}.apps"
+                raise node.fail(f"channels[{i}].app", f"no {section} app named {getattr(target, 'app', '')!r} "
+                                f"(known: {listed})")  # fmt: skip
         groups[group.key] = group
     return Settings(
         path=file,
@@ -182,8 +192,8 @@ def parse(data: object, file: str) -> Settings:
             ca_file=_ca_file(delivery, Path(file).parent),
             storm=_storm(delivery.child("storm"), top.child("web").text("external_url", "").rstrip("/")),
         ),
-        dingtalk=DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp)),
-        wecom=WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp)),
+        dingtalk=dingtalk,
+        wecom=wecom,
         email=email_settings(top.child("email")),
         renderer=_templates(top, Path(file).parent),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),

@@ -165,3 +165,13 @@ def test_rate_limits_are_one_window_or_several_and_replace_the_types_defaults() 
     assert limits["wecom-app"] == (RateLimit(5, 60.0), RateLimit(100, 3600.0))
     # WeCom drops what an app sends a member beyond 30 a minute and 1,000 an hour (an app chat: 200 and 10,000 a day)
     assert limits["wecom-appchat"] == (RateLimit(200, 62.0), RateLimit(10_000, 86_402.0))
+
+
+def test_a_channel_naming_an_app_that_does_not_exist_is_refused_at_load() -> None:
+    data = config_data("sqlite:///s.db")
+    data["wecom"] = {"apps": {"ops": {"corpid": "c", "corpsecret": "s", "agentid": 1}}}
+    data["groups"][0]["channels"] = [{"type": "wecom-appchat", "app": "opz"}]
+    message = error_of(data)
+    assert message == "site.yaml: groups[0].channels[0].app: no wecom app named 'opz' (known: ops)"
+    data["groups"][0]["channels"] = [{"type": "dingtalk-app", "app": "corp"}]
+    assert error_of(data).endswith("no dingtalk app named 'corp' (known: none: add it under dingtalk.apps)")

@@ -266,12 +266,21 @@ def _web(node: Node) -> WebSettings:
     node.only("users", "api_tokens", "session_secret", "login_attempts", "login_window", "external_url")
     users, tokens = node.child("users"), node.child("api_tokens")
     return WebSettings(
-        users={str(name): users.text(str(name)) for name in users.data},
+        users={str(name): _password_hash(users, str(name)) for name in users.data},
         api_tokens={str(name): tokens.text(str(name)) for name in tokens.data},
         session_secret=node.text("session_secret", ""),
         login_attempts=node.integer("login_attempts", 5, minimum=1),
         login_window=node.duration("login_window", 300.0),
     )
+
+
+def _password_hash(users: Node, name: str) -> str:
+    """A user's password hash; a password written as it is would fail every login, with no hint why."""
+    value = users.text(name)
+    scheme, *numbers = value.split("$")[:4]
+    if scheme != "scrypt" or len(value.split("$")) != 6 or not all(n.isdecimal() for n in numbers):
+        raise users.fail(name, "not a password hash: write what `alarm-bridge hash-password` prints (scrypt$...)")
+    return value
 
 
 def _store_url(url: str, node: Node, base: Path) -> str:

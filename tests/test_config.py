@@ -14,6 +14,7 @@ from bridge import config
 from bridge.model import DingTalkRobot, Email, Format
 from bridge.schema import ConfigError
 from bridge.upstreams import RateLimit
+from bridge.web.auth import hash_password
 from tests.helpers import TEMPLATES, config_data, write_config
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "alarm-bridge.example.yaml"
@@ -175,3 +176,13 @@ def test_a_channel_naming_an_app_that_does_not_exist_is_refused_at_load() -> Non
     assert message == "site.yaml: groups[0].channels[0].app: no wecom app named 'opz' (known: ops)"
     data["groups"][0]["channels"] = [{"type": "dingtalk-app", "app": "corp"}]
     assert error_of(data).endswith("no dingtalk app named 'corp' (known: none: add it under dingtalk.apps)")
+
+
+def test_a_password_written_as_it_is_in_web_users_is_refused() -> None:
+    data = config_data("sqlite:///s.db")
+    data["web"] = {"users": {"alice": "correct horse"}}
+    assert error_of(data) == (
+        "site.yaml: web.users.alice: not a password hash: write what `alarm-bridge hash-password` prints (scrypt$...)"
+    )
+    data["web"] = {"users": {"alice": hash_password("correct horse", n=2**10)}}
+    assert config.parse(data, "site.yaml").web.users["alice"].startswith("scrypt$1024$")

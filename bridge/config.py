@@ -138,6 +138,10 @@ def parse(data: object, file: str) -> Settings:
         if group.key in groups:
             raise ConfigError(f"{file}: {node.path}: duplicate group id={group.id!r} level={group.level!r}")
         groups[group.key] = group
+    web = _web(top.child("web"))
+    reload_enabled = top.flag("reload_enabled", False)
+    if reload_enabled and not any(web.api_tokens.values()):  # a reload over HTTP is asked for with a token
+        raise top.fail("reload_enabled", "POST /-/reload needs a token: add one to web.api_tokens, or send SIGHUP")
     return Settings(
         path=file,
         store=StoreSettings(
@@ -173,8 +177,8 @@ def parse(data: object, file: str) -> Settings:
         email=email_settings(top.child("email")),
         renderer=_templates(top, Path(file).parent),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
-        web=_web(top.child("web")),
-        reload_enabled=top.flag("reload_enabled", False),
+        web=web,
+        reload_enabled=reload_enabled,
         groups=tuple(groups.values()),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class Settings:
     alertmanager: AlertmanagerSettings
     web: WebSettings
     reload_enabled: bool  # POST /-/reload re-reads the config (SIGHUP always does)
+    trusted_proxies: tuple[str, ...]  # addresses or networks whose X-Forwarded-For and -Proto are believed
     groups: tuple[Group, ...]
 
     @cached_property
@@ -119,7 +121,7 @@ def parse(data: object, file: str) -> Settings:
     top = Node(file, "", data, environment=True)
     top.only(
         "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "alertmanager",
-        "web", "reload_enabled", "groups",
+        "web", "reload_enabled", "trusted_proxies", "groups",
     )  # fmt: skip
     store = top.child("store")
     store.only("url", "timeout", "prefix", "history")
@@ -179,6 +181,7 @@ def parse(data: object, file: str) -> Settings:
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
         web=web,
         reload_enabled=reload_enabled,
+        trusted_proxies=_networks(top, "trusted_proxies"),
         groups=tuple(groups.values()),
     )
 
@@ -224,6 +227,16 @@ def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
         per_alert=node.flag("per_alert", False),
         max_body_bytes=node.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024),
     )
+
+
+def _networks(node: Node, key: str) -> tuple[str, ...]:
+    found = node.texts(key, ())
+    for text in found:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise node.fail(key, f"{text!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+    return tuple(found)
 
 
 def _web(node: Node) -> WebSettings:

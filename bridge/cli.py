@@ -133,6 +133,7 @@ def _load(path: Path) -> config.Settings | None:
 def _serve(path: Path, host: str, port: int, log_format: str) -> int:
     import uvicorn
 
+    from bridge.server import protocol
     from bridge.app import create_app
 
     settings = _load(path)
@@ -147,6 +148,8 @@ def _serve(path: Path, host: str, port: int, log_format: str) -> int:
         log_config=None,
         proxy_headers=bool(settings.trusted_proxies),  # none by default: a client's own X-Forwarded-For is not news
         forwarded_allow_ips=list(settings.trusted_proxies),
+        http=protocol(settings.server),
+        limit_concurrency=settings.server.max_connections,
     )
     server_config.load()  # imports the event loop and the HTTP protocol now, so that the freeze below takes them too
     # What is loaded by now lives as long as the process: frozen, full collections no longer walk it (under load

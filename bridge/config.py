@@ -82,6 +82,13 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    header_timeout: float  # a request's headers, from its first byte (or the connection's opening)
+    body_timeout: float  # its body, from the end of its headers
+    max_connections: int  # open connections and requests in progress; past it, 503
+
+
+@dataclass(frozen=True)
 class Settings:
     path: str
     store: StoreSettings
@@ -95,6 +102,7 @@ class Settings:
     alertmanager: AlertmanagerSettings
     web: WebSettings
     reload_enabled: bool  # POST /-/reload re-reads the config (SIGHUP always does)
+    server: ServerSettings
     trusted_proxies: tuple[str, ...]  # addresses or networks whose X-Forwarded-For and -Proto are believed
     groups: tuple[Group, ...]
 
@@ -121,7 +129,7 @@ def parse(data: object, file: str) -> Settings:
     top = Node(file, "", data, environment=True)
     top.only(
         "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "alertmanager",
-        "web", "reload_enabled", "trusted_proxies", "groups",
+        "web", "reload_enabled", "trusted_proxies", "server", "groups",
     )  # fmt: skip
     store = top.child("store")
     store.only("url", "timeout", "prefix", "history")
@@ -181,6 +189,7 @@ def parse(data: object, file: str) -> Settings:
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
         web=web,
         reload_enabled=reload_enabled,
+        server=_server(top.child("server")),
         trusted_proxies=_networks(top, "trusted_proxies"),
         groups=tuple(groups.values()),
     )
@@ -226,6 +235,18 @@ def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
         timezone=node.text("timezone", "Asia/Shanghai"),
         per_alert=node.flag("per_alert", False),
         max_body_bytes=node.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024),
+    )
+
+
+def _server(node: Node) -> ServerSettings:
+    node.only("header_timeout", "body_timeout", "max_connections")
+    for key in ("header_timeout", "body_timeout"):
+        if node.duration(key, 1.0) == 0:  # every request would be dropped
+            raise node.fail(key, "must be more than 0")
+    return ServerSettings(
+        header_timeout=node.duration("header_timeout", 10.0),
+        body_timeout=node.duration("body_timeout", 30.0),
+        max_connections=node.integer("max_connections", 1000, minimum=1),
     )
 
 

@@ -133,8 +133,8 @@ def _load(path: Path) -> config.Settings | None:
 def _serve(path: Path, host: str, port: int, log_format: str) -> int:
     import uvicorn
 
-    from bridge.server import protocol
     from bridge.app import create_app
+    from bridge.server import protocol
 
     settings = _load(path)
     if settings is None:

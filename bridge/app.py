@@ -30,6 +30,7 @@ from bridge.ingest import alertmanager, native
 from bridge.logs import RequestIdMiddleware
 from bridge.model import Channel
 from bridge.outbox import Outbox
+from bridge.server import Drained
 from bridge.store import Store, StoreError, open_store
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,6 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware), Middleware(SecurityHeaders)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(SecurityHeaders), Middleware(Drained)],
         exception_handlers={ClientDisconnect: client_gone},
     )

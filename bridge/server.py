@@ -1,11 +1,12 @@
-"""The HTTP protocol the gateway serves with: uvicorn's, with a deadline for each request's headers and body, so
-that a client that sends slowly, or stops halfway, is dropped rather than holding a connection for ever."""
+"""How the gateway speaks HTTP: uvicorn's protocol with a deadline for each request's headers and body (a client that
+sends slowly, or stops halfway, is dropped rather than holding a connection for ever), and refusals drained."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridge.config import ServerSettings
@@ -59,3 +60,35 @@ def protocol(settings: ServerSettings) -> type[Guarded]:
     return type(
         "Configured", (Guarded,), {"header_timeout": settings.header_timeout, "body_timeout": settings.body_timeout}
     )
+
+
+DRAIN_BYTES = 1024 * 1024  # of a body a refusal did not read, read before replying (slow senders: body_timeout)
+
+
+class Drained:
+    """A reply that leaves the request's body unread (a 401, a body over its limit) is sent only after reading the
+    rest of it, up to DRAIN_BYTES: closing with unread data makes the kernel reset the connection, and the client
+    may then never see the reply."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (b"expect", b"100-continue") in scope["headers"]:
+            await self.app(scope, receive, send)  # a client that waits for 100 Continue has sent no body
+            return
+        read_all = False
+
+        async def tracked() -> Message:
+            nonlocal read_all
+            message = await receive()
+            read_all = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def send_after_drain(message: Message) -> None:
+            left = DRAIN_BYTES
+            while message["type"] == "http.response.start" and not read_all and left > 0:
+                left -= len((await tracked()).get("body", b""))
+            await send(message)
+
+        await self.app(scope, tracked, send_after_drain)

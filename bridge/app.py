@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import metrics, ops, web
 from bridge.channels import Sender, dingtalk, email, wecom
@@ -30,6 +30,7 @@ from bridge.ingest import alertmanager, native
 from bridge.logs import RequestIdMiddleware
 from bridge.model import Channel
 from bridge.outbox import Outbox
+from bridge.server import Drained
 from bridge.store import Store, StoreError, open_store
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,31 @@ class AnyMethod:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = await self._handler(Request(scope, receive))
         await response(scope, receive, send)
+
+
+class SecurityHeaders:
+    """nosniff on every reply (a JSON reply is never run as a script), and HSTS on those that came over https."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        added = [(b"x-content-type-options", b"nosniff")]
+        if scope.get("scheme") == "https":  # set by uvicorn from a trusted proxy's X-Forwarded-Proto, or TLS
+            added.append((b"strict-transport-security", HSTS))
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *added]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+HSTS = b"max-age=31536000"  # a year; no includeSubDomains: the gateway does not speak for its domain's other hosts
 
 
 async def alarm_v2(request: Request) -> Response:
@@ -140,6 +166,6 @@ def create_app(settings: Settings) -> Starlette:
     return Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[Middleware(RequestIdMiddleware), Middleware(SecurityHeaders), Middleware(Drained)],
         exception_handlers={ClientDisconnect: client_gone},
     )

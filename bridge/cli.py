@@ -134,12 +134,23 @@ def _serve(path: Path, host: str, port: int, log_format: str) -> int:
     import uvicorn
 
     from bridge.app import create_app
+    from bridge.server import protocol
 
     settings = _load(path)
     if settings is None:
         return 2
     logs.setup(log_format, getattr(logging, os.environ.get("ALARM_BRIDGE_LOG_LEVEL", "INFO").upper(), logging.INFO))
-    server_config = uvicorn.Config(create_app(settings), host=host, port=port, access_log=False, log_config=None)
+    server_config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        proxy_headers=bool(settings.trusted_proxies),  # none by default: a client's own X-Forwarded-For is not news
+        forwarded_allow_ips=list(settings.trusted_proxies),
+        http=protocol(settings.server),
+        limit_concurrency=settings.server.max_connections,
+    )
     server_config.load()  # imports the event loop and the HTTP protocol now, so that the freeze below takes them too
     # What is loaded by now lives as long as the process: frozen, full collections no longer walk it (under load
     # they took 15-50 ms each, about every second, and found nothing to free).

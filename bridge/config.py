@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,6 +95,13 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    header_timeout: float  # a request's headers, from its first byte (or the connection's opening)
+    body_timeout: float  # its body, from the end of its headers
+    max_connections: int  # open connections and requests in progress; past it, 503
+
+
+@dataclass(frozen=True)
 class Settings:
     path: str
     store: StoreSettings
@@ -107,6 +115,8 @@ class Settings:
     alertmanager: AlertmanagerSettings
     web: WebSettings
     reload_enabled: bool  # POST /-/reload re-reads the config (SIGHUP always does)
+    server: ServerSettings
+    trusted_proxies: tuple[str, ...]  # addresses or networks whose X-Forwarded-For and -Proto are believed
     groups: tuple[Group, ...]
 
     @cached_property
@@ -132,7 +142,7 @@ def parse(data: object, file: str) -> Settings:
     top = Node(file, "", data, environment=True)
     top.only(
         "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "alertmanager",
-        "web", "reload_enabled", "groups",
+        "web", "reload_enabled", "trusted_proxies", "server", "groups",
     )  # fmt: skip
     store = top.child("store")
     store.only("url", "timeout", "prefix", "history")
@@ -161,6 +171,10 @@ def parse(data: object, file: str) -> Settings:
                 raise node.fail(f"channels[{i}].app", f"no {section} app named {getattr(target, 'app', '')!r} "
                                 f"(known: {listed})")  # fmt: skip
         groups[group.key] = group
+    web = _web(top.child("web"))
+    reload_enabled = top.flag("reload_enabled", False)
+    if reload_enabled and not any(web.api_tokens.values()):  # a reload over HTTP is asked for with a token
+        raise top.fail("reload_enabled", "POST /-/reload needs a token: add one to web.api_tokens, or send SIGHUP")
     return Settings(
         path=file,
         store=StoreSettings(
@@ -197,8 +211,10 @@ def parse(data: object, file: str) -> Settings:
         email=email_settings(top.child("email")),
         renderer=_templates(top, Path(file).parent),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
-        web=_web(top.child("web")),
-        reload_enabled=top.flag("reload_enabled", False),
+        web=web,
+        reload_enabled=reload_enabled,
+        server=_server(top.child("server")),
+        trusted_proxies=_networks(top, "trusted_proxies"),
         groups=tuple(groups.values()),
     )
 
@@ -260,6 +276,28 @@ def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
         per_alert=node.flag("per_alert", False),
         max_body_bytes=node.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024),
     )
+
+
+def _server(node: Node) -> ServerSettings:
+    node.only("header_timeout", "body_timeout", "max_connections")
+    for key in ("header_timeout", "body_timeout"):
+        if node.duration(key, 1.0) == 0:  # every request would be dropped
+            raise node.fail(key, "must be more than 0")
+    return ServerSettings(
+        header_timeout=node.duration("header_timeout", 10.0),
+        body_timeout=node.duration("body_timeout", 30.0),
+        max_connections=node.integer("max_connections", 1000, minimum=1),
+    )
+
+
+def _networks(node: Node, key: str) -> tuple[str, ...]:
+    found = node.texts(key, ())
+    for text in found:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise node.fail(key, f"{text!r} is not an IP address or network (e.g. 10.0.0.0/8)") from None
+    return tuple(found)
 
 
 def _web(node: Node) -> WebSettings:

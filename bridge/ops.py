@@ -16,6 +16,7 @@ from bridge.gateway import Gateway
 from bridge.ingest import alertmanager
 from bridge.schema import ConfigError
 from bridge.store import StoreError
+from bridge.web import auth
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,17 @@ async def reload_endpoint(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     if not gateway.settings.reload_enabled:
         return PlainTextResponse("reloading over HTTP is off (reload_enabled: false); send SIGHUP", status_code=403)
+    if _from_a_browser(request):  # no page of ours posts here: a browser that does was sent by another site
+        return PlainTextResponse("a reload is not taken from a web page", status_code=403)
+    if auth.api_caller(request, gateway.settings.web) is None:
+        return PlainTextResponse("a reload needs Authorization: Bearer <a web.api_tokens token>", status_code=401)
     error = await request.app.state.reload()
     return PlainTextResponse(error or "OK", status_code=500 if error else 200)
+
+
+def _from_a_browser(request: Request) -> bool:
+    """Browsers name the page a request comes from (orchestrators and curl do not)."""
+    return "origin" in request.headers or request.headers.get("sec-fetch-site", "none") != "none"
 
 
 async def reload(current: config.Settings, apply: Callable[[config.Settings], None]) -> str:

@@ -80,14 +80,15 @@ class Renderer:
         override = group.templates.get(name)
         error = ""
         if override is not None:
+            where = f"{group.id}/{group.level}/{name}"  # not the source: a changed character would not pause it
             try:
-                overran = self._overran.get(override)
+                overran = self._overran.get(where)
                 if overran is not None and time.monotonic() < overran[1]:
                     raise SecurityError(overran[0])
                 return self._bounded.bound(lambda: self._bounded.render(self._override(override), context)).strip(), ""
             except Exception as exc:  # a template is ops' code: it may raise anything
                 if isinstance(exc, Overrun):
-                    self._overran[override] = (str(exc), time.monotonic() + OVERRUN_PAUSE)
+                    self._overran[where] = (str(exc), time.monotonic() + OVERRUN_PAUSE)
                 error = f"template override {name!r} of group {group.id}/{group.level} failed: {exc}"
                 logger.error("%s; using the default", error)
                 metrics.TEMPLATE_ERRORS.inc()

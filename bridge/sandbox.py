@@ -17,6 +17,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, Template, nodes, select_au
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
+from jinja2.visitor import NodeTransformer
 
 from bridge.model import Alarm, Group
 
@@ -31,8 +32,11 @@ _LOOP_FIELDS = frozenset({"index", "index0", "first", "last", "length", "revinde
 OVERRIDE_SECONDS = 0.1
 OVERRIDE_CHARS = 1_000_000
 _BITS = 100_000  # the largest integer an override may make (30,000 digits)
-# A format whose width or precision is past OVERRIDE_CHARS, or given as an argument ("%*s", "{:{}}").
-_WIDE = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d{7,}|\d*\.(?:\*|\d{7,}))|\{[^{}]*:[^{}]*?(?:\d{7,}|\{)")
+# The most text given to a filter that runs Python code per word (wordwrap, urlize): about 50 ms of CPU.
+_SLOW_TEXT = 50_000
+# A width or precision given as an argument ("%*s", "{:{}}"), and every width or precision a format holds.
+_STARRED = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(?:\*|\d*\.\*)|\{[^{}]*:[^{}]*?\{")
+_WIDTHS = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\d*)(?:\.(\d*))?|\{[^{}]*:[^{}\d]*(\d*)(?:\.(\d*))?")
 
 
 class Environment(SandboxedEnvironment):
@@ -76,12 +80,13 @@ class Bounded(ImmutableSandboxedEnvironment, Environment):
     as wide, integers past _BITS), and lists and dicts cannot be changed (a list doubled in a loop). Past any of
     them the override fails, and the default is used."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})  # also kept from being folded at compile time
+    intercepted_binops = frozenset({"*", "**", "%", "+"})  # also kept from being folded at compile time
     deadline = math.inf  # of this thread's CPU time: another process's load or a paused process does not count
 
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         self.filters = {name: self._checked(name, f) for name, f in self.filters.items()}
+        del self.globals["lipsum"]  # its cost grows with its argument, and no message needs filler text
 
     def bound(self, work: Callable[[], str]) -> str:
         self.deadline = time.thread_time() + OVERRIDE_SECONDS
@@ -146,14 +151,18 @@ class Bounded(ImmutableSandboxedEnvironment, Environment):
             times, sequence = (left, right) if isinstance(left, int) else (right, left)
             if _size(sequence) * times > OVERRIDE_CHARS:
                 raise SecurityError(f"a repeated sequence of more than {OVERRIDE_CHARS} characters")
+        elif operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            _added(len(left) + len(right))  # a string or list doubled, step by step
         return super().call_binop(context, operator, left, right)
 
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        """Every loop steps through ``stepped``: a loop that makes no call is checked too."""
+        """Every loop steps through ``stepped``: a loop that makes no call is checked too; and every ``~`` is
+        made by ``concat``, which checks its size first (a string doubled in a namespace)."""
         tree = super()._parse(source, name, filename)
         for loop in tree.find_all(nodes.For):
             stepped = nodes.Call(nodes.EnvironmentAttribute("stepped"), [loop.iter], [], None, None)
             loop.iter = stepped.set_lineno(loop.lineno).set_environment(self)
+        _ConcatChecked(self).visit(tree)  # in place: a template's node is never replaced
         return tree
 
     def stepped(self, items: Iterable[Any]) -> Iterator[Any]:
@@ -161,9 +170,37 @@ class Bounded(ImmutableSandboxedEnvironment, Environment):
             self.check()
             yield item
 
+    def concat(self, *parts: Any) -> str:
+        self.check()
+        texts = [str(part) for part in parts]
+        _added(sum(map(len, texts)))
+        return "".join(texts)
+
+
+class _ConcatChecked(NodeTransformer):
+    def __init__(self, environment: Bounded) -> None:
+        self.environment = environment
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        parts = [self.visit(part) for part in node.nodes]
+        call = nodes.Call(nodes.EnvironmentAttribute("concat"), parts, [], None, None)
+        return call.set_lineno(node.lineno).set_environment(self.environment)
+
+
+def _added(size: int) -> None:
+    if size > OVERRIDE_CHARS:
+        raise SecurityError(f"a string or list of more than {OVERRIDE_CHARS} characters")
+
+
+def _slow(text: object) -> None:
+    if isinstance(text, str) and len(text) > _SLOW_TEXT:
+        raise SecurityError(f"more than {_SLOW_TEXT} characters for a filter that goes word by word")
+
 
 def _format(text: str) -> None:
-    if _WIDE.search(text):
+    """A format's widths and precisions added up: one format may hold many, repeated (``'%999999d' * 300``)."""
+    wide = sum(int(n) for found in _WIDTHS.findall(text) for n in found if n) > OVERRIDE_CHARS
+    if wide or _STARRED.search(text):
         raise SecurityError(f"a format wider than {OVERRIDE_CHARS}, or of a width given as an argument")
 
 
@@ -212,6 +249,7 @@ _SIZED_FILTERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "replace": lambda a: _replaced(a["s"], a["old"], a["new"]),
     "join": _join_filter,
     "sum": lambda a: _summed(a.get("start", 0)),
+    **dict.fromkeys(("wordwrap", "urlize", "title", "striptags"), lambda a: _slow(a["s"] if "s" in a else a["value"])),
 }
 _FORMATS = frozenset({"format", "format_map"})
 

@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
 from bridge.config import load, parse
 from bridge.logs import JsonFormatter
+from bridge.schema import ConfigError
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import config_data, free_port, gateway_process, seed_alarm, signed, write_config
@@ -149,19 +151,54 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def test_http_reload_only_when_enabled(tmp_path: Path) -> None:
-    data = config_data(f"sqlite:///{tmp_path / 's.db'}")
+TOKEN = {"Authorization": "Bearer reload-token-0123456789"}
+
+
+def test_http_reload_only_when_enabled_and_with_a_token(tmp_path: Path) -> None:
+    data = config_data(f"sqlite:///{tmp_path / 's.db'}", web={"api_tokens": {"ops": TOKEN["Authorization"][7:]}})
     path = write_config(tmp_path / "config.yaml", data)
     with TestClient(create_app(load(path))) as client:
-        assert client.post("/-/reload").status_code == 403
+        assert client.post("/-/reload", headers=TOKEN).status_code == 403
     data["reload_enabled"] = True
     write_config(path, data)
     with TestClient(create_app(load(path))) as client:
-        assert client.post("/-/reload").status_code == 200
+        assert client.post("/-/reload").status_code == 401
+        assert client.post("/-/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post("/-/reload", headers=TOKEN).status_code == 200
         data["store"] = {"url": "redis://127.0.0.1:6379/0"}
         path.write_text(yaml.safe_dump(data), encoding="utf-8")
-        refused = client.post("/-/reload")
+        refused = client.post("/-/reload", headers=TOKEN)
         assert refused.status_code == 500 and "needs a restart" in refused.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example", "Content-Type": "text/plain"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Origin": "https://evil.example", **TOKEN},  # a token in a browser's hands is still refused there
+    ],
+)
+def test_a_cross_site_reload_is_refused(tmp_path: Path, headers: dict[str, str]) -> None:
+    data = config_data(f"sqlite:///{tmp_path / 's.db'}", reload_enabled=True, web={"api_tokens": {"ops": "t"}})
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        before = _reloads()
+        refused = client.post("/-/reload", content="x", headers=headers)
+        assert refused.status_code == 403 and "web page" in refused.text
+        assert _reloads() == before  # not tried at all
+
+
+def _reloads() -> float:
+    return sum(
+        REGISTRY.get_sample_value("alarm_bridge_config_reloads_total", {"result": r}) or 0
+        for r in ("success", "failure")
+    )
+
+
+def test_reload_over_http_without_a_token_is_refused_at_load(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="reload_enabled: POST /-/reload needs a token"):
+        parse(config_data(f"sqlite:///{tmp_path / 's.db'}", reload_enabled=True), "t.yaml")
 
 
 def test_json_logs_carry_the_request_id_and_no_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -109,6 +109,13 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
         ("{{ [alarm.dep * 300000, alarm.dep * 300000, alarm.dep * 300000]|join('-')|length }}", "a join of more than"),
         ("{{ ('x\n' * 400000)|indent('    ')|length }}", "an indent of more than"),
         ("{% set l = [1] %}{% for i in range(30) %}{% set _ = l.extend(l) %}{% endfor %}{{ l|length }}", "unsafe"),
+        ("{{ lipsum(50000)|length }}", "'lipsum' is undefined"),
+        ("{{ ('a ' * 400000)|wordwrap(1) }}", "a filter that goes word by word"),
+        ("{{ ('a.com ' * 100000)|urlize }}", "a filter that goes word by word"),
+        ("{{ ('%999999d' * 300) % ((1,) * 300) }}", "a format wider"),
+        ("{{ ('{0:>999999}' * 300).format(1) }}", "a format wider"),
+        ("{% set n = namespace(s='ab') %}{% for i in range(40) %}{% set n.s = n.s ~ n.s %}{% endfor %}", "more than"),
+        ("{% set n = namespace(s=[1]) %}{% for i in range(40) %}{% set n.s = n.s + n.s %}{% endfor %}", "more than"),
     ],
 )
 def test_a_runaway_override_ends_soon_and_the_default_is_used(source: str, why: str) -> None:
@@ -145,6 +152,19 @@ def test_an_override_that_overran_runs_again_after_a_pause(monkeypatch: pytest.M
     later = time.monotonic() + OVERRUN_PAUSE + 1
     monkeypatch.setattr("bridge.render.time.monotonic", lambda: later)
     assert renderer.render("native/title.j2", SEED, group) == ("ok", "")  # after the pause, run again
+
+
+def test_an_override_that_overran_is_paused_even_when_its_source_changes() -> None:
+    renderer = Renderer(TEMPLATES)
+    loops = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    assert (
+        "of CPU"
+        in renderer.render("native/title.j2", SEED, Group(id="c", level="3", templates={"native/title.j2": loops}))[1]
+    )
+    changed = Group(id="c", level="3", templates={"native/title.j2": loops + " "})
+    started = time.process_time()
+    assert "of CPU" in renderer.render("native/title.j2", SEED, changed)[1]
+    assert time.process_time() - started < 0.05  # not run at all: the pause is the group's, not the source's
 
 
 def test_the_bounds_leave_ordinary_overrides_alone() -> None:

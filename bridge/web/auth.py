@@ -149,8 +149,8 @@ def login_token(request: Request) -> tuple[str, bool]:
 
 
 def is_https(request: Request) -> bool:
-    """The request's scheme. Behind a proxy, uvicorn sets it from X-Forwarded-Proto for trusted proxies only
-    (FORWARDED_ALLOW_IPS, default 127.0.0.1); the header is never read here."""
+    """The request's scheme. Behind a proxy, uvicorn sets it from X-Forwarded-Proto for the config's
+    ``trusted_proxies`` only (none by default); the header is never read here."""
     return request.url.scheme == "https"
 
 
@@ -181,3 +181,30 @@ async def reserve_login(store: Store, web: WebSettings, address: str) -> str | N
         if await store.put_new(key, "1", web.login_window):
             return key
     return None
+
+
+USER_BACKOFF_MAX = 60.0  # seconds: the longest wait between tries for one user name, so its owner is never shut out
+
+
+def _user_key(user: str) -> str:
+    return hashlib.sha256(user.encode()).hexdigest()[:32]  # any name a client types: a short key
+
+
+async def user_turn(store: Store, web: WebSettings, user: str) -> float:
+    """0 if the user name may be tried now, else the seconds to wait. Past ``login_attempts`` failures for a name
+    (from any address), one try per wait, which doubles with each failure up to USER_BACKOFF_MAX: guessing from
+    many addresses is slowed, and the owner waits at most that long."""
+    failures = int(await store.get(f"web:login-user:{_user_key(user)}") or 0)
+    if failures < web.login_attempts:
+        return 0.0
+    wait = min(2.0 ** (failures - web.login_attempts), USER_BACKOFF_MAX)
+    return 0.0 if await store.put_new(f"web:login-user-turn:{_user_key(user)}", "1", wait) else wait
+
+
+async def user_failed(store: Store, web: WebSettings, user: str) -> None:
+    key = f"web:login-user:{_user_key(user)}"
+    await store.put(key, str(int(await store.get(key) or 0) + 1), web.login_window)
+
+
+async def user_succeeded(store: Store, user: str) -> None:
+    await store.delete(f"web:login-user:{_user_key(user)}")

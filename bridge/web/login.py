@@ -63,12 +63,19 @@ async def _login(request: Request) -> Response:
         logger.warning("web: login refused for %s: too many failed logins", address)
         minutes = max(1, round(web.login_window / 60))
         return show(429, f"Too many failed logins from your address: try again in up to {minutes} minutes.", user)
+    # An unknown name is not logged: it is often a password typed into the wrong field.
+    who = repr(user) if user in web.users else "an unknown user"
+    wait = await auth.user_turn(gateway.store, web, user)
+    if wait:
+        await gateway.store.delete(slot)  # the address did not try: its slot is given back
+        logger.warning("web: login refused for %s from %s: too many failed logins for the name", who, address)
+        return show(429, f"Too many failed logins for this user: try again in {wait:.0f} seconds.", user)
     if not await auth.check_login(web, user, password):
-        # An unknown name is not logged: it is often a password typed into the wrong field.
-        who = repr(user) if user in web.users else "an unknown user"
         logger.warning("web: failed login for %s from %s", who, address)
+        await auth.user_failed(gateway.store, web, user)
         return show(401, "Wrong user name or password.", user)
     await gateway.store.delete(slot)
+    await auth.user_succeeded(gateway.store, user)
     response = see_other(next_page)
     await auth.start_session(request, response, web, gateway.store, user)
     response.delete_cookie(auth.LOGIN_COOKIE, path=auth.COOKIE_PATH)

@@ -29,7 +29,6 @@ SECURITY_HEADERS = {
         "base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }

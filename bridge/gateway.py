@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from bridge.codes import Code
 from bridge.config import Settings
 from bridge.model import Alarm, Group, Outcome
 from bridge.outbox import Outbox
-from bridge.store import Store, StoreError
+from bridge.store import Late, Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +24,22 @@ class Result:
     detail: str = ""
 
 
-async def find_group(settings: Settings, store: Store, id: str, level: str) -> Group | None:
-    """A provisioned group, else the store's (StoreError or TimeoutError if it does not answer in time)."""
+async def find_group(
+    settings: Settings, store: Store, id: str, level: str, deadline: float | None = None
+) -> Group | None:
+    """A provisioned group, else the store's (StoreError or TimeoutError if it does not answer within
+    ``store.timeout``, or by ``deadline`` in epoch seconds)."""
     if (group := settings.provisioned.get((id, level))) is not None:
         return group
-    async with asyncio.timeout(settings.store.timeout):
+    async with asyncio.timeout(settings.store.timeout if deadline is None else deadline - time.time()):
         return await store.get_group(id, level)
+
+
+# What a 3000 says of the alarm: whether it may still be delivered.
+NOT_WRITTEN = "the alarm was not accepted; send it again"
+UNCONFIRMED = (
+    "the store did not confirm the alarm; if it wrote it after all, it is delivered, and sending it again answers 1010"
+)
 
 
 class Gateway:
@@ -43,18 +54,22 @@ class Gateway:
         ``wait`` bounds that wait (default ``delivery.reply_wait``); 0 answers as soon as the jobs are written.
         """
         wait = self.settings.delivery.reply_wait if wait is None else wait
+        deadline = time.time() + self.settings.store.timeout  # for every store call on the way to the reply, in all
         try:
-            group = await find_group(self.settings, self.store, alarm.id, alarm.level)
-            if group is None:
-                return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
-            claim, window = self._claim(alarm, group)
-            admitted = await self.outbox.admit(alarm, group, claim, window, wait)
+            group = await find_group(self.settings, self.store, alarm.id, alarm.level, deadline)
+        except (StoreError, TimeoutError) as exc:
+            return _store_down(exc, NOT_WRITTEN)
+        if group is None:
+            return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
+        claim, window = self._claim(alarm, group)
+        try:
+            admitted = await self.outbox.admit(alarm, group, claim, window, wait, deadline)
+        except Late as exc:
+            return _store_down(exc, NOT_WRITTEN)
         except (StoreError, TimeoutError) as exc:
             # The claim is written with the jobs or not at all: if a slow store wrote them after all, the claim
             # keeps the sender's retry from delivering the alarm twice; if it did not, there is no claim either.
-            logger.warning("store unavailable: %s", exc or "timed out")
-            metrics.STORE_ERRORS.inc()
-            return Result(Code.STORE_DOWN)
+            return _store_down(exc, UNCONFIRMED)
         if admitted is None:
             metrics.DEDUP_HITS.labels(source=alarm.source).inc()
             return Result(Code.DUPLICATE, f"within the {window:g}s window")
@@ -83,6 +98,12 @@ class Gateway:
         """The alarm's dedup claim in the store (None when the group's window is 0) and the window."""
         window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
         return (f"dedup:{alarm.fingerprint()}" if window > 0 else None), window
+
+
+def _store_down(exc: Exception, fate: str) -> Result:
+    logger.warning("store unavailable: %s", exc or "timed out")
+    metrics.STORE_ERRORS.inc()
+    return Result(Code.STORE_DOWN, fate)
 
 
 def first_failure(failed: Sequence[Outcome]) -> Code:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bridge.model import Alarm, Group, Outcome
-from bridge.store import Admission, Job, Store, StoreError
+from bridge.store import Admission, Job, Late, Store, StoreError
 from bridge.upstreams import rate_key
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class Entry:
     group: Group
     admission: Admission
     wait: float
+    deadline: float  # epoch seconds: the caller answers 3000 if the jobs are not written by then
     admitted: asyncio.Future[Admitted | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -66,7 +67,7 @@ def jobs_for(alarm: Alarm, group: Group, dues: Sequence[float] = ()) -> list[Job
     ]
 
 
-def _fail(batch: list[Entry], error: StoreError) -> None:
+def _fail(batch: list[Entry], error: StoreError | TimeoutError) -> None:
     for entry in batch:
         if not entry.admitted.done():
             entry.admitted.set_exception(error)
@@ -98,12 +99,14 @@ class Intake:
         self._writer: asyncio.Task[None] | None = None
 
     async def admit(
-        self, alarm: Alarm, group: Group, jobs: list[Job], claim: str | None, ttl: float, wait: float
+        self, alarm: Alarm, group: Group, jobs: list[Job], claim: str | None, ttl: float, wait: float, deadline: float
     ) -> Admitted | None:
         """Write the alarm's jobs (see ``jobs_for``) unless its dedup claim is taken (None then), and start the
-        first attempt, awaited up to ``wait`` seconds from the write; StoreError if the store cannot write the
-        jobs in time."""
-        entry = Entry(alarm, group, Admission(jobs, claim, ttl), wait)
+        first attempt, awaited up to ``wait`` seconds from the write.
+
+        By ``deadline`` (epoch seconds) the jobs are written or this raises: ``Late`` when they certainly were
+        not, another StoreError or TimeoutError when the store may still write them."""
+        entry = Entry(alarm, group, Admission(jobs, claim, ttl), wait, deadline)
         self._queued.append(entry)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued())
@@ -113,10 +116,15 @@ class Intake:
         try:
             while self._queued:
                 batch, self._queued = self._queued, []
+                now = time.time()
+                _fail([e for e in batch if e.deadline <= now], Late("the store did not come to the write in time"))
+                batch = [e for e in batch if e.deadline > now]
+                if not batch:
+                    continue
                 try:
                     await self._write(batch)
                 except (StoreError, TimeoutError) as exc:
-                    _fail(batch, exc if isinstance(exc, StoreError) else StoreError("timed out"))
+                    _fail(batch, exc)
                 except BaseException as exc:  # a bug, or the loop is closing: no caller is left waiting either way
                     _fail(batch, StoreError("internal error (logged)"))
                     if not isinstance(exc, Exception):
@@ -127,8 +135,13 @@ class Intake:
 
     async def _write(self, batch: list[Entry]) -> None:
         lease, started = self._lease(), time.monotonic()
-        async with asyncio.timeout(self._store_timeout):
-            written = await self._store.admit([e.admission for e in batch], lease=lease)
+        deadline = min(e.deadline for e in batch)
+        # The store writes nothing once its clock passes a tenth of the timeout before the deadline: that tenth is
+        # for its answer to come back, so that an alarm answered 3000 is, but for a stall in between, not written.
+        async with asyncio.timeout(deadline - time.time()):
+            written = await self._store.admit(
+                [e.admission for e in batch], lease=lease, before=deadline - self._store_timeout / 10
+            )
         attempt = self._first_attempt([e for e, ok in zip(batch, written, strict=True) if ok], started + lease)
         waits: dict[float, list[Entry]] = {}
         for entry, ok in zip(batch, written, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -50,7 +51,7 @@ def fire_together(url: str, body: str, barrier: threading.Barrier) -> int:
 
 
 @contextmanager
-def redis_server(port: int) -> Iterator[None]:
+def redis_server(port: int) -> Iterator[subprocess.Popen[bytes]]:
     binary = require_binary("redis-server")
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -58,7 +59,7 @@ def redis_server(port: int) -> Iterator[None]:
     )
     try:
         wait_for_port(port)
-        yield
+        yield process
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -86,6 +87,37 @@ def test_gateway_answers_3000_while_redis_is_down_and_recovers_by_itself(tmp_pat
             while (result := code(f"back {time.monotonic()}")) == 3000 and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert result == 0
+
+
+def test_a_hung_redis_gets_3000_within_the_store_timeout_and_no_alarm_answered_3000_is_written_later(
+    tmp_path: Path,
+) -> None:
+    require_binary("redis-server")
+    port = free_port()
+    path = write_config(tmp_path / "config.yaml", config_data(f"redis://127.0.0.1:{port}/0"))
+    with redis_server(port) as redis, gateway_process(path) as url, ThreadPoolExecutor(16) as pool:
+
+        def post(note: str, delay: float = 0.0) -> tuple[int, str, float]:
+            time.sleep(delay)
+            started = time.monotonic()
+            reply = requests.post(url + "/alarm_v2", data=json.dumps(signed(seed_alarm(notes=note))), timeout=10).json()
+            return int(reply["code"]), str(reply.get("msg", "")), time.monotonic() - started
+
+        assert post("before")[0] == 0
+        redis.send_signal(signal.SIGSTOP)
+        try:  # alarms arriving all through the hang, some of them queued behind a write that never returns
+            replies = list(pool.map(post, [f"hung {i}" for i in range(32)], [i * 0.05 for i in range(32)]))
+        finally:
+            redis.send_signal(signal.SIGCONT)
+        assert {code for code, _, _ in replies} == {3000}
+        assert max(took for _, _, took in replies) < 1.0 + 0.5  # store.timeout is 1 s; the rest is HTTP
+        assert all("not accepted" in msg or "did not confirm" in msg for _, msg, _ in replies)
+        # Redis runs the writes it was sent once it wakes, past their deadline: it writes none of them, so each
+        # alarm answered 3000 is accepted anew when sent again (a written one would answer 1010, and be delivered).
+        deadline = time.monotonic() + 10
+        while post("after")[0] == 3000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [post(f"hung {i}")[0] for i in range(32)] == [0] * 32
 
 
 @pytest.mark.parametrize(

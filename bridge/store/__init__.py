@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.config import StoreSettings
-from bridge.store.base import Admission, Job, State, Store, StoreError
+from bridge.store.base import Admission, Job, Late, State, Store, StoreError
 
 
 def open_store(settings: StoreSettings) -> Store:
@@ -16,4 +16,4 @@ def open_store(settings: StoreSettings) -> Store:
     return RedisStore(settings.url, settings.prefix, settings.timeout, settings.history)
 
 
-__all__ = ["Admission", "Job", "State", "Store", "StoreError", "open_store"]
+__all__ = ["Admission", "Job", "Late", "State", "Store", "StoreError", "open_store"]

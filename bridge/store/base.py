@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,6 +15,10 @@ from bridge.schema import Node, parse_group
 
 class StoreError(Exception):
     """The store could not be reached or failed; the gateway answers 3000."""
+
+
+class Late(StoreError):
+    """The store came to a write after the caller's deadline, and wrote nothing."""
 
 
 class State(StrEnum):
@@ -75,10 +80,13 @@ class Store(Protocol):
 
     async def delete(self, key: str) -> None: ...
 
-    async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
+    async def admit(self, admissions: Sequence[Admission], lease: float, before: float = math.inf) -> list[bool]:
         """Claim and write each admission in turn (a later one loses a claim an earlier one won): whether each
         was written. Written jobs are leased to the caller for ``lease`` seconds: it makes the first attempt; a job
-        with a ``due`` of its own (one a rate limit holds back) is leased to nobody and due then instead."""
+        with a ``due`` of its own (one a rate limit holds back) is leased to nobody and due then instead.
+
+        A store that comes to the write after ``before`` (epoch seconds, by its own clock) writes nothing and
+        raises ``Late``: a caller that has given up by then knows that its alarms were not written."""
         ...
 
     async def lease(self, limit: int, lease: float) -> list[Job]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -14,7 +15,7 @@ from redis.exceptions import RedisError, WatchError
 
 from bridge.model import Group
 from bridge.store import redis_scripts as scripts
-from bridge.store.base import Admission, Job, State, StoreError, dump_group, load_group
+from bridge.store.base import Admission, Job, Late, State, StoreError, dump_group, load_group
 
 T = TypeVar("T")
 
@@ -140,12 +141,16 @@ class RedisStore:
     async def delete(self, key: str) -> None:
         await self._run(self._redis.delete(self._key(KV + key)))
 
-    async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
-        keys, args = self._admission(admissions, time.time() + lease)
+    async def admit(self, admissions: Sequence[Admission], lease: float, before: float = math.inf) -> list[bool]:
+        keys, args = self._admission(admissions, time.time() + lease, before)
         won: Any = await self._run(self._admit_script(keys=keys, args=args))
+        if won == scripts.LATE:
+            raise Late("Redis came to the write after the deadline")
         return [bool(w) for w in won]
 
-    def _admission(self, admissions: Sequence[Admission], due: float) -> tuple[list[str], list[str]]:
+    def _admission(
+        self, admissions: Sequence[Admission], due: float, before: float = math.inf
+    ) -> tuple[list[str], list[str]]:
         """ADMIT's keys and arguments; jobs without a due of their own leased to the caller until ``due``."""
         keys = [self._key(name) for name in (JOBS, CREATED, DUE, LEASED)]
         batch, records = [], []
@@ -155,7 +160,7 @@ class RedisStore:
             jobs = [[j.id, j.due or due, j.created, j.lane, 0 if j.due else due] for j in a.jobs]
             batch.append([0 if a.claim is None else len(keys), _millis(a.ttl), jobs])
             records += [f"{_fields(j, j.due or due)}\n{j.payload}" for j in a.jobs]
-        return keys, [self._prefix, json.dumps(batch), *records]
+        return keys, [self._prefix, "0" if before == math.inf else f"{before:.6f}", json.dumps(batch), *records]
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()

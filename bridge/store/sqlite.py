@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import queue
 import sqlite3
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.model import Group
-from bridge.store.base import Admission, Job, State, StoreError, dump_group, load_group
+from bridge.store.base import Admission, Job, Late, State, StoreError, dump_group, load_group
 from bridge.store.sqlite_file import BUSY, prepare
 
 T = TypeVar("T")
@@ -180,9 +181,15 @@ class SqliteStore:
     async def delete(self, key: str) -> None:
         await self._run(lambda c: c.execute("DELETE FROM kv WHERE key=?", (key,)))
 
-    async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
+    async def admit(self, admissions: Sequence[Admission], lease: float, before: float = math.inf) -> list[bool]:
         due = time.time() + lease
-        return await self._run(lambda c: [self._admit(c, a, due) for a in admissions])
+
+        def admit(conn: sqlite3.Connection) -> list[bool]:
+            if time.time() > before:
+                raise Late("the write came after the deadline")
+            return [self._admit(conn, a, due) for a in admissions]
+
+        return await self._run(admit)
 
     def _admit(self, conn: sqlite3.Connection, admission: Admission, due: float) -> bool:
         if admission.claim is not None and not self._put_new(conn, admission.claim, "1", admission.ttl):

@@ -27,9 +27,9 @@ _HIDDEN = frozenset({"targets", "encoded", "to_dict"})
 _PLAIN_FIELDS = {kind: frozenset(f.name for f in fields(kind)) - _HIDDEN for kind in (Alarm, Group)}
 _LOOP_FIELDS = frozenset({"index", "index0", "first", "last", "length", "revindex", "revindex0"})
 
-# The CPU time rendering one override may take: a hundred times what a plain one does, yet short enough that a
+# The CPU time rendering one override may take: fifty times what a plain one does, yet short enough that a
 # runaway one does not hold up the others. And the most it may write, or make in one step.
-OVERRIDE_SECONDS = 0.1
+OVERRIDE_SECONDS = 0.05
 OVERRIDE_CHARS = 1_000_000
 _BITS = 100_000  # the largest integer an override may make (30,000 digits)
 # The most text given to a filter that runs Python code per word (wordwrap, urlize): about 50 ms of CPU.

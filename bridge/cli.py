@@ -21,6 +21,14 @@ from bridge.store import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `alarm-bridge render ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush fails silently
+        return 0
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="alarm-bridge", description="Alert gateway for DingTalk, WeCom and email.")
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -37,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("file", type=Path)
 
     send = commands.add_parser("send", help="sign and post an alarm like the seed's send_v2")
-    send.add_argument("--url", default="http://127.0.0.1:8080/alarm_v2")
+    send.add_argument("--url", default="http://127.0.0.1:8080/alarm_v2", help="where to post (default: %(default)s)")
     send.add_argument("--secret", required=True, help="the department's sign secret")
     send.add_argument("--json", type=Path, help="a JSON file with the alarm's fields")
     send.add_argument("fields", nargs="*", metavar="field=value")
@@ -173,9 +181,13 @@ def _check(path: Path) -> int:
     except ConfigError as exc:
         print(f"alarm-bridge: {exc}", file=sys.stderr)
         return 1
-    counts = f"{len(settings.native.departments)} departments, {len(settings.groups)} groups, {len(rulesets)} rulesets"
-    print(f"{path}: ok ({counts})")
+    counts = [_count(len(settings.native.departments), "department"), _count(len(settings.groups), "group")]
+    print(f"{path}: ok ({', '.join([*counts, _count(len(rulesets), 'ruleset')])})")
     return 0
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str] | None:

@@ -72,7 +72,7 @@ class Gateway:
             return _store_down(exc, UNCONFIRMED)
         if admitted is None:
             metrics.DEDUP_HITS.labels(source=alarm.source).inc()
-            return Result(Code.DUPLICATE, f"within the {window:g}s window")
+            return Result(Code.DUPLICATE, f"{window:g}s")
         if not admitted.jobs:
             return Result(Code.OK, "the group has no channels")
         attempt = self.outbox.attempt(alarm, group, admitted)

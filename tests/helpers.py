@@ -24,7 +24,14 @@ from bridge.ingest.native import sign
 SECRET = "YYLmfY6IRdjZMQ1"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 REDIS_URL = os.environ.get("BRIDGE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every Redis key a test run writes starts with this (tests/conftest.py deletes them when the run ends).
+RUN_PREFIX = f"test:{uuid.uuid4().hex[:12]}:"
 DOCUMENTED_CODES = {0, 1000, 1001, 1002, 1004, 1010, 2000, 2002, 2003, 2009, 3000, 3001}
+
+
+def key_prefix() -> str:
+    """A fresh Redis key prefix within this run's."""
+    return f"{RUN_PREFIX}{uuid.uuid4().hex}:"
 
 
 def seed_alarm(**changes: str) -> dict[str, str]:
@@ -50,7 +57,7 @@ def signed(fields: dict[str, str], secret: str = SECRET) -> dict[str, str]:
 
 def config_data(store_url: str, **top: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "store": {"url": store_url, "timeout": "1s", "prefix": f"test:{uuid.uuid4().hex}:"},
+        "store": {"url": store_url, "timeout": "1s", "prefix": key_prefix()},
         "native": {
             "departments": {dep: {"secret": SECRET} for dep in ("du-srv", "du-op", "du-fe", "du-da")},
             "environments": ["prod", "pre", "dev"],

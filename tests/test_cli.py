@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,24 @@ def test_render_prints_each_targets_message(config: Path, tmp_path: Path, capsys
     assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("=== dingtalk-robot (text) ===\ntitle: 【高】陈敏测试alert_business\n部门:du-srv\n")
+
+
+def test_render_into_a_pipe_closed_early_ends_quietly(config: Path, tmp_path: Path) -> None:
+    long = seed_alarm(exception_spec="磁盘满了\n" * 20_000)  # more than a pipe holds
+    (tmp_path / "alarm.json").write_text(json.dumps(long), encoding="utf-8")
+    command = [sys.executable, "-m", "bridge", "render", "--config", str(config), str(tmp_path / "alarm.json")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as render:
+        assert render.stdout is not None and render.stderr is not None
+        render.stdout.readline()  # `| head -1`
+        render.stdout.close()
+        err = render.stderr.read().decode()
+    assert render.returncode == 0 and "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_send_help_shows_where_it_posts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["send", "--help"])
+    assert "(default: http://127.0.0.1:8080/alarm_v2)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

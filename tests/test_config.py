@@ -147,7 +147,9 @@ def check_config(path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_check_config_exits_non_zero_on_any_error(tmp_path: Path) -> None:
-    assert check_config(EXAMPLE).returncode == 0
+    ok = check_config(EXAMPLE)
+    assert ok.returncode == 0
+    assert ok.stdout == f"{EXAMPLE}: ok (4 departments, 1 group, 1 ruleset)\n"
     bad = write_config(tmp_path / "bad.yaml", config_data("sqlite:///x.db", dedup_window="soon"))
     result = check_config(bad)
     assert result.returncode == 1

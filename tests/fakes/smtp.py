@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -74,3 +74,32 @@ def smtp_server(handler: Recorder, port: int = 0, **options: Any) -> Iterator[in
         yield port
     finally:
         controller.stop()
+
+
+class Printer(Recorder):
+    """A Recorder that also prints each mail readably: its headers, and its text part decoded."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        mail = self.received[-1].message()
+        text = mail.get_body(("plain",))
+        print(f"--- mail from {mail['From']} to {mail['To']}\nSubject: {mail['Subject']}", flush=True)
+        print(text.get_content() if isinstance(text, EmailMessage) else "(no text part)", flush=True)
+        return reply
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import threading
+
+    parser = argparse.ArgumentParser(description="A local SMTP server that prints every mail it receives")
+    parser.add_argument("--port", type=int, default=8025)
+    args = parser.parse_args(argv)
+    with smtp_server(Printer(), args.port) as port:
+        print(f"smtp: 127.0.0.1:{port}", flush=True)
+        with suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from bridge.config import StoreSettings
 from bridge.model import DingTalkRobot, Email, Format, Group, Member, Mention
 from bridge.store import Admission, Job, State, Store, open_store
 from bridge.web import activity
-from tests.helpers import REDIS_URL
+from tests.helpers import REDIS_URL, key_prefix
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +31,7 @@ def redis_prefix() -> str:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    return f"test:{uuid.uuid4().hex}:"
+    return key_prefix()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

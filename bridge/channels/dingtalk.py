@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from bridge.channels._chats import Chats, authorized_post, named_in
+from bridge.channels._chats import Chat, Chats, authorized_post, named_in, without_rejected
 from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, encode, late, left, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
@@ -30,6 +30,9 @@ MAX_BODY_BYTES = 20000  # robot/send answers 460101 above it; assumed the same f
 MAX_CHAT_MEMBERS = 40  # per chat/create call
 CHAT_NAME_CHARS = 20
 CHAT_GONE_ERRCODES = frozenset({34001, 34013, 40016})  # 无效的会话id, 找不到群会话对象, 不合法的会话ID
+# chat/create refusing a member: 找不到该用户, UserID不存在, 不合法的UserID, 不合法的UserID列表, 用户已禁用,
+# 发送者不在企业中
+MEMBER_REFUSALS = frozenset({60121, 60111, 40003, 40031, 60120, 34006})
 Body = dict[str, Any]
 
 
@@ -41,7 +44,7 @@ class Sender:
         self._delivery = delivery
         self._session = session
         self._tokens = Tokens(store, "dingtalk")
-        self._chats = Chats(store, "dingtalk")
+        self._chats = Chats(store, "dingtalk", "dingtalk-app")
 
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         if isinstance(target, DingTalkRobot):
@@ -106,9 +109,10 @@ class Sender:
             return _config(name, Code.DINGTALK_SEND, "the message cannot be fitted into a chat message")
         key = self._chats.key(target.app, group, userids)
         for attempt in (1, 2):  # the second in a chat made anew, which has none of the message's parts yet
-            chatid = await self._chat(name, target.app, app, group, userids, key)
-            if isinstance(chatid, Outcome):
-                return chatid if attempt == 1 else replace(chatid, sent=0)
+            chat = await self._chat(name, target.app, app, group, userids, key)
+            if isinstance(chat, Outcome):
+                return chat if attempt == 1 else replace(chat, sent=0)
+            chatid = chat.id
             start = message.skip if attempt == 1 and chatid == message.chat else 0
             for i, body in unsent(bodies, start):
                 if late(message, i - start, self._delivery.timeout):
@@ -122,29 +126,34 @@ class Sender:
                     break
                 return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies), chatid)
             else:
-                return Outcome(name, True)
+                return Outcome(name, True, detail=chat.detail)
         raise AssertionError("unreachable: the second attempt never recreates")
 
     async def _chat(
         self, name: str, app_name: str, app: AppSettings, group: Group, userids: list[str], key: str
-    ) -> str | Outcome:
-        """The group's chat id: cached, or created now for the members with a DingTalk user id."""
+    ) -> Chat | Outcome:
+        """The group's chat: cached, or created now for the members with a DingTalk user id that it accepts."""
         async with self._chats.lock(key):
             if cached := await self._chats.get(key):
                 return cached
             title = (group.name.strip() or f"{group.id}/{group.level}")[:CHAT_NAME_CHARS]
-            body = {"name": title, "owner": userids[0], "useridlist": userids}
-            reply, raw = await self._post(app_name, app, "/chat/create", body)
+
+            async def create(ids: list[str]) -> tuple[Reply | Failure, Reply]:
+                return await self._post(
+                    app_name, app, "/chat/create", {"name": title, "owner": ids[0], "useridlist": ids}
+                )
+
+            reply, raw, rejected = await without_rejected(create, userids, MEMBER_REFUSALS, 1)
             if isinstance(reply, Failure):
-                rejected = named_in(str(raw.get("errmsg", "")), userids)
-                named = f"; rejected userids: {', '.join(rejected)}" if rejected else ""
-                return _failed(name, Code.DINGTALK_CHAT, reply, "chat/create: ", named)
+                named = named_in(str(raw.get("errmsg", "")), userids)
+                detail = f"; rejected userids: {', '.join(named)}" if named else ""
+                return _failed(name, Code.DINGTALK_CHAT, reply, "chat/create: ", detail)
             chatid = reply.get("chatid")
             if not isinstance(chatid, str) or not chatid:
                 return Outcome(name, False, Code.DINGTALK_CHAT, True, Reason.REJECTED, "chat/create: no chatid")
-            await self._chats.put(key, chatid)
-            logger.info("%s: created chat %s for group %s/%s", name, chatid, *group.key)
-            return chatid
+            chat = Chat(chatid, rejected)
+            await self._chats.made(name, app_name, group, userids, chat)
+            return chat
 
     async def _post(self, app_name: str, app: AppSettings, path: str, body: Body) -> tuple[Reply | Failure, Reply]:
         base = self._settings.base_url

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from bridge.channels._chats import Chats, authorized_post, named_in
+from bridge.channels._chats import Chat, Chats, authorized_post, named_in, without_rejected
 from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, late, left, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
@@ -41,6 +41,9 @@ CHAT_NAME_CHARS = 50
 ALL_INVALID = 81013  # every recipient is invalid; invaliduser lists them
 CHAT_EXISTS = 86215
 CHAT_GONE_ERRCODES = frozenset({86003, 40050, 49008})  # chatid不存在, chatid不存在, 群已经解散
+# appchat/create refusing a member: 不合法的群成员, 存在非法会话成员ID, 群主不合法, 无效的UserID, UserID不存在,
+# 指定的用户不存在
+MEMBER_REFUSALS = frozenset({86007, 86216, 86005, 40003, 60111, 46004})
 Body = dict[str, Any]
 
 
@@ -52,7 +55,7 @@ class Sender:
         self._delivery = delivery
         self._session = session
         self._tokens = Tokens(store, "wecom")
-        self._chats = Chats(store, "wecom")
+        self._chats = Chats(store, "wecom", "wecom-appchat")
 
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         if isinstance(target, WeComRobot):
@@ -101,9 +104,10 @@ class Sender:
         key = self._chats.key(target.app, group, userids)
         parts, _ = self._texts(target, group, message)
         for attempt in (1, 2):  # the second in a chat made anew, which has none of the message's parts yet
-            chatid = await self._chat(name, target.app, app, group, userids, key, recreate=attempt == 2)
-            if isinstance(chatid, Outcome):
-                return chatid if attempt == 1 else replace(chatid, sent=0)
+            chat = await self._chat(name, target.app, app, group, userids, key, recreate=attempt == 2)
+            if isinstance(chat, Outcome):
+                return chat if attempt == 1 else replace(chat, sent=0)
+            chatid = chat.id
             start = message.skip if attempt == 1 and chatid == message.chat else 0
             for i, part in unsent(parts, start):
                 if late(message, i - start, self._delivery.timeout):
@@ -118,13 +122,13 @@ class Sender:
                     break
                 return at_part(_failed(name, reply), i, len(parts), chatid)
             else:
-                return Outcome(name, True)
+                return Outcome(name, True, detail=chat.detail)
         raise AssertionError("unreachable: the second attempt never recreates")
 
     async def _chat(
         self, name: str, app_name: str, app: AppSettings, group: Group, userids: list[str], key: str, recreate: bool
-    ) -> str | Outcome:
-        """The group's chat id: cached, or created now.
+    ) -> Chat | Outcome:
+        """The group's chat: cached, or created now for the members with a WeCom user id that it accepts.
 
         A first chat gets an id derived from the cache key, so a lost cache finds it again (86215, exists);
         a chat created again after the first was dissolved gets a fresh id from WeCom.
@@ -134,22 +138,27 @@ class Sender:
                 return cached
             derived = hashlib.sha256(key.encode()).hexdigest()[:32]
             title = (group.name.strip() or f"{group.id}/{group.level}")[:CHAT_NAME_CHARS]
-            body: Body = {"name": title, "owner": userids[0], "userlist": userids}
-            if not recreate:
-                body["chatid"] = derived
-            reply, raw = await self._post(app_name, app, "/cgi-bin/appchat/create", body)
-            if isinstance(reply, Failure) and raw.get("errcode") == CHAT_EXISTS and not recreate:
-                reply = {"chatid": derived}
+
+            async def create(ids: list[str]) -> tuple[Reply | Failure, Reply]:
+                body: Body = {"name": title, "owner": ids[0], "userlist": ids}
+                if not recreate:
+                    body["chatid"] = derived
+                reply, raw = await self._post(app_name, app, "/cgi-bin/appchat/create", body)
+                if isinstance(reply, Failure) and raw.get("errcode") == CHAT_EXISTS and not recreate:
+                    return {"chatid": derived}, raw
+                return reply, raw
+
+            reply, raw, rejected = await without_rejected(create, userids, MEMBER_REFUSALS, 2)
             if isinstance(reply, Failure):
-                rejected = named_in(str(raw.get("errmsg", "")), userids)
-                named = f"; rejected userids: {', '.join(rejected)}" if rejected else ""
-                return _failed(name, reply, "appchat/create: ", named)
+                named = named_in(str(raw.get("errmsg", "")), userids)
+                detail = f"; rejected userids: {', '.join(named)}" if named else ""
+                return _failed(name, reply, "appchat/create: ", detail)
             chatid = reply.get("chatid")
             if not isinstance(chatid, str) or not chatid:
                 return Outcome(name, False, Code.WECOM_SEND, True, Reason.REJECTED, "appchat/create: no chatid")
-            await self._chats.put(key, chatid)
-            logger.info("%s: chat %s for group %s/%s", name, chatid, *group.key)
-            return chatid
+            chat = Chat(chatid, rejected)
+            await self._chats.made(name, app_name, group, userids, chat)
+            return chat
 
     # -- group robot --
 

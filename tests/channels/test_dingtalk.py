@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import aiohttp
 import pytest
+from prometheus_client import REGISTRY
 
 from bridge.channels import dingtalk
 from bridge.codes import Code
@@ -300,12 +301,32 @@ async def test_app_recreates_a_deleted_chat(fake: DingTalkFake, make: Make, errc
     assert len(fake.chats) == 1 and len(new.messages) == 2
 
 
-async def test_app_member_who_left_fails_chat_creation_naming_them(fake: DingTalkFake, make: Make) -> None:
+@pytest.mark.parametrize("named", [True, False], ids=["errmsg-names-them", "errmsg-names-nobody"])
+@pytest.mark.parametrize("errcode", [60121, 60111, 40003])
+async def test_app_chat_is_made_without_a_member_who_left_and_every_delivery_says_so(
+    fake: DingTalkFake, make: Make, errcode: int, named: bool
+) -> None:
+    fake.unknown_user_errcode, fake.names_unknown_users = errcode, named
     fake.remove_user("bob")
+    rejected = REGISTRY.get_sample_value("alarm_bridge_chat_members_rejected_total", {"channel": "dingtalk-app"})
+    sender = make()
+    said = Outcome("dingtalk-app ops", ok=True, detail="delivered, except to rejected userids: bob")
+    assert await sender.send(APP, GROUP, TEXT) == said
+    [chat] = fake.chats.values()
+    assert chat.useridlist == ("alice",) and len(chat.messages) == 1
+    assert await sender.send(APP, GROUP, TEXT) == said  # the chat is cached: none is made again
+    after = REGISTRY.get_sample_value("alarm_bridge_chat_members_rejected_total", {"channel": "dingtalk-app"})
+    assert (after or 0) - (rejected or 0) == 1
+    corrected = replace(GROUP, members=tuple(m for m in MEMBERS if m.dingtalk_userid != "bob"))
+    assert await sender.send(APP, corrected, TEXT) == Outcome("dingtalk-app ops", ok=True)
+    assert list(fake.chats.values()) == [chat] and len(chat.messages) == 3  # the group corrected: the same chat
+
+
+async def test_app_chat_that_no_member_can_join_fails_naming_them(fake: DingTalkFake, make: Make) -> None:
+    fake.remove_user("alice", "bob")
     outcome = await make().send(APP, GROUP, TEXT)
     failed(outcome, Code.DINGTALK_CHAT, Reason.REJECTED, retryable=False)
-    assert "60121" in outcome.detail
-    assert outcome.detail.endswith("; rejected userids: bob")
+    assert "60121" in outcome.detail and outcome.detail.endswith("; rejected userids: alice, bob")
     assert fake.chats == {}
 
 

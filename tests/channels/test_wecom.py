@@ -245,7 +245,27 @@ async def test_appchat_deleted_chat_is_recreated(fake: WeComFake, make: Make) ->
     assert len(fake.chats) == 1 and len(new.messages) == 2
 
 
-async def test_appchat_invalid_member_is_named(fake: WeComFake, make: Make) -> None:
+@pytest.mark.parametrize("named", [True, False], ids=["errmsg-names-them", "errmsg-names-nobody"])
+@pytest.mark.parametrize("errcode", [86007, 86216])
+async def test_appchat_is_made_without_a_member_who_left_and_every_delivery_says_so(
+    fake: WeComFake, make: Make, errcode: int, named: bool
+) -> None:
+    fake.invalid_member_errcode, fake.names_invalid_members = errcode, named
+    fake.add_user("dave")
+    fake.remove_user("Bob")
+    group = replace(GROUP, members=(*MEMBERS, Member("Dave", wecom_userid="dave")))
+    sender = make()
+    said = Outcome("wecom-appchat ops", ok=True, detail="delivered, except to rejected userids: Bob")
+    assert await sender.send(CHAT, group, TEXT) == said
+    [chat] = fake.chats.values()
+    assert chat.userlist == ("alice", "dave") and len(chat.messages) == 1
+    assert await sender.send(CHAT, group, TEXT) == said
+    corrected = replace(group, members=tuple(m for m in group.members if m.wecom_userid != "Bob"))
+    assert await sender.send(CHAT, corrected, TEXT) == Outcome("wecom-appchat ops", ok=True)
+    assert list(fake.chats.values()) == [chat] and len(chat.messages) == 3
+
+
+async def test_appchat_with_too_few_valid_members_fails_naming_them(fake: WeComFake, make: Make) -> None:
     fake.remove_user("bob")
     outcome = await make().send(CHAT, GROUP, TEXT)
     failed(outcome, Code.WECOM_SEND, Reason.REJECTED, retryable=False)

@@ -144,6 +144,7 @@ class DingTalkFake(Fake):
         self.bad_message_errcode = 400105
         # The code for a member who left the company is [U]: 60121, 60111 or 40003.
         self.unknown_user_errcode = 60121
+        self.names_unknown_users = True  # whether that errmsg names them: the real one may well not
         # 34001 无效的会话id; 40016 不合法的会话ID also plausible [U].
         self.gone_chat_errcode = 34001
 
@@ -251,7 +252,8 @@ class DingTalkFake(Fake):
             return reply(49006, "群成员列表必须包含群主")
         unknown = [u for u in userids if self._known_user(u) is None]
         if unknown:
-            return reply(self.unknown_user_errcode, f"找不到该用户: {','.join(unknown)}")
+            named = f": {','.join(unknown)}" if self.names_unknown_users else ""
+            return reply(self.unknown_user_errcode, f"找不到该用户{named}")
         chat = Chat(f"chat{uuid.uuid4().hex}", f"cid{uuid.uuid4().hex}", name, owner, tuple(userids))
         with self._lock:
             self._chats[chat.chatid] = chat

@@ -107,6 +107,7 @@ class WeComFake(Fake):
         self.oversize_errcode = 45002
         # appchat/create with a member who is not a valid user: 86216 or 40003 [U].
         self.invalid_member_errcode = 86216
+        self.names_invalid_members = True  # whether that errmsg names them: the real one may well not
         # Robot over 20/min: probably 45009 [U].
         self.robot_rate_errcode = 45009
 
@@ -238,7 +239,8 @@ class WeComFake(Fake):
             return self.error(86006, "invalid chat member count")
         invalid = [str(u) for u in userlist if not isinstance(u, str) or self._known_user(u) is None]
         if invalid:
-            return self.error(self.invalid_member_errcode, f"invalid chat member: {'|'.join(invalid)}")
+            named = f": {'|'.join(invalid)}" if self.names_invalid_members else ""
+            return self.error(self.invalid_member_errcode, f"invalid chat member{named}")
         if owner is not None and owner not in userlist:
             return self.error(86005, "invalid chat owner")
         if not isinstance(chatid, str) or not CHATID.fullmatch(chatid):

@@ -119,7 +119,8 @@ def test_a_job_that_cannot_be_read_is_listed_and_breaks_no_page(world: World) ->
 def test_recent_alarms_filter_by_group_code_state_and_time(world: World) -> None:
     world.dingtalk.add_robot(ROBOT_TOKEN, ROBOT_SECRET)
     create(world)
-    assert send_test(world)["code"] == 4001  # the robot delivers; the app's chat cannot be made with "leaver"
+    world.dingtalk.remove_user("chenmin", "wangwei")
+    assert send_test(world)["code"] == 4001  # the robot delivers; the app's chat has no member left to make it with
     world.client.post("/api/v1/groups", json={"id": "other", "level": "1", "channels": []}, headers=AUTH)
 
     def shown(query: str) -> list[str]:
@@ -144,23 +145,24 @@ def test_recent_alarms_filter_by_group_code_state_and_time(world: World) -> None
     assert world.client.get("/api/v1/alarms?code=x", headers=AUTH).status_code == 400
 
 
-def test_members_dingtalk_rejects_are_flagged_and_saving_makes_a_new_chat(world: World) -> None:
+def test_a_member_dingtalk_rejects_is_left_out_of_the_chat_flagged_and_correcting_the_group_keeps_the_chat(
+    world: World,
+) -> None:
     create(world, channels=[{"type": "dingtalk-app", "app": "corp"}])
-    result = send_test(world)
-    assert result["code"] == 4001 and "rejected userids: leaver" in result["msg"]
+    assert send_test(world)["code"] == 0  # the others get it
+    (chat,) = world.dingtalk.chats.values()
+    assert sorted(chat.useridlist) == ["chenmin", "wangwei"] and len(chat.messages) == 1
     page = world.client.get("/ui/groups/data/2")
     text = text_of(page.text)
     assert "DingTalk or WeCom rejected 1 member user id" in text
     assert re.search(r"leaver : dingtalk-app corp rejected it at \d{4}-\d\d-\d\d", text)
     flagged = re.findall(r'<tr class="flagged"[^>]*>.*?name="members-(\d)-name" value="([^"]*)"', page.text, re.DOTALL)
     assert flagged == [("1", "离职者")]
-    assert world.client.get("/api/v1/groups/data/2", headers=AUTH).status_code == 200
     group = world.client.get("/api/v1/groups/data/2", headers=AUTH).json()
     group["members"] = [m for m in group["members"] if m["dingtalk_userid"] != "leaver"]
     assert world.client.put("/api/v1/groups/data/2", json=group, headers=AUTH).status_code == 200
     assert send_test(world)["code"] == 0
-    (chat,) = world.dingtalk.chats.values()
-    assert sorted(chat.useridlist) == ["chenmin", "wangwei"] and len(chat.messages) == 1
+    assert list(world.dingtalk.chats.values()) == [chat] and len(chat.messages) == 2
     assert "rejected" not in text_of(world.client.get("/ui/groups/data/2").text)
 
 

@@ -21,6 +21,7 @@ from bridge.upstreams import (
     RateLimit,
     WeComApp,
     WeComSettings,
+    blocks,
     email_settings,
     rate_limits,
     vendor,
@@ -69,6 +70,7 @@ class DeliverySettings:
     batch: int  # jobs leased at a time (and at most merged into one digest)
     shutdown: float  # on SIGTERM, how long in-flight deliveries may finish
     rate_limits: Mapping[str, tuple[RateLimit, ...]]  # per target type, every window applies; shared by replicas
+    blocks: Mapping[str, float]  # per target type: how long its messages wait after a "too fast" refusal
     ca_file: str  # extra CA certificates to trust for HTTPS upstreams (a private proxy, test servers)
     storm: StormSettings | None  # None: storms are delivered as digests, however long they take
 
@@ -152,7 +154,7 @@ def parse(data: object, file: str) -> Settings:
     delivery = top.child("delivery")
     delivery.only(
         "dry_run", "timeout", "deadline", "split", "reply_wait", "max_age", "backoff", "backoff_max",
-        "lease", "poll", "batch", "shutdown", "rate_limits", "ca_file", "storm",
+        "lease", "poll", "batch", "shutdown", "rate_limits", "blocks", "ca_file", "storm",
     )  # fmt: skip
     deadline = delivery.duration("deadline", 30.0)
     dingtalk = DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp))
@@ -203,6 +205,7 @@ def parse(data: object, file: str) -> Settings:
             batch=delivery.integer("batch", 500, minimum=1),
             shutdown=delivery.duration("shutdown", 10.0),
             rate_limits=rate_limits(delivery.child("rate_limits")),
+            blocks=blocks(delivery.child("blocks")),
             ca_file=_ca_file(delivery, Path(file).parent),
             storm=_storm(delivery.child("storm"), top.child("web").text("external_url", "").rstrip("/")),
         ),

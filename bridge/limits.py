@@ -10,13 +10,16 @@ from dataclasses import replace
 from bridge import metrics
 from bridge.model import Outcome, Reason, Target
 from bridge.store import Job, Store
-from bridge.upstreams import BLOCKS, RateLimit, rate_key
+from bridge.upstreams import RateLimit, rate_key
 
 
 class Limits:
-    def __init__(self, store: Store, rate_limits: Mapping[str, tuple[RateLimit, ...]]) -> None:
+    def __init__(
+        self, store: Store, rate_limits: Mapping[str, tuple[RateLimit, ...]], blocks: Mapping[str, float]
+    ) -> None:
         self._store = store
         self._limits = rate_limits
+        self._block_for = blocks
         self._packing: dict[str, int] = {}  # per rate key: how many jobs the last full digest carried
         # Per rate key: no slot is free before this time.monotonic(), in this window of its limits; the waits our
         # own limits ask for, and the blocks the upstreams impose (which no change of our limits lifts).
@@ -24,8 +27,9 @@ class Limits:
         self._blocks: dict[str, tuple[float, RateLimit]] = {}
         self._last_hold = 0.0  # when the last of them ends: no target is known to be held after it
 
-    def reconfigure(self, rate_limits: Mapping[str, tuple[RateLimit, ...]]) -> None:
+    def reconfigure(self, rate_limits: Mapping[str, tuple[RateLimit, ...]], blocks: Mapping[str, float]) -> None:
         self._limits = rate_limits
+        self._block_for = blocks
         self._waits.clear()  # new limits may free slots sooner
 
     async def take(self, target: Target, count: int, reserve: int = 0) -> tuple[float, RateLimit] | None:
@@ -105,9 +109,9 @@ class Limits:
             self._packing[key] = count
 
     def blocked(self, target: Target, outcome: Outcome) -> float | None:
-        """If the upstream said "too fast" and now blocks the target (see BLOCKS), for how long: no slot is free
-        until then, so its messages wait instead of being retried into the block."""
-        key, block = rate_key(target), BLOCKS.get(target.kind)
+        """If the upstream said "too fast", how long the target's messages wait (``delivery.blocks``): no slot is
+        free until then, so that they are not retried into the upstream's block or its count."""
+        key, block = rate_key(target), self._block_for.get(target.kind)
         if outcome.reason is not Reason.RATE_LIMITED or key is None or block is None:
             return None
         self._blocks[key] = self._held(time.monotonic() + block, self._limits[target.kind][0])

@@ -53,7 +53,7 @@ class Outbox:
         self._store = store
         self._store_timeout = store_timeout
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
-        self._limits = Limits(store, settings.rate_limits)
+        self._limits = Limits(store, settings.rate_limits, settings.blocks)
         self._storms = Storms(store, self._limits, settings.storm, lambda: self._settings.lease)
         self._lanes: dict[Lane, list[tuple[Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
@@ -66,7 +66,7 @@ class Outbox:
     def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
         """A reloaded config: deliveries from now on use the new senders, templates and settings."""
         self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
-        self._limits.reconfigure(settings.rate_limits)
+        self._limits.reconfigure(settings.rate_limits, settings.blocks)
         self._storms.reconfigure(settings.storm)
 
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:

@@ -68,9 +68,16 @@ RATE_LIMITS = {
     "wecom-appchat": (RateLimit(200, 62.0), RateLimit(10_000, 86_402.0)),
 }
 
-# How long an upstream refuses every message once one went over its limit: DingTalk blocks a robot for ten
-# minutes. The gateway keeps within the limits itself, but a robot may be shared with other senders.
-BLOCKS = {"dingtalk-robot": 600.0}
+# How long a target's messages wait once its upstream refused one as too fast (``delivery.blocks``): DingTalk then
+# blocks a robot for ten minutes; WeCom's limits are a minute's. The gateway keeps within the limits itself, so
+# such a refusal means that someone else sends through the same robot or app: retried, it only adds to the count.
+BLOCKS = {"dingtalk-robot": 600.0, "wecom-robot": 60.0, "wecom-app": 60.0, "wecom-appchat": 60.0}
+
+
+def blocks(node: Node) -> dict[str, float]:
+    """Per target type, how long its messages wait after a "too fast" refusal: the type's default replaced."""
+    node.only(*BLOCKS)
+    return {kind: node.duration(kind, default) for kind, default in BLOCKS.items()}
 
 
 def rate_limits(node: Node) -> dict[str, tuple[RateLimit, ...]]:

@@ -43,6 +43,10 @@ class Dispatcher:
         """One target's delivery, bounded by the deadline, so a hanging upstream delays nothing else."""
         started = time.monotonic()
         outcome = await self._send(target, group, message)
+        if outcome.truncated:
+            metrics.MESSAGES_TRUNCATED.labels(channel=target.channel).inc()
+            cut = "cut short to one message (delivery.split is off)"
+            outcome = replace(outcome, detail=f"{outcome.detail}; {cut}" if outcome.detail else cut)
         metrics.DELIVERIES.labels(channel=target.channel, reason=outcome.reason).inc()
         metrics.DELIVERY_DURATION.labels(channel=target.channel).observe(time.monotonic() - started)
         return outcome

@@ -43,6 +43,11 @@ OUTBOX_DEPTH = Gauge("alarm_bridge_outbox_depth", "Deliveries waiting to be sent
 RATE_LIMIT_WAITS = Counter(
     "alarm_bridge_rate_limit_waits_total", "Sends delayed to stay within an upstream rate limit.", ["channel"]
 )
+MESSAGES_TRUNCATED = Counter(
+    "alarm_bridge_messages_truncated_total",
+    "Messages delivered cut short to one part because delivery.split is off.",
+    ["channel"],
+)
 CHAT_MEMBERS_REJECTED = Counter(
     "alarm_bridge_chat_members_rejected_total",
     "Group members left out of an app chat because the upstream refused their user id (gone, unknown).",

@@ -228,3 +228,4 @@ class Outcome:
     later: tuple[str, ...] = ()  # email: recipients the server refused for now (4xx) while it took the others
     sent: int | None = None  # a split message that failed: how many of its leading parts the upstream has
     chat: str = ""  # and the app chat they went to
+    truncated: bool = False  # delivered cut short to one message (delivery.split off)

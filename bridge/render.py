@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Template, TemplateNotFound
 from jinja2.exceptions import SecurityError
@@ -194,6 +197,15 @@ class Renderer:
         return line
 
 
+def truncated(parts: Sequence[str] | Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a message went out cut short to one part (``delivery.split`` off): the parts as sent, texts or
+    request bodies."""
+    if len(parts) != 1:
+        return False
+    sent = parts[0] if isinstance(parts[0], str) else json.dumps(parts[0], ensure_ascii=False)
+    return TRUNCATED.strip() in sent
+
+
 def split(text: str, limit: int, numbered: bool = True) -> list[str]:
     """Parts of at most ``limit`` UTF-8 bytes, cut at line ends where possible and never inside a character.
 
@@ -205,10 +217,38 @@ def split(text: str, limit: int, numbered: bool = True) -> list[str]:
         return [_cut(text, limit - len(TRUNCATED.encode())) + TRUNCATED]
     prefix = len(b"(99/99)\n")
     while True:  # a hundred parts or more need a longer "(i/n)": cut again with room for it
-        chunks = _chunks(text, limit - prefix)
+        chunks = _balanced(_chunks(text, limit - prefix - _tag_room(text)))
         if len(f"({len(chunks)}/{len(chunks)})\n".encode()) <= prefix:
             return [f"({i}/{len(chunks)})\n{c}" for i, c in enumerate(chunks, 1)]
         prefix = len(f"({len(chunks)}/{len(chunks)})\n".encode())
+
+
+_FONT = re.compile(r"<font\b[^>]*>|</font>")
+
+
+def _tag_room(text: str) -> int:
+    """The bytes a part may need to reopen and close the ``<font>`` tags open where it is cut."""
+    depth = deepest = longest = 0
+    for tag in _FONT.findall(text):
+        depth = max(depth - 1, 0) if tag == "</font>" else depth + 1
+        deepest, longest = max(deepest, depth), max(longest, len(tag.encode()))
+    return deepest * (longest + len("</font>"))
+
+
+def _balanced(chunks: list[str]) -> list[str]:
+    """Each part well formed on its own: a ``<font>`` tag open at a cut is closed there and opened again in the
+    next part, so that no part shows a stray tag or sits inside one that another part opened."""
+    parts, carried = [], list[str]()
+    for chunk in chunks:
+        part, open_ = "".join(carried) + chunk, list(carried)
+        for tag in _FONT.findall(chunk):
+            if tag != "</font>":
+                open_.append(tag)
+            elif open_:
+                open_.pop()
+        parts.append(part + "</font>" * len(open_))
+        carried = open_
+    return parts
 
 
 def _chunks(text: str, room: int) -> list[str]:

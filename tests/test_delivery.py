@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
 from bridge.config import parse
-from bridge.store import State, open_store
+from bridge.store import Job, State, open_store
 from bridge.web import activity
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
@@ -130,7 +131,7 @@ def test_markdown_groups_get_markdown_where_the_channel_has_it(upstreams: Upstre
     [
         (lambda u: u.dingtalk.add_robot(ROBOT_TOKEN, "SECanother-secret"), 4002, "dingtalk-robot"),
         (lambda u: u.config["dingtalk"]["apps"]["corp"].update(appsecret="wrong"), 4000, "dingtalk-app"),
-        (lambda u: u.dingtalk.remove_user("wangwei"), 4001, "dingtalk-app"),
+        (lambda u: u.dingtalk.remove_user("chenmin", "wangwei"), 4001, "dingtalk-app"),  # no member left for a chat
         (lambda u: u.config["wecom"]["apps"]["corp"].update(corpsecret="wrong"), 4003, "wecom-app wecom-appchat"),
         (lambda u: u.wecom.remove_robot(ROBOT_KEY), 4004, "wecom-robot"),
         (lambda u: u.smtp.refuse.update({"chenmin@example.com": "550 no", "wangwei@example.com": "550 no"}), 4005,
@@ -147,7 +148,7 @@ def test_one_failing_channel_gives_its_code_and_the_others_still_deliver(
     received = upstreams.received()
     assert all(n == 1 for kind, n in received.items() if kind not in failed.split()), received
     if code == 4001:
-        assert "wangwei" in reply["msg"]  # the member who left is named
+        assert "chenmin, wangwei" in reply["msg"]  # the members who left are named
     for secret in (ROBOT_TOKEN, ROBOT_SECRET, APP_SECRET, CORP_SECRET, ROBOT_KEY):
         assert secret not in reply["msg"]
 
@@ -171,13 +172,13 @@ def test_a_shipped_template_that_fails_is_the_outcome_and_nothing_half_made_is_s
     assert "template native/text.j2 failed" in reply["msg"] and "no_such_field" in reply["msg"]
     assert "retrying" not in reply["msg"]  # only fixing the template helps; then the dead deliveries are retried
     assert upstreams.received() == dict.fromkeys(upstreams.received(), 0)
-    assert len(asyncio.run(dead_jobs(upstreams))) == 6
+    assert len(asyncio.run(stored_jobs(upstreams, State.DEAD))) == 6
 
 
-async def dead_jobs(upstreams: Upstreams) -> list[object]:
+async def stored_jobs(upstreams: Upstreams, state: State | None = None) -> list[Job]:
     store = open_store(parse(upstreams.config, "test.yaml").store)
     try:
-        return list(await store.jobs(State.DEAD, 100))
+        return list(await store.jobs(state, 100))
     finally:
         await store.close()
 
@@ -220,3 +221,17 @@ def test_a_recipient_refused_for_now_gets_the_mail_later_and_the_others_only_onc
     assert bodies[0] is not None and bodies[1] is not None and bodies[0].get_content() == bodies[1].get_content()
     (record,) = activity.records(jobs)  # one alarm, its mail listed twice: to everyone, then to the one refused
     assert [(d.job.rpartition(":")[2], d.state) for d in record.deliveries] == [("0", State.DONE), ("0+1", State.DONE)]
+
+
+def test_a_message_cut_short_with_split_off_says_so_in_its_delivery_and_is_counted(
+    upstreams: Upstreams,
+) -> None:
+    upstreams.config["delivery"]["split"] = False
+    before = REGISTRY.get_sample_value("alarm_bridge_messages_truncated_total", {"channel": "dingtalk"}) or 0
+    assert post(upstreams, exception_spec="磁盘满了\n" * 1500) == {"code": 0}
+    assert upstreams.received() == dict.fromkeys(upstreams.received(), 1)  # one message each, none split
+    after = REGISTRY.get_sample_value("alarm_bridge_messages_truncated_total", {"channel": "dingtalk"})
+    assert after == before + 2  # the robot and the app chat
+    jobs = asyncio.run(stored_jobs(upstreams))
+    robot = next(j for j in jobs if activity.read(j).target.startswith("dingtalk-robot"))
+    assert robot.detail == "cut short to one message (delivery.split is off)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import re
 import time
 import weakref
 from pathlib import Path
@@ -272,3 +273,23 @@ def test_split_keeps_every_part_within_the_limit_past_a_hundred_parts() -> None:
 def test_split_ends_even_when_the_limit_leaves_no_room_for_a_character(limit: int) -> None:
     parts = split("磁盘告警", limit)
     assert "".join(part.split("\n", 1)[1] for part in parts) == "磁盘告警"
+
+
+def test_each_part_of_a_split_wecom_markdown_message_opens_and_closes_its_own_font_tags() -> None:
+    spec = "\n".join(f"第{i}行: 进程 java 占用内存过高" for i in range(400))  # inside <font color="comment">
+    alarm = Alarm(**{**FULL.__dict__, "exception_spec": spec})
+    body, _ = Renderer(TEMPLATES).render("native/wecom.md.j2", alarm, MARKDOWN_GROUP)
+    parts = split(body, 4096)
+    assert len(parts) > 2
+    for part in parts:
+        assert len(part.encode()) <= 4096
+        tags = re.findall(r"<font\b[^>]*>|</font>", part)
+        depth = 0
+        for tag in tags:  # never a close before its open, and nothing left open at the end
+            depth += -1 if tag == "</font>" else 1
+            assert depth >= 0, part
+        assert depth == 0, part
+    middle = parts[1].split("\n", 1)[1]
+    assert middle.startswith('<font color="comment">第') and middle.endswith("</font>")
+    shown = [re.sub(r"<font\b[^>]*>|</font>", "", part.split("\n", 1)[1]) for part in parts]
+    assert "\n".join(shown).count("进程 java 占用内存过高") == 400  # every line, once

@@ -19,7 +19,7 @@ from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
-from bridge.render import split
+from bridge.render import split, truncated
 from bridge.store import Store
 from bridge.upstreams import DingTalkApp as AppSettings
 from bridge.upstreams import DingTalkSettings
@@ -90,7 +90,7 @@ class Sender:
             reply = checked(await call(self._session, "POST", url, self._delivery.timeout, params=params, body=body))
             if isinstance(reply, Failure):
                 return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies))
-        return Outcome(name, True)
+        return Outcome(name, True, truncated=truncated(bodies))
 
     # -- enterprise app --
 
@@ -126,7 +126,7 @@ class Sender:
                     break
                 return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies), chatid)
             else:
-                return Outcome(name, True, detail=chat.detail)
+                return Outcome(name, True, detail=chat.detail, truncated=truncated(bodies))
         raise AssertionError("unreachable: the second attempt never recreates")
 
     async def _chat(

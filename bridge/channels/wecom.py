@@ -27,7 +27,7 @@ from bridge.model import (
     WeComRobot,
     label,
 )
-from bridge.render import WECOM_MENTION_ROOM, split
+from bridge.render import WECOM_MENTION_ROOM, split, truncated
 from bridge.store import Store
 from bridge.upstreams import WeComApp as AppSettings
 from bridge.upstreams import WeComSettings
@@ -91,8 +91,9 @@ class Sender:
             invalid |= dict.fromkeys(u for u in str(reply.get("invaliduser", "")).split("|") if u)
         if invalid:
             logger.warning("%s: not delivered to invalid users %s", name, "|".join(invalid))
-            return Outcome(name, True, detail=f"delivered, except to invalid users: {'|'.join(invalid)}")
-        return Outcome(name, True)
+            detail = f"delivered, except to invalid users: {'|'.join(invalid)}"
+            return Outcome(name, True, detail=detail, truncated=truncated(parts))
+        return Outcome(name, True, truncated=truncated(parts))
 
     # -- app group chat --
 
@@ -122,7 +123,7 @@ class Sender:
                     break
                 return at_part(_failed(name, reply), i, len(parts), chatid)
             else:
-                return Outcome(name, True, detail=chat.detail)
+                return Outcome(name, True, detail=chat.detail, truncated=truncated(parts))
         raise AssertionError("unreachable: the second attempt never recreates")
 
     async def _chat(
@@ -179,7 +180,7 @@ class Sender:
             reply = checked(await call(self._session, "POST", target.webhook, self._delivery.timeout, body=body))
             if isinstance(reply, Failure):
                 return at_part(_failed(name, reply), i, len(parts))
-        return Outcome(name, True)
+        return Outcome(name, True, truncated=truncated(parts))
 
     # -- shared --
 

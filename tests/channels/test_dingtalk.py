@@ -162,8 +162,10 @@ async def test_robot_splits_a_long_message_into_numbered_parts(
 
 async def test_robot_truncates_when_split_is_off(fake: DingTalkFake, url: str, make: Make) -> None:
     body = long_body(1500)
-    assert (await make(split=False).send(plain_robot(url), GROUP, Message("t", body, Format.TEXT))).ok
-    [sent] = fake.robot_messages
+    outcome = await make(split=False).send(plain_robot(url), GROUP, Message("t", body, Format.TEXT))
+    assert outcome.ok and outcome.truncated  # the dispatcher says so in the delivery's detail, and counts it
+    assert not (await make(split=False).send(plain_robot(url), GROUP, TEXT)).truncated
+    [sent, _] = fake.robot_messages
     content = sent.body["text"]["content"]
     assert content.endswith(TRUNCATED) and body.startswith(content.removesuffix(TRUNCATED))
     assert len(content) > 1000

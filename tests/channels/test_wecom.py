@@ -132,8 +132,10 @@ async def test_app_splits_a_long_message(fake: WeComFake, make: Make, fmt: Forma
 
 async def test_app_truncates_when_split_is_off(fake: WeComFake, make: Make) -> None:
     body = long_body(200)
-    assert (await make(split=False).send(APP, GROUP, Message("t", body, Format.TEXT))).ok
-    [sent] = fake.app_messages
+    outcome = await make(split=False).send(APP, GROUP, Message("t", body, Format.TEXT))
+    assert outcome.ok and outcome.truncated
+    assert not (await make(split=False).send(APP, GROUP, TEXT)).truncated
+    [sent, _] = fake.app_messages
     assert sent.content.endswith(TRUNCATED) and body.startswith(sent.content.removesuffix(TRUNCATED))
     assert 1500 < len(sent.content.encode()) <= wecom.APP_CONTENT_BYTES
 

@@ -47,7 +47,7 @@ class Dispatcher:
             metrics.MESSAGES_TRUNCATED.labels(channel=target.channel).inc()
             cut = "cut short to one message (delivery.split is off)"
             outcome = replace(outcome, detail=f"{outcome.detail}; {cut}" if outcome.detail else cut)
-        metrics.DELIVERIES.labels(channel=target.channel, reason=outcome.reason).inc()
+        metrics.DELIVERIES.labels(channel=target.channel, target=outcome.target, reason=outcome.reason).inc()
         metrics.DELIVERY_DURATION.labels(channel=target.channel).observe(time.monotonic() - started)
         return outcome
 

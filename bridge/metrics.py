@@ -26,8 +26,8 @@ ALARMS_RECEIVED = Counter(
 )
 DELIVERIES = Counter(
     "alarm_bridge_deliveries_total",
-    "Deliveries to one channel target, by outcome reason (ok on success).",
-    ["channel", "reason"],
+    "Deliveries to one channel target, by the target (see model.label) and outcome reason (ok on success).",
+    ["channel", "target", "reason"],
 )
 DELIVERY_DURATION = Histogram(
     "alarm_bridge_delivery_duration_seconds",
@@ -37,7 +37,7 @@ DELIVERY_DURATION = Histogram(
 )
 RETRIES = Counter("alarm_bridge_retries_total", "Delivery attempts repeated after a retryable failure.", ["channel"])
 DEAD_LETTERS = Counter(
-    "alarm_bridge_dead_letters_total", "Deliveries given up on after every retry failed.", ["channel"]
+    "alarm_bridge_dead_letters_total", "Deliveries given up on after every retry failed.", ["channel", "target"]
 )
 OUTBOX_DEPTH = Gauge("alarm_bridge_outbox_depth", "Deliveries waiting to be sent or retried.")
 RATE_LIMIT_WAITS = Counter(

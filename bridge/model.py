@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from functools import cached_property
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit
 
 REQUIRED_FIELDS = ("id", "level", "dep", "env", "sign", "alert_level", "alert_time", "alert_business")
 OPTIONAL_FIELDS = (
@@ -94,6 +95,7 @@ class DingTalkRobot:
     channel: ClassVar[Channel] = Channel.DINGTALK
     webhook: str = field(repr=False)  # holds the robot's token: never in a repr, so never in a template or a log
     secret: str = field(default="", repr=False)
+    name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,7 @@ class DingTalkApp:
     kind: ClassVar[str] = "dingtalk-app"
     channel: ClassVar[Channel] = Channel.DINGTALK
     app: str
+    name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class WeComApp:
     kind: ClassVar[str] = "wecom-app"
     channel: ClassVar[Channel] = Channel.WECOM
     app: str
+    name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class WeComAppChat:
     kind: ClassVar[str] = "wecom-appchat"
     channel: ClassVar[Channel] = Channel.WECOM
     app: str
+    name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class WeComRobot:
     kind: ClassVar[str] = "wecom-robot"
     channel: ClassVar[Channel] = Channel.WECOM
     webhook: str = field(repr=False)
+    name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
 
 
 @dataclass(frozen=True)
@@ -129,15 +135,25 @@ class Email:
     kind: ClassVar[str] = "email"
     channel: ClassVar[Channel] = Channel.EMAIL
     to: tuple[str, ...] = ()
+    name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
 
 
 Target = DingTalkRobot | DingTalkApp | WeComApp | WeComAppChat | WeComRobot | Email
 
 
 def label(target: Target) -> str:
-    """How a target is named in replies and logs: its type and app, never its webhook (which holds a token)."""
-    app = getattr(target, "app", "")
-    return f"{target.kind} {app}" if app else target.kind
+    """How a target is named in replies, deliveries, logs, metrics and the UI: its type, then the ``name`` the
+    config gives it, else its app, else the last four characters of its webhook's token (never the token)."""
+    if target.name:
+        return f"{target.kind} {target.name}"
+    if app := getattr(target, "app", ""):
+        return f"{target.kind} {app}"
+    if webhook := getattr(target, "webhook", ""):
+        url = urlsplit(webhook)
+        values = [value for _, value in parse_qsl(url.query)]
+        token = values[-1] if values else url.path.rstrip("/").rsplit("/", 1)[-1]
+        return f"{target.kind} …{token[-4:]}"
+    return target.kind
 
 
 TARGET_TYPES: dict[str, type[Target]] = {
@@ -178,12 +194,17 @@ class Group:
             "format": self.format.value,
             "mention": self.mention.value,
             "members": [asdict(m) for m in self.members],
-            "channels": [{"type": t.kind, **asdict(t)} for t in self.targets],
+            "channels": [{"type": t.kind, **target_fields(t)} for t in self.targets],
             "templates": dict(self.templates),
         }
         if self.dedup_window is not None:
             data["dedup_window"] = self.dedup_window
         return data
+
+
+def target_fields(target: Target) -> dict[str, Any]:
+    """A target's fields as a group's ``channels`` entry has them: a ``name`` only where one is given."""
+    return {k: v for k, v in asdict(target).items() if k != "name" or v}
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,11 @@ def parse_group(node: Node, source: str) -> Group:
     )
 
 
+def load_target(data: object) -> Target:
+    """A target as a job's payload carries it (a group's ``channels`` entry); ConfigError if it is not one."""
+    return _parse_target(Node("payload", "channel", data))
+
+
 def _parse_target(node: Node) -> Target:
     kind = node.choice("type", "", tuple(TARGET_TYPES))
     cls = TARGET_TYPES[kind]

@@ -25,6 +25,7 @@ from bridge.config import StormSettings
 from bridge.limits import Limits
 from bridge.model import Group, Mention, Target, label
 from bridge.render import budget
+from bridge.schema import load_target
 from bridge.store import Job, State, Store, StoreError
 from bridge.upstreams import rate_key
 
@@ -143,7 +144,7 @@ class Storms:
         storm = Storm(uuid.uuid4().hex[:12], now, now, 0, 0, now, payload)
         if await self._store.put_new(_key(lane), json.dumps(asdict(storm)), self._ttl(settings)):
             self._known[lane] = (storm, time.monotonic())
-            metrics.STORMS_STARTED.labels(channel=target.channel, target=lane).inc()
+            metrics.STORMS_STARTED.labels(channel=target.channel, target=label(target)).inc()
             logger.warning("storm %s: %s of group %s/%s enters summary mode: %d alarms held, its budget carries %d "
                            "within %gs", storm.id, label(target), group.id, group.level, held, capacity,
                            settings.horizon)  # fmt: skip
@@ -212,11 +213,11 @@ class Storms:
         await self._store.summarize(absorbed, summary, _key(lane), json.dumps(asdict(after)), ttl)
         self._known[lane] = (after, time.monotonic())
         data = json.loads(summary.payload)
-        channel = data["group"]["channels"][data["target"]]["type"]
-        metrics.ALARMS_SUMMARIZED.labels(channel=_channel(channel), target=lane).inc(len(taken))
+        target = load_target(data["group"]["channels"][data["target"]])
+        metrics.ALARMS_SUMMARIZED.labels(channel=target.channel, target=label(target)).inc(len(taken))
         if ending:
-            metrics.STORMS_ENDED.labels(channel=_channel(channel), target=lane).inc()
-            logger.warning("storm %s: %s leaves summary mode: %d alarms in %s", storm.id, lane, after.total,
+            metrics.STORMS_ENDED.labels(channel=target.channel, target=label(target)).inc()
+            logger.warning("storm %s: %s leaves summary mode: %d alarms in %s", storm.id, label(target), after.total,
                            _lasted(after.last - after.started))  # fmt: skip
 
     async def _unsent(self, storm: Storm) -> bool:
@@ -264,10 +265,6 @@ def summary_alarm(
 
 def _lasted(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _channel(kind: str) -> str:
-    return kind.partition("-")[0]
 
 
 def _fields(alarm: dict[str, Any]) -> dict[str, str]:

@@ -130,8 +130,9 @@ def email_settings(node: Node) -> EmailSettings:
 
 @functools.lru_cache(maxsize=1024)
 def rate_key(target: Target) -> str | None:
-    """Which upstream limits a target counts against: per robot, or per app."""
+    """Which upstream limits a target counts against: per robot, or per app (whatever the config names it)."""
     if target.kind not in RATE_LIMITS:
         return None
-    digest = hashlib.sha256(json.dumps(asdict(target), sort_keys=True).encode()).hexdigest()[:24]
+    identity = {k: v for k, v in asdict(target).items() if k != "name"}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
     return f"{target.kind}:{digest}"

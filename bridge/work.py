@@ -84,7 +84,7 @@ def attempted(
         delay = min(settings.backoff_max, settings.backoff * 2 ** (attempts - 1))
         state, due = State.PENDING, now + delay * random.uniform(0.5, 1.0)
     else:
-        metrics.DEAD_LETTERS.labels(channel=channel).inc()
+        metrics.DEAD_LETTERS.labels(channel=channel, target=outcome.target).inc()
         state = State.DEAD
     # Made anew rather than by dataclasses.replace, which costs three times as much: this runs for every job.
     return Job(

@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
 
 from bridge import config
 from bridge.ingest.native import sign
@@ -146,3 +148,16 @@ def gateway_process(config_path: Path, port: int = 0) -> Iterator[str]:
 
 def post(url: str, body: bytes | str) -> requests.Response:
     return requests.post(url, data=body, timeout=10)
+
+
+def samples(client: TestClient | None = None, text: str = "") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = text or (client.get("/metrics").text if client else "")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return found.get((name, tuple(sorted(labels.items()))), 0.0)

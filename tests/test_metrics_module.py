@@ -14,6 +14,8 @@ FAMILIES = {
     "alarm_bridge_dead_letters": "counter",
     "alarm_bridge_outbox_depth": "gauge",
     "alarm_bridge_rate_limit_waits": "counter",
+    "alarm_bridge_messages_truncated": "counter",
+    "alarm_bridge_chat_members_rejected": "counter",
     "alarm_bridge_dedup_hits": "counter",
     "alarm_bridge_storms_started": "counter",
     "alarm_bridge_storms_ended": "counter",
@@ -54,11 +56,11 @@ def test_build_info_and_reload_series_exist_before_anything_happens() -> None:
 
 def test_counters_and_histograms_move() -> None:
     before = scrape()
-    metrics.DELIVERIES.labels(channel="dingtalk", reason="ok").inc()
+    metrics.DELIVERIES.labels(channel="dingtalk", target="dingtalk-robot ops", reason="ok").inc()
     metrics.DELIVERY_DURATION.labels(channel="dingtalk").observe(0.03)
     metrics.STORE_ERRORS.inc(2)
     after = scrape()
-    key = 'alarm_bridge_deliveries_total{channel="dingtalk",reason="ok"}'
+    key = 'alarm_bridge_deliveries_total{channel="dingtalk",reason="ok",target="dingtalk-robot ops"}'
     assert after[key] - before.get(key, 0) == 1
     bucket = 'alarm_bridge_delivery_duration_seconds_bucket{channel="dingtalk",le="0.05"}'
     assert after[bucket] - before.get(bucket, 0) == 1

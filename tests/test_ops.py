@@ -18,7 +18,6 @@ import pytest
 import requests
 import yaml
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
@@ -27,20 +26,7 @@ from bridge.logs import JsonFormatter
 from bridge.schema import ConfigError
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
-from tests.helpers import config_data, free_port, gateway_process, seed_alarm, signed, write_config
-
-
-def samples(client: TestClient | None = None, text: str = "") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = text or (client.get("/metrics").text if client else "")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
+from tests.helpers import config_data, free_port, gateway_process, samples, seed_alarm, signed, value, write_config
 
 
 def test_health_and_readiness(tmp_path: Path) -> None:
@@ -66,12 +52,12 @@ def test_serve_fails_with_exit_code_3_when_its_port_is_taken(tmp_path: Path) -> 
 
 def test_metrics_move_after_a_mix_of_alarms_and_failures(tmp_path: Path) -> None:
     fake = DingTalkFake()
-    fake.add_robot("good-token")
+    fake.add_robot("good-token-1a2b")
     with FakeServer(fake.app()) as server:
         data = config_data(f"sqlite:///{tmp_path / 's.db'}", delivery={"backoff": "1h", "timeout": "1s"})
         data["groups"][0]["channels"] = [
-            {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token=good-token"},
-            {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token=bad-token"},
+            {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token=good-token-1a2b"},
+            {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token=bad-token-9z8y"},
             {"type": "wecom-robot", "webhook": f"http://127.0.0.1:{free_port()}/cgi-bin/webhook/send?key=k"},
         ]
         data["groups"][0]["templates"] = {"native/text.j2": "{{ alarm.nope }}"}
@@ -89,10 +75,11 @@ def test_metrics_move_after_a_mix_of_alarms_and_failures(tmp_path: Path) -> None
     assert moved("alarm_bridge_alarms_received_total", source="native", code="1010") == 1
     assert moved("alarm_bridge_alarms_received_total", source="native", code="1002") == 1
     assert moved("alarm_bridge_dedup_hits_total", source="native") == 1
-    assert moved("alarm_bridge_deliveries_total", channel="dingtalk", reason="ok") == 1
-    assert moved("alarm_bridge_deliveries_total", channel="dingtalk", reason="rejected") == 1
-    assert moved("alarm_bridge_deliveries_total", channel="wecom", reason="network") == 1
-    assert moved("alarm_bridge_dead_letters_total", channel="dingtalk") == 1
+    good, bad = "dingtalk-robot …1a2b", "dingtalk-robot …9z8y"  # two robots of one group, told apart
+    assert moved("alarm_bridge_deliveries_total", channel="dingtalk", target=good, reason="ok") == 1
+    assert moved("alarm_bridge_deliveries_total", channel="dingtalk", target=bad, reason="rejected") == 1
+    assert moved("alarm_bridge_deliveries_total", channel="wecom", target="wecom-robot …k", reason="network") == 1
+    assert moved("alarm_bridge_dead_letters_total", channel="dingtalk", target=bad) == 1
     assert moved("alarm_bridge_retries_total", channel="wecom") == 1
     assert moved("alarm_bridge_template_errors_total") >= 1
     assert moved("alarm_bridge_delivery_duration_seconds_count", channel="dingtalk") == 2

@@ -373,7 +373,7 @@ def test_a_refused_digest_is_one_dead_letter_line_in_the_log(
         assert client.portal is not None
         assert client.portal.call(together) == [4002] * 4
     (line,) = [r.getMessage() for r in caplog.records if "dead" in r.getMessage()]
-    assert line.startswith("outbox: 4 job(s) for chenmin/3 dingtalk-robot dead") and "errcode 300001" in line
+    assert line.startswith("outbox: 4 job(s) for chenmin/3 dingtalk-robot …nown dead") and "errcode 300001" in line
 
 
 def test_retryable_failures_are_dead_lettered_after_the_maximum_age(

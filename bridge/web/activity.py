@@ -16,7 +16,8 @@ from datetime import datetime, tzinfo
 
 from bridge.config import StormSettings
 from bridge.gateway import Gateway, Result
-from bridge.model import OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm, Group
+from bridge.model import OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm, Group, label
+from bridge.schema import ConfigError, load_target
 from bridge.store import Job, State, Store
 from bridge.storm import Storm, Tally, summary_alarm
 
@@ -30,7 +31,7 @@ _REJECTED = re.compile(r"(?:rejected userids: ([^;]+)$|invalid users: ([^;\s]+))
 @dataclass(frozen=True)
 class Delivery:
     job: str
-    target: str  # the target's type and app, never its webhook
+    target: str  # the target's label (see model.label), never its webhook
     state: State
     attempts: int
     code: int | None  # 0 when delivered, the seed's 4000..4005 when it failed, None before the first attempt
@@ -98,7 +99,7 @@ class Read:
     group: tuple[str, str]
     group_name: str
     fields: dict[str, str]  # the alarm's native fields
-    target: str  # the target's type and app, never its webhook
+    target: str  # the target's label (see model.label), never its webhook
     identity: str = ""  # a test alarm's
 
 
@@ -106,14 +107,12 @@ def read(job: Job) -> Read:
     try:
         data = json.loads(job.payload)
         group, alarm = data["group"], data["alarm"]
-        target = group["channels"][data["target"]]
-        app = target.get("app")
-        kind = f"{target['type']} {app}" if app else str(target["type"])
+        kind = label(load_target(group["channels"][data["target"]]))
         names = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
         fields = {k: str(alarm[k]) for k in names if isinstance(alarm.get(k), str) and alarm[k]}
         key = (str(group["id"]), str(group["level"]))
         return Read(key, str(group.get("name", "")), fields, kind, str(alarm.get("identity") or ""))
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):  # its delivery says why: dead
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, ConfigError):  # its delivery says why: dead
         return Read(("?", "?"), "", {}, "unreadable")
 
 

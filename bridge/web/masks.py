@@ -3,11 +3,10 @@ masked so that a reader can tell them apart without learning them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bridge.model import Target
+from bridge.model import Target, target_fields
 
 MASK = "****"
 SECRET_FIELDS = ("webhook", "secret")
@@ -33,7 +32,7 @@ def mask_secret(secret: str) -> str:
 
 
 def masked_target(target: Target) -> dict[str, Any]:
-    data: dict[str, Any] = {"type": target.kind, **asdict(target)}
+    data: dict[str, Any] = {"type": target.kind, **target_fields(target)}
     if "webhook" in data:
         data["webhook"] = mask_webhook(data["webhook"])
     if "secret" in data:

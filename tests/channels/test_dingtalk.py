@@ -105,7 +105,7 @@ async def test_signed_robot_text_mentions_members_in_at_and_text(
 
     outcome = await make().send(signed_robot(url), group, TEXT)
 
-    assert outcome == Outcome("dingtalk-robot", ok=True)
+    assert outcome == Outcome("dingtalk-robot …1e7b", ok=True)  # named by its token's last four characters
     [sent] = fake.robot_messages
     assert sent.token == ROBOT_TOKEN
     assert sent.body == {

@@ -324,7 +324,7 @@ async def test_a_split_message_resumed_in_another_app_chat_is_sent_whole(fake: W
 
 async def test_robot_text_mentions_members(fake: WeComFake, url: str, make: Make) -> None:
     group = Group(id="g", level="1", members=MEMBERS, mention=Mention.MEMBERS)
-    assert await make().send(robot(url), group, TEXT) == Outcome("wecom-robot", ok=True)
+    assert await make().send(robot(url), group, TEXT) == Outcome("wecom-robot …5aaa", ok=True)
     [sent] = fake.robot_inbox(ROBOT_KEY)
     assert sent.body == {
         "msgtype": "text",

@@ -204,7 +204,7 @@ def test_a_group_from_the_api_is_used_by_alarm_v2_at_once_and_tested(client: Tes
     reply = client.post("/api/v1/groups/ops/1/test", json={"alert_level": "高"}, headers=AUTH)
     assert reply.status_code == 200
     body = reply.json()
-    assert body["code"] == 0 and [d["target"] for d in body["deliveries"]] == ["dingtalk-robot", "email"]
+    assert body["code"] == 0 and [d["target"] for d in body["deliveries"]] == ["dingtalk-robot …7b3d", "email"]
     assert all(d["state"] == "done" and d["code"] == 0 for d in body["deliveries"])
     bad = client.post("/api/v1/groups/ops/1/test", json={"alert_level": "urgent"}, headers=AUTH)
     assert bad.status_code == 422

@@ -80,7 +80,7 @@ def test_a_dead_delivery_is_shown_and_retried(world: World) -> None:
     assert delivery["state"] == "dead" and delivery["code"] == 4002 and "300001" in delivery["detail"]
     page = world.client.get("/ui/alarms?state=dead")
     text = text_of(page.text)
-    assert "dead dingtalk-robot code 4002" in text and "上线检查" in text
+    assert f"dead dingtalk-robot …{ROBOT_TOKEN[-4:]} code 4002" in text and "上线检查" in text
     action = re.search(r'action="(/ui/deliveries/[^"]+/retry)"', page.text)
     assert action is not None
     world.dingtalk.add_robot(ROBOT_TOKEN, ROBOT_SECRET)

@@ -246,7 +246,7 @@ def test_a_test_alarm_goes_to_every_channel_and_shows_each_result(client: TestCl
     data = {"csrf": csrf, "dep": "du-op", "env": "dev", "alert_level": "中", "alert_business": "页面测试"}
     first = text_of(client.post("/ui/groups/ops/1/test", data=data).text)
     assert "0 发送成功 / sent" in first
-    assert "dingtalk-robot done 0 1" in first and "email done 0 1" in first
+    assert "dingtalk-robot …7b3d done 0 1" in first and "email done 0 1" in first
     again = text_of(client.post("/ui/groups/ops/1/test", data=data).text)  # past the dedup window
     assert "0 发送成功 / sent" in again
     alarms = client.get("/api/v1/alarms?group=ops/1", headers=AUTH).json()["alarms"]

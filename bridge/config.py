@@ -18,6 +18,8 @@ from bridge.upstreams import (
     DingTalkApp,
     DingTalkSettings,
     EmailSettings,
+    FeishuApp,
+    FeishuSettings,
     RateLimit,
     WeComApp,
     WeComSettings,
@@ -110,6 +112,7 @@ class Settings:
     delivery: DeliverySettings
     dingtalk: DingTalkSettings
     wecom: WeComSettings
+    feishu: FeishuSettings
     email: EmailSettings
     renderer: Renderer  # the templates directory's, checked at load: every message can be rendered
     alertmanager: AlertmanagerSettings
@@ -141,8 +144,8 @@ def load(path: str | Path) -> Settings:
 def parse(data: object, file: str) -> Settings:
     top = Node(file, "", data, environment=True)
     top.only(
-        "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "alertmanager",
-        "web", "reload_enabled", "trusted_proxies", "server", "groups",
+        "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "feishu", "email", "templates",
+        "alertmanager", "web", "reload_enabled", "trusted_proxies", "server", "groups",
     )  # fmt: skip
     store = top.child("store")
     store.only("url", "timeout", "prefix", "history")
@@ -157,8 +160,9 @@ def parse(data: object, file: str) -> Settings:
     deadline = delivery.duration("deadline", 30.0)
     dingtalk = DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp))
     wecom = WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp))
+    feishu = FeishuSettings(*vendor(top.child("feishu"), "https://open.feishu.cn", FeishuApp))
     apps = {"dingtalk-app": ("dingtalk", dingtalk.apps), "wecom-app": ("wecom", wecom.apps),
-            "wecom-appchat": ("wecom", wecom.apps)}  # fmt: skip
+            "wecom-appchat": ("wecom", wecom.apps), "feishu-app": ("feishu", feishu.apps)}  # fmt: skip
     groups: dict[tuple[str, str], Group] = {}
     for node in top.children("groups"):
         group = parse_group(node, source=f"{file} ({node.path})")
@@ -208,6 +212,7 @@ def parse(data: object, file: str) -> Settings:
         ),
         dingtalk=dingtalk,
         wecom=wecom,
+        feishu=feishu,
         email=email_settings(top.child("email")),
         renderer=_templates(top, Path(file).parent),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),

@@ -47,6 +47,18 @@ class WeComSettings:
 
 
 @dataclass(frozen=True)
+class FeishuApp:
+    app_id: str
+    app_secret: str
+
+
+@dataclass(frozen=True)
+class FeishuSettings:
+    base_url: str  # the app API's (Lark: https://open.larksuite.com); a bot's webhook holds its own host
+    apps: Mapping[str, FeishuApp]
+
+
+@dataclass(frozen=True)
 class EmailSettings:
     host: str
     port: int
@@ -66,11 +78,16 @@ RATE_LIMITS = {
     # and 10,000 a day.
     "wecom-app": (RateLimit(30, 62.0), RateLimit(1000, 3602.0)),
     "wecom-appchat": (RateLimit(200, 62.0), RateLimit(10_000, 86_402.0)),
+    # Per bot 5 a second and 100 a minute; per chat 5 a second for an app. The short window first: a slot it
+    # gives and the minute then refuses is back within seconds, where one of the minute would be lost for a minute.
+    "feishu-robot": (RateLimit(5, 3.0), RateLimit(100, 62.0)),
+    "feishu-app": (RateLimit(5, 3.0),),
 }
 
 # How long an upstream refuses every message once one went over its limit: DingTalk blocks a robot for ten
-# minutes. The gateway keeps within the limits itself, but a robot may be shared with other senders.
-BLOCKS = {"dingtalk-robot": 600.0}
+# minutes; Feishu's 9499 and 11232 come with no stated block: a minute lets its window empty.
+# The gateway keeps within the limits itself, but a robot may be shared with other senders.
+BLOCKS = {"dingtalk-robot": 600.0, "feishu-robot": 62.0, "feishu-app": 62.0}
 
 
 def rate_limits(node: Node) -> dict[str, tuple[RateLimit, ...]]:

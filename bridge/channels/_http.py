@@ -14,6 +14,7 @@ import aiohttp
 
 from bridge import metrics
 from bridge.model import Message, Outcome, Reason
+from bridge.render import split
 from bridge.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -21,11 +22,12 @@ logger = logging.getLogger(__name__)
 Reply = dict[str, Any]
 T = TypeVar("T")
 
-# -1 busy; 130101/410100 DingTalk robot too fast; 45009/45033 WeCom frequency and concurrency limits.
-RETRYABLE_ERRCODES = frozenset({-1, 130101, 410100, 45009, 45033})
-RATE_LIMIT_ERRCODES = frozenset({130101, 410100, 45009, 45033})
-# Invalid or expired access tokens (both vendors); the token is dropped and fetched anew once.
-TOKEN_ERRCODES = frozenset({33001, 40001, 40014, 42001})
+# -1 busy; 130101/410100 DingTalk robot too fast; 45009/45033 WeCom frequency and concurrency limits;
+# 9499/11232 a Feishu bot too fast, 99991400 a Feishu app, 230020 an app in one chat.
+RATE_LIMIT_ERRCODES = frozenset({130101, 410100, 45009, 45033, 9499, 11232, 99991400, 230020})
+RETRYABLE_ERRCODES = RATE_LIMIT_ERRCODES | {-1}
+# Invalid or expired access tokens (every vendor); the token is dropped and fetched anew once.
+TOKEN_ERRCODES = frozenset({33001, 40001, 40014, 42001, 99991661, 99991663})
 TOKEN_MARGIN = 300.0  # refresh this long before the upstream's expiry
 JSON_UTF8 = {"Content-Type": "application/json; charset=utf-8"}
 
@@ -54,20 +56,26 @@ async def call(
     timeout: float,  # noqa: ASYNC109  (passed to aiohttp, which enforces it)
     params: dict[str, str] | None = None,
     body: object = None,
+    headers: dict[str, str] | None = None,
+    answers: frozenset[int] = frozenset({200}),
 ) -> Reply | Failure:
-    """One upstream call. Details never contain the URL: query strings hold tokens and signatures."""
+    """One upstream call; a reply with a status among ``answers`` is read as the upstream's answer (Feishu
+    answers some refusals with 400 and a code). Details never contain the URL: query strings hold tokens and
+    signatures."""
+    status = 0
     try:
         async with session.request(
             method,
             url,
             params=params,
             data=None if body is None else encode(body),
-            headers=None if body is None else JSON_UTF8,
+            headers={**(headers or {}), **(JSON_UTF8 if body is not None else {})} or None,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
-            if response.status != 200:
-                retry = response.status == 429 or response.status >= 500
-                return Failure(Reason.HTTP_STATUS, retry, f"HTTP {response.status}")
+            status = response.status
+            if status not in answers:
+                retry = status == 429 or status >= 500
+                return Failure(Reason.HTTP_STATUS, retry, f"HTTP {status}")
             data = await response.json(content_type=None)
     except TimeoutError:
         return Failure(Reason.TIMEOUT, True, f"no answer within {timeout:g}s")
@@ -76,10 +84,43 @@ async def call(
     except aiohttp.ClientError as exc:
         return Failure(Reason.NETWORK, True, f"{type(exc).__name__}")
     except ValueError:
+        if status != 200:
+            return Failure(Reason.HTTP_STATUS, False, f"HTTP {status}")
         return Failure(Reason.HTTP_STATUS, True, "the reply is not JSON")
     if not isinstance(data, dict):
         return Failure(Reason.HTTP_STATUS, True, "the reply is not a JSON object")
     return data
+
+
+def fit(text: str, build: Callable[[str, bool], Any], numbered: bool, limit: int, most: int = 0) -> list[Any] | None:
+    """Bodies of at most ``limit`` bytes as sent, ``build(part, first)`` each, or None if the envelope alone is too
+    big; with ``most``, at most that many (the text is cut to fit in them).
+
+    The parts are cut by the text's UTF-8 bytes; JSON escapes (newlines, quotes) make a body a little larger,
+    so the cut is tightened until every body fits.
+    """
+    envelope = size(build("", True))
+    room = limit - envelope
+    for _ in range(10):
+        if room < 200:
+            return None
+        bodies = [build(part, i == 0) for i, part in enumerate(split(text, room, numbered, most))]
+        biggest = max(size(body) for body in bodies)
+        if biggest <= limit:
+            return bodies
+        room = room * (limit - envelope) // (biggest - envelope) - 16
+    return None
+
+
+def size(body: object) -> int:
+    return len(encode(body))
+
+
+def keyworded(text: str, keyword: str, *seen: str) -> str:
+    """The text with the robot's keyword in front, unless it, or a text sent with it (``seen``), has it already."""
+    if not keyword or any(keyword in t for t in (text, *seen)):
+        return text
+    return f"【{keyword}】{text}"
 
 
 def unsent(parts: Sequence[T], skip: int) -> list[tuple[int, T]]:

@@ -123,9 +123,21 @@ class Settings:
     groups: tuple[Group, ...]
 
     @cached_property
+    def apps(self) -> Mapping[str, tuple[str, Mapping[str, object]]]:
+        """Per app target type, the config section of its apps and the apps by name."""
+        return vendor_apps(self.dingtalk, self.wecom, self.feishu)
+
+    @cached_property
     def provisioned(self) -> Mapping[tuple[str, str], Group]:
         """The config file's groups by (id, level): each shadows a stored group of the same key."""
         return {g.key: g for g in self.groups}
+
+
+def vendor_apps(
+    dingtalk: DingTalkSettings, wecom: WeComSettings, feishu: FeishuSettings
+) -> dict[str, tuple[str, Mapping[str, object]]]:
+    return {"dingtalk-app": ("dingtalk", dingtalk.apps), "wecom-app": ("wecom", wecom.apps),
+            "wecom-appchat": ("wecom", wecom.apps), "feishu-app": ("feishu", feishu.apps)}  # fmt: skip
 
 
 def load(path: str | Path) -> Settings:
@@ -161,8 +173,7 @@ def parse(data: object, file: str) -> Settings:
     dingtalk = DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp))
     wecom = WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp))
     feishu = FeishuSettings(*vendor(top.child("feishu"), "https://open.feishu.cn", FeishuApp))
-    apps = {"dingtalk-app": ("dingtalk", dingtalk.apps), "wecom-app": ("wecom", wecom.apps),
-            "wecom-appchat": ("wecom", wecom.apps), "feishu-app": ("feishu", feishu.apps)}  # fmt: skip
+    apps = vendor_apps(dingtalk, wecom, feishu)
     groups: dict[tuple[str, str], Group] = {}
     for node in top.children("groups"):
         group = parse_group(node, source=f"{file} ({node.path})")

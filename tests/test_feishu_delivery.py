@@ -3,6 +3,7 @@ kept with no refusal earned, refusals held back or dead-lettered with their reas
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 
 from bridge.app import create_app
 from bridge.config import parse
+from bridge.model import Alarm
 from bridge.store import Job, State
 from tests.fakes._server import FakeServer
 from tests.fakes.feishu import FeishuFake
@@ -33,7 +35,7 @@ def fake() -> Iterator[tuple[FeishuFake, str]]:
         yield fake, server.url
 
 
-def settings(url: str, tmp_path: Path, **delivery: str) -> dict[str, Any]:
+def settings(url: str, tmp_path: Path, **delivery: object) -> dict[str, Any]:
     group = {
         "id": "chenmin",
         "level": "3",
@@ -119,3 +121,29 @@ def test_a_rate_refusal_holds_the_bot_back_instead_of_retrying(fake: tuple[Feish
     assert reply["code"] == 4007 and "retrying" in reply["msg"]
     assert job.state is State.PENDING and job.due > time.time() + 50  # held for the minute
     assert [m.chat_id for m in feishu.messages] == ["oc_ops"]  # the app delivered; the bot was not tried again
+
+
+def test_a_storm_reaches_the_bot_as_summary_cards_with_no_refusal_earned(
+    fake: tuple[FeishuFake, str], tmp_path: Path
+) -> None:
+    feishu, url = fake
+    storm = {"horizon": "2s", "interval": "1s", "quiet": "2s", "examples": 2}
+    data = settings(url, tmp_path, storm=storm)
+    data["groups"][0]["channels"] = data["groups"][0]["channels"][:1]
+    with TestClient(create_app(parse(data, "test.yaml"))) as client:
+        gateway = client.app.state.gateway  # type: ignore[attr-defined]
+
+        async def storm_of(n: int) -> list[int]:
+            long = [seed_alarm(exception_spec=f"alarm-{i:04d} " + "x" * 600) for i in range(n)]  # 25 a digest
+            alarms = [Alarm.from_fields(fields) for fields in long]
+            return [int(r.code) for r in await asyncio.gather(*(gateway.accept(a) for a in alarms))]
+
+        assert client.portal is not None
+        assert set(client.portal.call(storm_of, 1000)) == {0}
+        deadline = time.monotonic() + 60
+        while not any("storm over" in m.text for m in feishu.messages) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    cards = [m for m in feishu.messages if "告警风暴" in m.text]
+    assert cards and all(c.content["header"]["template"] == "carmine" for c in cards)
+    assert "###" not in cards[0].text  # lark_md has no headings: the card's header is the title
+    assert feishu.too_many == 0 and len(feishu.messages) < 60

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.limits import Limits
-from bridge.model import DingTalkRobot, Outcome, Reason, WeComRobot
+from bridge.model import DingTalkRobot, FeishuRobot, Outcome, Reason, WeComRobot
 from bridge.store.sqlite import SqliteStore
 from bridge.upstreams import RATE_LIMITS, RateLimit
 
@@ -33,10 +33,11 @@ async def test_a_wait_ends_with_new_limits_and_an_upstream_block_does_not(tmp_pa
         await store.close()
 
 
-async def test_only_a_dingtalk_robot_refused_as_too_fast_is_blocked(tmp_path: Path) -> None:
+async def test_only_a_dingtalk_robot_or_a_feishu_bot_refused_as_too_fast_is_blocked(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "s.db"), history=10)
     await store.close()
     limits = Limits(store, RATE_LIMITS)
     assert limits.blocked(WeComRobot(webhook="https://qyapi.weixin.qq.com/x?key=k"), TOO_FAST) is None
+    assert limits.blocked(FeishuRobot(webhook="https://open.feishu.cn/open-apis/bot/v2/hook/t"), TOO_FAST) == 62.0
     refused = Outcome("dingtalk-robot", False, 4002, False, Reason.REJECTED, "errcode 300001")
     assert limits.blocked(ROBOT, refused) is None

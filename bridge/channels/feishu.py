@@ -10,7 +10,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -102,19 +102,15 @@ class Sender:
         bodies = self._bodies(target, group, message)
         if bodies is None:
             return _config(name, Code.FEISHU_SEND, "the mentions leave no room for the message")
-        for i, body in unsent(bodies, message.skip):
-            if late(message, i - message.skip, self._delivery.timeout):
-                return at_part(left(name, Code.FEISHU_SEND), i, len(bodies))
+
+        async def post(body: Body) -> Reply | Failure:
             if target.secret:
                 timestamp = _now()
                 body = body | {"timestamp": str(timestamp), "sign": sign(target.secret, timestamp)}
-            sent = await call(
-                self._session, "POST", target.webhook, self._delivery.timeout, body=body, answers=_ANSWERS
-            )
-            reply = _explained(checked(_normalized(sent)))
-            if isinstance(reply, Failure):
-                return at_part(_failed(name, reply), i, len(bodies))
-        return Outcome(name, True)
+            url, timeout = target.webhook, self._delivery.timeout
+            return checked(_normalized(await call(self._session, "POST", url, timeout, body=body, answers=_ANSWERS)))
+
+        return await self._each(name, bodies, message, post)
 
     # -- app --
 
@@ -135,17 +131,25 @@ class Sender:
             body = {"app_id": app.app_id, "app_secret": app.app_secret}
             return _normalized(await call(self._session, "POST", url, timeout, body=body, answers=_ANSWERS))
 
-        for i, body in unsent(bodies, message.skip):
-            if late(message, i - message.skip, timeout):
-                return at_part(left(name, Code.FEISHU_SEND), i, len(bodies))
-
-            async def request(token: str, body: Body = body) -> Reply | Failure:
+        async def post(body: Body) -> Reply | Failure:
+            async def request(token: str) -> Reply | Failure:
                 url, params = f"{base}/open-apis/im/v1/messages", {"receive_id_type": "chat_id"}
                 headers = {"Authorization": f"Bearer {token}"}
                 sent = await call(self._session, "POST", url, timeout, params, body, headers, answers=_ANSWERS)
                 return _normalized(sent)
 
-            reply = _explained(await self._tokens.authorized(target.app, fetch, request))
+            return await self._tokens.authorized(target.app, fetch, request)
+
+        return await self._each(name, bodies, message, post)
+
+    async def _each(
+        self, name: str, bodies: list[Body], message: Message, post: Callable[[Body], Awaitable[Reply | Failure]]
+    ) -> Outcome:
+        """The message's parts not yet sent, posted in turn; the first failure ends it, saying at which part."""
+        for i, body in unsent(bodies, message.skip):
+            if late(message, i - message.skip, self._delivery.timeout):
+                return at_part(left(name, Code.FEISHU_SEND), i, len(bodies))
+            reply = await post(body)
             if isinstance(reply, Failure):
                 return at_part(_failed(name, reply), i, len(bodies))
         return Outcome(name, True)
@@ -173,17 +177,11 @@ def _normalized(reply: Reply | Failure) -> Reply | Failure:
     text = str(reply.get("msg", reply.get("StatusMessage", "")))
     if code == 9499 and not _TOO_MANY.search(text):
         return Failure(Reason.REJECTED, False, f"errcode 9499: {text[:200]}")
-    normal = {"errcode": code, "errmsg": text}
+    meaning = MEANINGS.get(code) if isinstance(code, int) else None
+    normal = {"errcode": code, "errmsg": f"{text} ({meaning})" if meaning else text}
     if "tenant_access_token" in reply:
         normal |= {"access_token": reply["tenant_access_token"], "expires_in": reply.get("expire", 7200)}
     return reply | normal
-
-
-def _explained(reply: Reply | Failure) -> Reply | Failure:
-    if isinstance(reply, Failure) and (code := re.match(r"errcode (\d+)", reply.detail)):
-        meaning = MEANINGS.get(int(code[1]))
-        return replace(reply, detail=f"{reply.detail} ({meaning})") if meaning else reply
-    return reply
 
 
 def _mentions(group: Group, message: Message) -> list[tuple[str, str]]:

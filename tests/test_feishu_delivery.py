@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from bridge.app import create_app
 from bridge.config import parse
 from bridge.model import Alarm
+from bridge.render import TRUNCATED
 from bridge.store import Job, State
 from tests.fakes._server import FakeServer
 from tests.fakes.feishu import FeishuFake
@@ -147,3 +148,18 @@ def test_a_storm_reaches_the_bot_as_summary_cards_with_no_refusal_earned(
     assert cards and all(c.content["header"]["template"] == "carmine" for c in cards)
     assert "###" not in cards[0].text  # lark_md has no headings: the card's header is the title
     assert feishu.too_many == 0 and len(feishu.messages) < 60
+
+
+def test_a_long_alarm_arrives_in_numbered_parts_with_a_slot_kept_for_summaries(
+    fake: tuple[FeishuFake, str], tmp_path: Path
+) -> None:
+    feishu, url = fake
+    data = settings(url, tmp_path, storm={})  # storms on: one slot a second is kept for their summaries
+    data["native"]["max_body_bytes"] = 400_000
+    data["groups"][0]["channels"] = data["groups"][0]["channels"][:1]
+    with TestClient(create_app(parse(data, "test.yaml"))) as client:
+        assert post(client, exception_spec="磁盘使用率超过90%\n" * 8000)["code"] == 0  # about 180 KB
+    texts = [m.content["elements"][0]["text"]["content"] for m in feishu.messages]
+    assert [t.split("\n", 1)[0] for t in texts] == ["(1/4)", "(2/4)", "(3/4)", "(4/4)"]
+    assert texts[-1].endswith(f"{TRUNCATED}\n【{KEYWORD}】") and feishu.too_many == 0
+    assert all(t.endswith(f"\n【{KEYWORD}】") for t in texts)  # every part has the keyword the bot asks for

@@ -117,10 +117,11 @@ def size(body: object) -> int:
 
 
 def keyworded(text: str, keyword: str, *seen: str) -> str:
-    """The text with the robot's keyword in front, unless it, or a text sent with it (``seen``), has it already."""
+    """The text with the robot's keyword on a last line, unless it, or a text sent with it (``seen``), has it
+    already (a split message's "(i/n)" stays first)."""
     if not keyword or any(keyword in t for t in (text, *seen)):
         return text
-    return f"【{keyword}】{text}"
+    return f"{text}\n【{keyword}】"
 
 
 def unsent(parts: Sequence[T], skip: int) -> list[tuple[int, T]]:

@@ -39,7 +39,9 @@ from bridge.upstreams import FeishuSettings
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 20000
-MAX_PARTS = 5  # a message's parts go out back to back, and a bot takes 5 a second
+# A message's parts go out back to back, their slots taken at once: a bot takes 5 in a second, of which the outbox
+# keeps one for storm summaries (delivery.storm.reserve); a message of more parts would wait for ever.
+MAX_PARTS = 4
 TITLE_CHARS = 100
 COLOURS = {"高": "red", "中": "orange", "低": "blue", RESOLVED: "green", STORM: "carmine"}
 # What the bot's refusals mean, for the dead letter: none of them passes by trying again.

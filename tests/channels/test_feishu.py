@@ -164,12 +164,12 @@ async def test_a_long_message_is_split_into_numbered_parts_within_20000_bytes(
     assert [bool(m.mentions) for m in sent] == [True] + [False] * (parts - 1)  # the first part mentions
 
 
-async def test_a_message_is_never_more_than_five_parts(fake: FeishuFake, url: str, make: Make) -> None:
+async def test_a_message_is_never_more_than_four_parts(fake: FeishuFake, url: str, make: Make) -> None:
     long = replace(TEXT, body=long_body(3000))
     sender = make()
-    assert sender.parts(bot(url), GROUP, long) == 5
+    assert sender.parts(bot(url), GROUP, long) == 4
     assert (await sender.send(bot(url), GROUP, long)).ok
-    assert len(fake.messages) == 5 and fake.messages[4].text.endswith(TRUNCATED)
+    assert len(fake.messages) == 4 and fake.messages[3].text.endswith(TRUNCATED)
 
 
 async def test_split_off_truncates(fake: FeishuFake, url: str, make: Make) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -59,10 +60,10 @@ async def call(
     headers: dict[str, str] | None = None,
     answers: frozenset[int] = frozenset({200}),
 ) -> Reply | Failure:
-    """One upstream call; a reply with a status among ``answers`` is read as the upstream's answer (Feishu
-    answers some refusals with 400 and a code). Details never contain the URL: query strings hold tokens and
+    """One upstream call; a JSON object in a reply with a status among ``answers`` is the upstream's answer (Feishu
+    answers refusals with 4xx and a code). Details never contain the URL: query strings hold tokens and
     signatures."""
-    status = 0
+    status, data = 0, None
     try:
         async with session.request(
             method,
@@ -73,23 +74,20 @@ async def call(
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
             status = response.status
-            if status not in answers:
-                retry = status == 429 or status >= 500
-                return Failure(Reason.HTTP_STATUS, retry, f"HTTP {status}")
-            data = await response.json(content_type=None)
+            if status in answers:
+                with contextlib.suppress(ValueError):  # not JSON: judged by the status below
+                    data = await response.json(content_type=None)
     except TimeoutError:
         return Failure(Reason.TIMEOUT, True, f"no answer within {timeout:g}s")
     except aiohttp.ClientConnectorError as exc:
         return Failure(Reason.NETWORK, True, f"cannot connect to {exc.host}:{exc.port}")
     except aiohttp.ClientError as exc:
         return Failure(Reason.NETWORK, True, f"{type(exc).__name__}")
-    except ValueError:
-        if status != 200:
-            return Failure(Reason.HTTP_STATUS, False, f"HTTP {status}")
-        return Failure(Reason.HTTP_STATUS, True, "the reply is not JSON")
-    if not isinstance(data, dict):
-        return Failure(Reason.HTTP_STATUS, True, "the reply is not a JSON object")
-    return data
+    if isinstance(data, dict):
+        return data
+    if status != 200:
+        return Failure(Reason.HTTP_STATUS, status == 429 or status >= 500, f"HTTP {status}")
+    return Failure(Reason.HTTP_STATUS, True, "the reply is not a JSON object")
 
 
 def fit(text: str, build: Callable[[str, bool], Any], numbered: bool, limit: int, most: int = 0) -> list[Any] | None:

@@ -210,7 +210,7 @@ async def test_an_ip_not_allowed_is_permanent(fake: FeishuFake, url: str, make: 
     assert "19022" in outcome.detail and "allowlist" in outcome.detail
 
 
-@pytest.mark.parametrize("status", [200, 400])
+@pytest.mark.parametrize("status", [200, 400, 429])
 async def test_9499_too_many_is_a_rate_refusal(fake: FeishuFake, url: str, make: Make, status: int) -> None:
     fake.rate_status = status
     sender = make()

@@ -29,7 +29,8 @@ RATE_LIMIT_ERRCODES = frozenset({130101, 410100, 45009, 45033, 9499, 11232, 9999
 RETRYABLE_ERRCODES = RATE_LIMIT_ERRCODES | {-1}
 # Invalid or expired access tokens (every vendor); the token is dropped and fetched anew once.
 TOKEN_ERRCODES = frozenset({33001, 40001, 40014, 42001, 99991661, 99991663})
-TOKEN_MARGIN = 300.0  # refresh this long before the upstream's expiry
+TOKEN_MARGIN = 300.0  # refresh this long before the upstream's expiry (a tenth of a shorter lifetime)
+LONGEST_TOKEN = 86400.0
 JSON_UTF8 = {"Content-Type": "application/json; charset=utf-8"}
 
 
@@ -88,6 +89,15 @@ async def call(
     if status != 200:
         return Failure(Reason.HTTP_STATUS, status == 429 or status >= 500, f"HTTP {status}")
     return Failure(Reason.HTTP_STATUS, True, "the reply is not a JSON object")
+
+
+def _lifetime(value: object) -> float:
+    """A token's lifetime in seconds as the upstream gave it, within (0, a day]; 7200 when it is not a number."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 7200.0
+    return min(seconds, LONGEST_TOKEN) if seconds > 0 else 0.0
 
 
 def fit(text: str, build: Callable[[str, bool], Any], numbered: bool, limit: int, most: int = 0) -> list[Any] | None:
@@ -187,8 +197,10 @@ class Tokens:
             token = str(reply.get("access_token", ""))
             if not token:
                 return Failure(Reason.TOKEN, True, "gettoken: the reply has no access_token")
-            ttl = max(60.0, float(reply.get("expires_in", 7200)) - TOKEN_MARGIN)
-            await self._ignore_store_errors(self._store.put(key, token, ttl))
+            lifetime = _lifetime(reply.get("expires_in", 7200))
+            ttl = lifetime - min(TOKEN_MARGIN, lifetime / 10)
+            if ttl > 0:  # a token already expired is used once, not kept
+                await self._ignore_store_errors(self._store.put(key, token, ttl))
             return token
 
     async def authorized(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -301,6 +302,22 @@ async def test_an_expired_token_is_refreshed_unseen(fake: FeishuFake, make: Make
     fake.expire_tokens() if how == "expire" else fake.revoke_tokens()
     assert (await sender.send(APP, GROUP, TEXT)).ok
     assert fake.gettoken_calls == 2 and len(fake.messages) == 2
+
+
+async def test_a_short_lived_token_is_fetched_again_before_it_expires(
+    url: str, session: aiohttp.ClientSession, store: Store
+) -> None:
+    fake = FeishuFake(token_ttl=1)  # expire: 1 second
+    fake.add_app(APP_ID, APP_SECRET)
+    fake.add_chat("oc_ops")
+    with FakeServer(fake.app()) as server:
+        settings = FeishuSettings(base_url=server.url, apps={"ops": AppSettings(APP_ID, APP_SECRET)})
+        sender = feishu.Sender(settings, delivery(), session, store)
+        assert (await sender.send(APP, GROUP, TEXT)).ok
+        assert (await sender.send(APP, GROUP, TEXT)).ok  # within its life: the cached token
+        await asyncio.sleep(1.0)
+        assert (await sender.send(APP, GROUP, TEXT)).ok
+    assert (fake.gettoken_calls, fake.token_refusals, len(fake.messages)) == (2, 0, 3)
 
 
 async def test_a_token_refused_after_a_refresh_is_a_token_failure(

@@ -140,6 +140,7 @@ class FeishuFake(Fake):
         self.messages: Records[Message] = Records()
         self.too_many = 0  # how many rate refusals the fake gave (9499 for a bot, 230020 for a chat)
         self.rate_status = 200  # 9499 is also seen with HTTP 400
+        self.token_refusals = 0  # messages sent with an invalid or expired token
         self._throttled = 0
 
     def routes(self) -> list[web.RouteDef]:
@@ -249,6 +250,8 @@ class FeishuFake(Fake):
             return answer(TOKEN_MISSING, "Missing access token for authorization", status=400)
         state, owner = self.tokens.check(header.removeprefix("Bearer ").removeprefix("t-"))
         if owner is None:
+            with self._lock:
+                self.token_refusals += 1
             return answer(TOKEN_INVALID, f"Invalid access token for authorization ({state})", status=400)
         if request.query.get("receive_id_type") != "chat_id":
             return answer(230001, "param invalid: receive_id_type must be chat_id here", status=400)

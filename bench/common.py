@@ -126,20 +126,23 @@ class Upstreams:
 
     dingtalk: str  # https://127.0.0.1:PORT
     wecom: str
+    feishu: str
     smtp_port: int
     control: str  # http://127.0.0.1:PORT
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Upstreams:
-        return cls(data["dingtalk"], data["wecom"], int(data["smtp_port"]), data["control"])
+        return cls(data["dingtalk"], data["wecom"], data["feishu"], int(data["smtp_port"]), data["control"])
 
 
 def bench_group(upstreams: Upstreams | None, channels: Sequence[str]) -> dict[str, Any]:
-    """The bench group: a signed DingTalk robot, a WeCom robot and email, or the subset named in ``channels``."""
-    from bench.receivers import DINGTALK_SECRET, DINGTALK_TOKEN, WECOM_KEY
+    """The bench group: a signed DingTalk robot, a WeCom robot, a signed Feishu bot and email, or the subset named
+    in ``channels``."""
+    from bench.receivers import DINGTALK_SECRET, DINGTALK_TOKEN, FEISHU_SECRET, FEISHU_TOKEN, WECOM_KEY
 
     ding = upstreams.dingtalk if upstreams else "https://oapi.dingtalk.com"
     wecom = upstreams.wecom if upstreams else "https://qyapi.weixin.qq.com"
+    feishu = upstreams.feishu if upstreams else "https://open.feishu.cn"
     targets = {
         "dingtalk": {
             "type": "dingtalk-robot",
@@ -147,6 +150,11 @@ def bench_group(upstreams: Upstreams | None, channels: Sequence[str]) -> dict[st
             "secret": DINGTALK_SECRET,
         },
         "wecom": {"type": "wecom-robot", "webhook": f"{wecom}/cgi-bin/webhook/send?key={WECOM_KEY}"},
+        "feishu": {
+            "type": "feishu-robot",
+            "webhook": f"{feishu}/open-apis/bot/v2/hook/{FEISHU_TOKEN}",
+            "secret": FEISHU_SECRET,
+        },
         "email": {"type": "email", "to": [MAIL_TO]},
     }
     return {

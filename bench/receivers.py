@@ -1,4 +1,4 @@
-"""The receivers, in a process of their own: the DingTalk and WeCom fakes over TLS and a real SMTP server.
+"""The receivers, in a process of their own: the DingTalk, WeCom and Feishu fakes over TLS and a real SMTP server.
 
 Each received message is searched for the bench markers (``bench RUN-INDEX``, the alarm's alert_business);
 a plain-HTTP control endpoint reports, per run, which alarms every receiver has and when the last one arrived,
@@ -29,6 +29,7 @@ from aiohttp.typedefs import Handler
 from bench.common import MARKER_RE
 from tests.fakes._server import FakeServer, Records
 from tests.fakes.dingtalk import DingTalkFake
+from tests.fakes.feishu import FeishuFake
 from tests.fakes.smtp import Recorder, smtp_server
 from tests.fakes.wecom import WeComFake
 
@@ -37,6 +38,9 @@ DINGTALK_TOKEN = "benchrobot"  # noqa: S105
 DINGTALK_SECRET = "SECbench0123456789abcdef"  # noqa: S105
 DINGTALK_PLAIN_TOKEN = "benchplain"  # noqa: S105  (an unsigned robot, keyword or IP security, for Apprise)
 WECOM_KEY = "benchkey"
+FEISHU_TOKEN = "benchhook"  # noqa: S105
+FEISHU_SECRET = "benchfeishu0123456789"  # noqa: S105
+FEISHU_PLAIN_TOKEN = "benchplainhook"  # noqa: S105  (unsigned, for Apprise, which does not sign)
 
 
 @dataclass
@@ -125,14 +129,14 @@ def _counting(receiver: str, tracker: Tracker) -> Any:
         tracker.attempt(receiver)
         response = await handler(request)
         body = response.body if isinstance(response, web.Response) else None
-        if isinstance(body, bytes) and body and b'"errcode": 0,' not in body:
+        if isinstance(body, bytes) and body and b'"errcode": 0,' not in body and b'"code": 0,' not in body:
             tracker.reject(receiver)
         return response
 
     return middleware
 
 
-def _app(fake: DingTalkFake | WeComFake, receiver: str, tracker: Tracker) -> web.Application:
+def _app(fake: DingTalkFake | WeComFake | FeishuFake, receiver: str, tracker: Tracker) -> web.Application:
     app = web.Application(middlewares=[_counting(receiver, tracker)], client_max_size=4 * 1024 * 1024)
     app.add_routes(fake.routes())
     return app
@@ -168,13 +172,19 @@ def main(argv: list[str] | None = None) -> None:
     wecom = WeComFake(robot_rate=args.robot_rate, robot_window=args.robot_window)
     wecom.add_robot(WECOM_KEY)
     wecom.robot_messages = Tap("wecom", tracker)
+    feishu = FeishuFake(per_second=args.robot_rate, per_minute=args.robot_rate)
+    feishu.add_bot(FEISHU_TOKEN, FEISHU_SECRET)
+    feishu.add_bot(FEISHU_PLAIN_TOKEN)
+    feishu.messages = Tap("feishu", tracker)
     with (
         FakeServer(_app(dingtalk, "dingtalk", tracker), tls) as ding_server,
         FakeServer(_app(wecom, "wecom", tracker), tls) as wecom_server,
+        FakeServer(_app(feishu, "feishu", tracker), tls) as feishu_server,
         FakeServer(_control(tracker)) as control,
         smtp_server(MailTap(tracker)) as smtp_port,
     ):
-        ready = {"dingtalk": ding_server.url, "wecom": wecom_server.url, "smtp_port": smtp_port, "control": control.url}
+        ready = {"dingtalk": ding_server.url, "wecom": wecom_server.url, "feishu": feishu_server.url,
+                 "smtp_port": smtp_port, "control": control.url}  # fmt: skip
         print(json.dumps(ready), flush=True)
         sys.stdin.read()  # until the parent closes our stdin or ends us
 

@@ -1,12 +1,13 @@
 """The B2 reference: Apprise delivering the bench alarms to the same receivers, driven like the gateway is.
 
-Apprise's DingTalk and WeCom robot plugins hard-code the vendors' hosts in a class attribute (``notify_url``);
+Apprise's DingTalk, WeCom robot and Feishu plugins hard-code the vendors' hosts in a class attribute (``notify_url``);
 pointing that attribute at the local fakes is the only change: every send still goes through the plugin's own
 code (requests.post with a new session, hence a new TLS handshake, per message). ``REQUESTS_CA_BUNDLE`` makes
 requests trust the fakes' self-signed certificate; the per-target throttle (``request_rate_per_sec``) is off.
 Apprise quotes the DingTalk sign and then passes it through ``params``, so a signed robot rejects it with
 errcode 310000 (which Apprise reports as success: it trusts HTTP 200); the throughput run therefore uses an
-unsigned robot on the same fake, and ``--signed-check`` measures what the signed robot confirms.
+unsigned robot on the same fake, and ``--signed-check`` measures what the signed robot confirms. Apprise's Feishu
+plugin does not sign at all: it sends to an unsigned bot on the Feishu fake.
 
 Usage: python -m bench.reference --upstreams JSON --ca CERT --run RUN --count N --concurrency C [--signed-check]
 Prints one JSON line: {"started": t, "finished": t, "reported_ok": n, "reported_failed": n}.
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.common import MAIL_TO, TEMPLATES, Upstreams, alarm_fields
-from bench.receivers import DINGTALK_PLAIN_TOKEN, DINGTALK_SECRET, DINGTALK_TOKEN, WECOM_KEY
+from bench.receivers import DINGTALK_PLAIN_TOKEN, DINGTALK_SECRET, DINGTALK_TOKEN, FEISHU_PLAIN_TOKEN, WECOM_KEY
 from bridge.model import Alarm, Channel, Group
 from bridge.render import Renderer
 
@@ -35,6 +36,7 @@ def targets(upstreams: Upstreams, signed: bool) -> list[str]:
     return [
         f"dingtalk://{DINGTALK_PLAIN_TOKEN}/",
         f"wecombot://{WECOM_KEY}",
+        f"feishu://{FEISHU_PLAIN_TOKEN}/",
         f"mailto://127.0.0.1:{upstreams.smtp_port}?to={MAIL_TO}&from=alarm-bridge@localhost&mode=insecure",
     ]
 
@@ -53,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import apprise
     from apprise.plugins.dingtalk import NotifyDingTalk
+    from apprise.plugins.feishu import NotifyFeishu
     from apprise.plugins.wecombot import NotifyWeComBot
 
     upstreams = Upstreams.from_dict(json.loads(args.upstreams))
     NotifyDingTalk.notify_url = f"{upstreams.dingtalk}/robot/send?access_token={{token}}"
     NotifyWeComBot.notify_url = f"{upstreams.wecom}/cgi-bin/webhook/send?key={{key}}"
+    NotifyFeishu.notify_url = f"{upstreams.feishu}/open-apis/bot/v2/hook/{{token}}"
     notifier = apprise.Apprise()
     for url in targets(upstreams, args.signed_check):
         if not notifier.add(url):

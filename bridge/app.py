@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge import metrics, ops, web
-from bridge.channels import Sender, dingtalk, email, wecom
+from bridge.channels import Sender, dingtalk, email, feishu, wecom
 from bridge.codes import Code
 from bridge.config import Settings, StoreSettings
 from bridge.dispatch import Dispatcher, DryRun
@@ -115,6 +115,7 @@ def senders(
         Channel.DINGTALK: dingtalk.Sender(settings.dingtalk, settings.delivery, session, store),
         Channel.WECOM: wecom.Sender(settings.wecom, settings.delivery, session, store),
         Channel.EMAIL: email.Sender(settings.email, settings.delivery, connections),
+        Channel.FEISHU: feishu.Sender(settings.feishu, settings.delivery, session, store),
     }
 
 

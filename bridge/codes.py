@@ -24,6 +24,8 @@ class Code(IntEnum):
     WECOM_TOKEN = 4003
     WECOM_SEND = 4004
     EMAIL_SEND = 4005
+    FEISHU_TOKEN = 4006
+    FEISHU_SEND = 4007
 
     @property
     def meaning(self) -> str:
@@ -50,4 +52,6 @@ _MEANINGS: dict[Code, tuple[str, str]] = {
     Code.WECOM_TOKEN: ("微信 TOKEN 获取失败", "WeCom token request failed"),
     Code.WECOM_SEND: ("微信发送消息失败", "WeCom send failed"),
     Code.EMAIL_SEND: ("邮件发送消息失败", "email send failed"),
+    Code.FEISHU_TOKEN: ("飞书 TOKEN 获取失败", "Feishu token request failed"),
+    Code.FEISHU_SEND: ("飞书发送消息失败", "Feishu send failed"),
 }

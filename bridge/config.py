@@ -18,6 +18,8 @@ from bridge.upstreams import (
     DingTalkApp,
     DingTalkSettings,
     EmailSettings,
+    FeishuApp,
+    FeishuSettings,
     RateLimit,
     WeComApp,
     WeComSettings,
@@ -112,6 +114,7 @@ class Settings:
     delivery: DeliverySettings
     dingtalk: DingTalkSettings
     wecom: WeComSettings
+    feishu: FeishuSettings
     email: EmailSettings
     renderer: Renderer  # the templates directory's, checked at load: every message can be rendered
     alertmanager: AlertmanagerSettings
@@ -122,9 +125,21 @@ class Settings:
     groups: tuple[Group, ...]
 
     @cached_property
+    def apps(self) -> Mapping[str, tuple[str, Mapping[str, object]]]:
+        """Per app target type, the config section of its apps and the apps by name."""
+        return vendor_apps(self.dingtalk, self.wecom, self.feishu)
+
+    @cached_property
     def provisioned(self) -> Mapping[tuple[str, str], Group]:
         """The config file's groups by (id, level): each shadows a stored group of the same key."""
         return {g.key: g for g in self.groups}
+
+
+def vendor_apps(
+    dingtalk: DingTalkSettings, wecom: WeComSettings, feishu: FeishuSettings
+) -> dict[str, tuple[str, Mapping[str, object]]]:
+    return {"dingtalk-app": ("dingtalk", dingtalk.apps), "wecom-app": ("wecom", wecom.apps),
+            "wecom-appchat": ("wecom", wecom.apps), "feishu-app": ("feishu", feishu.apps)}  # fmt: skip
 
 
 def load(path: str | Path) -> Settings:
@@ -143,8 +158,8 @@ def load(path: str | Path) -> Settings:
 def parse(data: object, file: str) -> Settings:
     top = Node(file, "", data, environment=True)
     top.only(
-        "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "email", "templates", "alertmanager",
-        "web", "reload_enabled", "trusted_proxies", "server", "groups",
+        "store", "native", "dedup_window", "delivery", "dingtalk", "wecom", "feishu", "email", "templates",
+        "alertmanager", "web", "reload_enabled", "trusted_proxies", "server", "groups",
     )  # fmt: skip
     store = top.child("store")
     store.only("url", "timeout", "prefix", "history")
@@ -159,8 +174,8 @@ def parse(data: object, file: str) -> Settings:
     deadline = delivery.duration("deadline", 30.0)
     dingtalk = DingTalkSettings(*vendor(top.child("dingtalk"), "https://oapi.dingtalk.com", DingTalkApp))
     wecom = WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp))
-    apps = {"dingtalk-app": ("dingtalk", dingtalk.apps), "wecom-app": ("wecom", wecom.apps),
-            "wecom-appchat": ("wecom", wecom.apps)}  # fmt: skip
+    feishu = FeishuSettings(*vendor(top.child("feishu"), "https://open.feishu.cn", FeishuApp))
+    apps = vendor_apps(dingtalk, wecom, feishu)
     groups: dict[tuple[str, str], Group] = {}
     for node in top.children("groups"):
         group = parse_group(node, source=f"{file} ({node.path})")
@@ -211,6 +226,7 @@ def parse(data: object, file: str) -> Settings:
         ),
         dingtalk=dingtalk,
         wecom=wecom,
+        feishu=feishu,
         email=email_settings(top.child("email")),
         renderer=_templates(top, Path(file).parent),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),

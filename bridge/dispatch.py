@@ -16,7 +16,12 @@ from bridge.model import Channel, Group, Message, Outcome, Reason, Target, label
 logger = logging.getLogger(__name__)
 
 # The code a channel answers when its sender gave no result at all (it hung, or failed unexpectedly).
-SEND_CODES = {Channel.DINGTALK: Code.DINGTALK_SEND, Channel.WECOM: Code.WECOM_SEND, Channel.EMAIL: Code.EMAIL_SEND}
+SEND_CODES = {
+    Channel.DINGTALK: Code.DINGTALK_SEND,
+    Channel.WECOM: Code.WECOM_SEND,
+    Channel.EMAIL: Code.EMAIL_SEND,
+    Channel.FEISHU: Code.FEISHU_SEND,
+}
 
 
 class DryRun:

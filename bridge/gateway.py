@@ -107,15 +107,16 @@ def _store_down(exc: Exception, fate: str) -> Result:
 
 
 def first_failure(failed: Sequence[Outcome]) -> Code:
-    """The reply code of the first failed channel in the order DingTalk, WeCom, email (the seed's order of codes),
+    """The reply code of the first failed channel in the order DingTalk, WeCom, email, Feishu (the order of codes),
     and within a channel of its first failed target in the group's order; OK when none failed."""
     if not failed:
         return Code.OK
-    return Code(min(failed, key=lambda o: _CHANNEL_ORDER.get(o.code, 3)).code)
+    return Code(min(failed, key=lambda o: _CHANNEL_ORDER.get(o.code, 4)).code)
 
 
 _CHANNEL_ORDER: dict[int, int] = {
     Code.DINGTALK_TOKEN: 0, Code.DINGTALK_CHAT: 0, Code.DINGTALK_SEND: 0,
     Code.WECOM_TOKEN: 1, Code.WECOM_SEND: 1,
     Code.EMAIL_SEND: 2,
+    Code.FEISHU_TOKEN: 3, Code.FEISHU_SEND: 3,
 }  # fmt: skip

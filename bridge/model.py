@@ -22,6 +22,7 @@ OPTIONAL_FIELDS = (
     "others",
 )
 ALERT_LEVELS = ("高", "中", "低")
+RESOLVED, STORM = "resolved", "storm"  # a Message's level beside the alert levels
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Channel(StrEnum):
     DINGTALK = "dingtalk"
     WECOM = "wecom"
     EMAIL = "email"
+    FEISHU = "feishu"
 
 
 class Format(StrEnum):
@@ -87,6 +89,7 @@ class Member:
     mobile: str = ""
     dingtalk_userid: str = ""
     wecom_userid: str = ""
+    feishu_userid: str = ""  # the member's open_id (ou_...)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,25 @@ class WeComRobot:
 
 
 @dataclass(frozen=True)
+class FeishuRobot:
+    kind: ClassVar[str] = "feishu-robot"
+    channel: ClassVar[Channel] = Channel.FEISHU
+    webhook: str = field(repr=False)
+    secret: str = field(default="", repr=False)
+    keyword: str = ""  # one of the bot's keywords: added to a message that lacks it, or the bot refuses it
+    name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
+
+
+@dataclass(frozen=True)
+class FeishuApp:
+    kind: ClassVar[str] = "feishu-app"
+    channel: ClassVar[Channel] = Channel.FEISHU
+    app: str
+    chat_id: str
+    name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
+
+
+@dataclass(frozen=True)
 class Email:
     kind: ClassVar[str] = "email"
     channel: ClassVar[Channel] = Channel.EMAIL
@@ -138,7 +160,7 @@ class Email:
     name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
 
 
-Target = DingTalkRobot | DingTalkApp | WeComApp | WeComAppChat | WeComRobot | Email
+Target = DingTalkRobot | DingTalkApp | WeComApp | WeComAppChat | WeComRobot | FeishuRobot | FeishuApp | Email
 
 
 def label(target: Target) -> str:
@@ -157,7 +179,7 @@ def label(target: Target) -> str:
 
 
 TARGET_TYPES: dict[str, type[Target]] = {
-    t.kind: t for t in (DingTalkRobot, DingTalkApp, WeComApp, WeComAppChat, WeComRobot, Email)
+    t.kind: t for t in (DingTalkRobot, DingTalkApp, WeComApp, WeComAppChat, WeComRobot, FeishuRobot, FeishuApp, Email)
 }
 
 
@@ -220,6 +242,7 @@ class Message:
     skip: int = 0  # a split message's leading parts that an earlier attempt delivered: not sent again
     chat: str = ""  # the app chat those parts went to ("" for a robot); another chat gets the message whole
     until: float = 0.0  # time.monotonic() by which its delivery must end (0: no bound); see channels._http.late
+    level: str = ""  # what a card's colour says: an alert_level (the highest of a digest's), RESOLVED, or STORM
 
 
 class Reason(StrEnum):

@@ -15,7 +15,7 @@ from jinja2 import Template, TemplateNotFound
 from jinja2.exceptions import SecurityError
 
 from bridge import metrics
-from bridge.model import Alarm, Channel, Format, Group, Mention, Message, Target
+from bridge.model import ALERT_LEVELS, RESOLVED, STORM, Alarm, Channel, Format, Group, Mention, Message, Target
 from bridge.sandbox import Bounded, Environment, Overrun
 
 logger = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 TRUNCATED = "\n…(truncated)"
 LINES_KEPT = 4096  # digest lines kept for the other targets of the same alarm
 # Every shipped template a message may need: a directory that lacks one cannot deliver some alarms at all.
-_MESSAGE_PARTS = ("title.j2", "text.j2", "email.html.j2", "dingtalk.md.j2", "wecom.md.j2")
+_MESSAGE_PARTS = ("title.j2", "text.j2", "email.html.j2", "dingtalk.md.j2", "wecom.md.j2", "feishu.md.j2")
 REQUIRED = (
     *(f"{source}/{name}" for source in ("native", "alertmanager") for name in _MESSAGE_PARTS),
     *("native/digest_title.j2", "native/digest.j2", "native/digest_line.j2"),
@@ -32,7 +32,8 @@ REQUIRED = (
 
 
 # What one message's body may carry, in UTF-8 bytes, leaving room for the request around it.
-BUDGETS = {"dingtalk-robot": 18000, "dingtalk-app": 18000, "wecom-app": 2000, "wecom-appchat": 2000, "email": 500_000}
+BUDGETS = {"dingtalk-robot": 18000, "dingtalk-app": 18000, "wecom-app": 2000, "wecom-appchat": 2000, "email": 500_000,
+           "feishu-robot": 18000, "feishu-app": 15000}  # fmt: skip  # an app's content is JSON in the JSON: escaped
 WECOM_ROBOT_BUDGETS = {"text": 2000, "markdown": 4000}
 # A WeCom robot's markdown mentions of members ("<@userid>") live in the content: at most this many bytes of them.
 WECOM_MENTION_ROOM = 1024
@@ -137,15 +138,16 @@ class Renderer:
             html=parts.get("html", ("", ""))[0],
             mobiles=tuple(mentions.get("mobiles", ())),
             userids=tuple(mentions.get("userids", ())),
+            level=RESOLVED if alarm.extra.get("status") == "resolved" else alarm.alert_level,
         )
         return message, [error for _, error in parts.values() if error]
 
     def _summary(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:
         fmt = Format.MARKDOWN if group.format is Format.MARKDOWN and channel is not Channel.EMAIL else Format.TEXT
-        extra = {"summary": alarm.extra["summary"], "format": fmt.value}
+        extra = {"summary": alarm.extra["summary"], "format": fmt.value, "channel": channel.value}
         title, title_error = self.render(f"{alarm.source}/summary_title.j2", alarm, group, **extra)
         body, body_error = self.render(f"{alarm.source}/summary.j2", alarm, group, **extra)
-        return Message(title=title, body=body, format=fmt), [e for e in (title_error, body_error) if e]
+        return Message(title=title, body=body, format=fmt, level=STORM), [e for e in (title_error, body_error) if e]
 
     def preview(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message | None, list[str]]:
         """``message`` for showing to ops: where a shipped template fails, no message and why."""
@@ -175,10 +177,11 @@ class Renderer:
             lines.append(line)
         listed = list(alarms[: len(lines)])
         fmt = Format.MARKDOWN if group.format is Format.MARKDOWN and channel is not Channel.EMAIL else Format.TEXT
-        extra = {"alarms": listed, "lines": lines, "format": fmt.value}
+        extra = {"alarms": listed, "lines": lines, "format": fmt.value, "channel": channel.value}
         title, _ = self.render("native/digest_title.j2", listed[0], group, **extra)
         body, _ = self.render("native/digest.j2", listed[0], group, **extra)  # one digest layout for every source
-        return Message(title=title, body=body, format=fmt), len(listed)
+        level = min((a.alert_level for a in listed), key=lambda x: ALERT_LEVELS.index(x) if x in ALERT_LEVELS else 9)
+        return Message(title=title, body=body, format=fmt, level=level), len(listed)
 
     def _line(self, alarm: Alarm, group: Group) -> str:
         """An alarm's digest line: the same for every target of its group, so rendered once for all of them.
@@ -206,11 +209,21 @@ def truncated(parts: Sequence[str] | Sequence[Mapping[str, Any]]) -> bool:
     return TRUNCATED.strip() in sent
 
 
-def split(text: str, limit: int, numbered: bool = True) -> list[str]:
+def split(text: str, limit: int, numbered: bool = True, most: int = 0) -> list[str]:
     """Parts of at most ``limit`` UTF-8 bytes, cut at line ends where possible and never inside a character.
 
     With ``numbered``, each part of several starts with "(i/n)"; otherwise the text is cut once and marked.
+    With ``most``, at most that many parts: the text is cut and marked to fit in them.
     """
+    parts = _split(text, limit, numbered)
+    size = limit * most
+    while most and len(parts) > most:
+        size = size * 9 // 10
+        parts = _split(_cut(text, size - len(TRUNCATED.encode())) + TRUNCATED, limit, numbered)
+    return parts
+
+
+def _split(text: str, limit: int, numbered: bool) -> list[str]:
     if len(text.encode()) <= limit:
         return [text]
     if not numbered:

@@ -47,6 +47,18 @@ class WeComSettings:
 
 
 @dataclass(frozen=True)
+class FeishuApp:
+    app_id: str
+    app_secret: str
+
+
+@dataclass(frozen=True)
+class FeishuSettings:
+    base_url: str  # the app API's (Lark: https://open.larksuite.com); a bot's webhook holds its own host
+    apps: Mapping[str, FeishuApp]
+
+
+@dataclass(frozen=True)
 class EmailSettings:
     host: str
     port: int
@@ -66,12 +78,24 @@ RATE_LIMITS = {
     # and 10,000 a day.
     "wecom-app": (RateLimit(30, 62.0), RateLimit(1000, 3602.0)),
     "wecom-appchat": (RateLimit(200, 62.0), RateLimit(10_000, 86_402.0)),
+    # Per bot 5 a second and 100 a minute; per chat 5 a second for an app. The short window first: a slot it
+    # gives and the minute then refuses is back within seconds, where one of the minute would be lost for a minute.
+    "feishu-robot": (RateLimit(5, 3.0), RateLimit(100, 62.0)),
+    "feishu-app": (RateLimit(5, 3.0),),
 }
 
 # How long a target's messages wait once its upstream refused one as too fast (``delivery.blocks``): DingTalk then
-# blocks a robot for ten minutes; WeCom's limits are a minute's. The gateway keeps within the limits itself, so
-# such a refusal means that someone else sends through the same robot or app: retried, it only adds to the count.
-BLOCKS = {"dingtalk-robot": 600.0, "wecom-robot": 60.0, "wecom-app": 60.0, "wecom-appchat": 60.0}
+# blocks a robot for ten minutes; WeCom's limits are a minute's; Feishu's 9499 and 11232 come with no stated
+# block, and a minute lets its window empty. The gateway keeps within the limits itself, so such a refusal means
+# that someone else sends through the same robot or app: retried, it only adds to the count.
+BLOCKS = {
+    "dingtalk-robot": 600.0,
+    "wecom-robot": 60.0,
+    "wecom-app": 60.0,
+    "wecom-appchat": 60.0,
+    "feishu-robot": 62.0,
+    "feishu-app": 62.0,
+}
 
 
 def blocks(node: Node) -> dict[str, float]:

@@ -47,6 +47,24 @@ def test_send_help_shows_where_it_posts(capsys: pytest.CaptureFixture[str]) -> N
     assert "(default: http://127.0.0.1:8080/alarm_v2)" in capsys.readouterr().out
 
 
+def test_render_shows_a_feishu_targets_card_body(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = config_data(f"sqlite:///{tmp_path / 's.db'}")
+    data["groups"][0] |= {
+        "format": "markdown",
+        "channels": [
+            {"type": "feishu-robot", "webhook": "https://open.larksuite.com/open-apis/bot/v2/hook/t", "keyword": "告警"}
+        ],
+    }
+    config = write_config(tmp_path / "c.yaml", data)
+    (tmp_path / "alarm.json").write_text(json.dumps(seed_alarm()), encoding="utf-8")
+    assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(
+        "=== feishu-robot (markdown) ===\ntitle: 【高】陈敏测试alert_business\n**陈敏测试alert_business**"
+    )
+    assert cli.main(["check-config", str(config)]) == 0
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bridge import config
-from bridge.model import DingTalkRobot, Email, Format
+from bridge.model import DingTalkRobot, Email, FeishuRobot, Format
 from bridge.schema import ConfigError
 from bridge.upstreams import RateLimit
 from bridge.web.auth import hash_password
@@ -136,7 +136,8 @@ def test_the_example_config_for_the_local_fakes_is_valid() -> None:
     settings = config.load(EXAMPLE.with_name("alarm-bridge.fakes.yaml"))
     assert settings.delivery.dry_run is False
     assert {t.kind for t in settings.groups[0].targets} == {
-        "dingtalk-robot", "dingtalk-app", "wecom-app", "wecom-appchat", "wecom-robot", "email"
+        "dingtalk-robot", "dingtalk-app", "wecom-app", "wecom-appchat", "wecom-robot", "feishu-robot", "feishu-app",
+        "email",
     }  # fmt: skip
 
 
@@ -178,6 +179,29 @@ def test_a_channel_naming_an_app_that_does_not_exist_is_refused_at_load() -> Non
     assert message == "site.yaml: groups[0].channels[0].app: no wecom app named 'opz' (known: ops)"
     data["groups"][0]["channels"] = [{"type": "dingtalk-app", "app": "corp"}]
     assert error_of(data).endswith("no dingtalk app named 'corp' (known: none: add it under dingtalk.apps)")
+    data["groups"][0]["channels"] = [{"type": "feishu-app", "app": "corp", "chat_id": "oc_1"}]
+    assert error_of(data).endswith("no feishu app named 'corp' (known: none: add it under feishu.apps)")
+
+
+def test_feishu_bots_on_feishu_or_lark_and_apps_load_with_their_settings() -> None:
+    data = config_data("sqlite:///s.db", feishu={"base_url": "https://open.larksuite.com/",
+                                                 "apps": {"ops": {"app_id": "cli_1", "app_secret": "s"}}})  # fmt: skip
+    lark = "https://open.larksuite.com/open-apis/bot/v2/hook/t"
+    data["groups"][0]["members"] = [{"name": "a", "feishu_userid": "ou_a"}]
+    data["groups"][0]["channels"] = [
+        {"type": "feishu-robot", "webhook": "https://open.feishu.cn/open-apis/bot/v2/hook/t", "keyword": "告警"},
+        {"type": "feishu-robot", "webhook": lark, "secret": "s"},
+        {"type": "feishu-app", "app": "ops", "chat_id": "oc_1"},
+    ]
+    settings = config.parse(data, "site.yaml")
+    assert settings.feishu.base_url == "https://open.larksuite.com"
+    assert settings.feishu.apps["ops"].app_secret == "s"
+    assert settings.groups[0].targets[1] == FeishuRobot(webhook=lark, secret="s")
+    assert settings.delivery.rate_limits["feishu-robot"] == (RateLimit(5, 3.0), RateLimit(100, 62.0))
+    data["groups"][0]["channels"] = [{"type": "feishu-app", "app": "ops"}]
+    assert error_of(data) == "site.yaml: groups[0].channels[0].chat_id: is required"
+    data["groups"][0]["channels"] = [{"type": "feishu-robot", "webhook": lark, "keywords": ["a"]}]
+    assert "groups[0].channels[0].keywords: unknown key" in error_of(data)
 
 
 def test_a_password_written_as_it_is_in_web_users_is_refused() -> None:

@@ -133,6 +133,9 @@ def test_a_hung_redis_gets_3000_within_the_store_timeout_and_no_alarm_answered_3
             [(Code.EMAIL_SEND, "email"), (Code.WECOM_TOKEN, "wecom-app a"), (Code.WECOM_SEND, "wecom-robot")],
             Code.WECOM_TOKEN,
         ),
+        # Feishu comes after the seed's three channels.
+        ([(Code.FEISHU_TOKEN, "feishu-app ops"), (Code.EMAIL_SEND, "email")], Code.EMAIL_SEND),
+        ([(Code.FEISHU_SEND, "feishu-robot"), (Code.FEISHU_TOKEN, "feishu-app ops")], Code.FEISHU_SEND),
     ],
 )
 def test_the_reply_names_the_first_failed_channel_in_the_documented_order(

@@ -28,6 +28,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 from bridge import config
+from bridge.model import FeishuRobot
 from bridge.schema import ConfigError
 from tests.helpers import TEMPLATES, require_binary
 
@@ -42,6 +43,8 @@ PRODUCTION_ENV = {
     "DU_OP_SECRET": "op-secret",
     "OPS_ROBOT_WEBHOOK": "https://oapi.dingtalk.com/robot/send?access_token=t",
     "OPS_ROBOT_SECRET": "SECabc",
+    "OPS_FEISHU_HOOK": "https://open.feishu.cn/open-apis/bot/v2/hook/t",
+    "OPS_FEISHU_SECRET": "feishu-s",
 }
 Objects = dict[tuple[str, str], dict[str, Any]]
 Render = Callable[..., Objects]
@@ -110,6 +113,7 @@ def test_schema_describes_every_default_value() -> None:
         ({"config": {"store": {"url": "mysql://db/alarms"}}}, "config/store/url"),
         ({"config": {"dedup_window": "five minutes"}}, "config/dedup_window"),
         ({"config": {"templates": "templates"}}, "config/templates"),
+        ({"config": {"feishu": {"apps": {"ops": {"app_id": "cli_1"}}}}}, "config/feishu/apps/ops"),  # no app_secret
         ({"secret": {"env": {"NOT-A-VAR": "x"}}}, "secret/env"),
         ({"templates": {"../etc/passwd": "x"}}, "templates"),
         ({"prometheusRule": {"deliveryFailureRatio": 5}}, "prometheusRule/deliveryFailureRatio"),
@@ -393,6 +397,7 @@ def test_production_render(render: Render, monkeypatch: pytest.MonkeyPatch) -> N
     (group,) = settings.groups
     assert group.targets[0].kind == "dingtalk-robot"
     assert getattr(group.targets[0], "secret", None) == "SECabc"
+    assert group.targets[1] == FeishuRobot(webhook=PRODUCTION_ENV["OPS_FEISHU_HOOK"], secret="feishu-s", keyword="告警")
 
 
 def test_prometheus_rules_alert_on_the_gateway_itself(render: Render) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.limits import Limits
-from bridge.model import DingTalkRobot, Outcome, Reason, WeComRobot
+from bridge.model import DingTalkRobot, FeishuRobot, Outcome, Reason, WeComRobot
 from bridge.schema import ConfigError, Node
 from bridge.store.sqlite import SqliteStore
 from bridge.upstreams import BLOCKS, RATE_LIMITS, RateLimit, blocks
@@ -45,6 +45,7 @@ async def test_a_too_fast_refusal_holds_the_targets_messages_for_its_types_block
         held = await limits.take(wecom, 1)
         assert held is not None and 55 < held[0] <= 60
         assert limits.blocked(ROBOT, TOO_FAST) == 300  # delivery.blocks replaced DingTalk's ten minutes
+        assert limits.blocked(FeishuRobot(webhook="https://open.feishu.cn/open-apis/bot/v2/hook/t"), TOO_FAST) == 62
         assert limits.blocked(ROBOT, Outcome("dingtalk-robot", False, 4002, False, Reason.REJECTED, "300001")) is None
     finally:
         await store.close()

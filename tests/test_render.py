@@ -6,6 +6,7 @@ import gc
 import re
 import time
 import weakref
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -229,7 +230,7 @@ FULL = Alarm(
 MARKDOWN_GROUP = Group(id="chenmin", level="3", name="陈敏测试告警组", format=Format.MARKDOWN)
 
 
-@pytest.mark.parametrize("name", ["title", "text", "dingtalk.md", "wecom.md", "email.html"])
+@pytest.mark.parametrize("name", ["title", "text", "dingtalk.md", "wecom.md", "feishu.md", "email.html"])
 def test_every_default_template_matches_its_golden_file(name: str) -> None:
     text, error = Renderer(TEMPLATES).render(f"native/{name}.j2", FULL, MARKDOWN_GROUP)
     assert error == ""
@@ -293,3 +294,16 @@ def test_each_part_of_a_split_wecom_markdown_message_opens_and_closes_its_own_fo
     assert middle.startswith('<font color="comment">第') and middle.endswith("</font>")
     shown = [re.sub(r"<font\b[^>]*>|</font>", "", part.split("\n", 1)[1]) for part in parts]
     assert "\n".join(shown).count("进程 java 占用内存过高") == 400  # every line, once
+
+
+def test_a_feishu_message_carries_its_level_for_the_cards_colour_and_its_override_is_used() -> None:
+    renderer = Renderer(TEMPLATES)
+    message, errors = renderer.message(FULL, MARKDOWN_GROUP, Channel.FEISHU)
+    assert (message.format, message.level, errors) == (Format.MARKDOWN, "高", [])
+    assert message.body == (GOLDEN / "native-feishu.md.txt").read_text(encoding="utf-8").strip()
+    overridden = replace(MARKDOWN_GROUP, templates={"native/feishu.md.j2": "**{{ alarm.alert_host }}** 坏了"})
+    assert renderer.message(FULL, overridden, Channel.FEISHU)[0].body == "**du-ftp-qd-2** 坏了"
+    low = Alarm(**{**FULL.__dict__, "alert_level": "低"})
+    digest, count = renderer.digest([low, FULL, low], MARKDOWN_GROUP, Channel.FEISHU, 18000)
+    assert (count, digest.level) == (3, "高")  # the highest of its alarms
+    assert not digest.body.startswith("###")  # lark_md has no headings

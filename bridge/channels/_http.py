@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -14,6 +15,7 @@ import aiohttp
 
 from bridge import metrics
 from bridge.model import Message, Outcome, Reason
+from bridge.render import split
 from bridge.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -21,12 +23,14 @@ logger = logging.getLogger(__name__)
 Reply = dict[str, Any]
 T = TypeVar("T")
 
-# -1 busy; 130101/410100 DingTalk robot too fast; 45009/45033 WeCom frequency and concurrency limits.
-RETRYABLE_ERRCODES = frozenset({-1, 130101, 410100, 45009, 45033})
-RATE_LIMIT_ERRCODES = frozenset({130101, 410100, 45009, 45033})
-# Invalid or expired access tokens (both vendors); the token is dropped and fetched anew once.
-TOKEN_ERRCODES = frozenset({33001, 40001, 40014, 42001})
-TOKEN_MARGIN = 300.0  # refresh this long before the upstream's expiry
+# -1 busy; 130101/410100 DingTalk robot too fast; 45009/45033 WeCom frequency and concurrency limits;
+# 9499/11232 a Feishu bot too fast, 99991400 a Feishu app, 230020 an app in one chat.
+RATE_LIMIT_ERRCODES = frozenset({130101, 410100, 45009, 45033, 9499, 11232, 99991400, 230020})
+RETRYABLE_ERRCODES = RATE_LIMIT_ERRCODES | {-1}
+# Invalid or expired access tokens (every vendor); the token is dropped and fetched anew once.
+TOKEN_ERRCODES = frozenset({33001, 40001, 40014, 42001, 99991661, 99991663})
+TOKEN_MARGIN = 300.0  # refresh this long before the upstream's expiry (a tenth of a shorter lifetime)
+LONGEST_TOKEN = 86400.0
 JSON_UTF8 = {"Content-Type": "application/json; charset=utf-8"}
 
 
@@ -54,32 +58,78 @@ async def call(
     timeout: float,  # noqa: ASYNC109  (passed to aiohttp, which enforces it)
     params: dict[str, str] | None = None,
     body: object = None,
+    headers: dict[str, str] | None = None,
+    answers: frozenset[int] = frozenset({200}),
 ) -> Reply | Failure:
-    """One upstream call. Details never contain the URL: query strings hold tokens and signatures."""
+    """One upstream call; a JSON object in a reply with a status among ``answers`` is the upstream's answer (Feishu
+    answers refusals with 4xx and a code). Details never contain the URL: query strings hold tokens and
+    signatures."""
+    status, data = 0, None
     try:
         async with session.request(
             method,
             url,
             params=params,
             data=None if body is None else encode(body),
-            headers=None if body is None else JSON_UTF8,
+            headers={**(headers or {}), **(JSON_UTF8 if body is not None else {})} or None,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
-            if response.status != 200:
-                retry = response.status == 429 or response.status >= 500
-                return Failure(Reason.HTTP_STATUS, retry, f"HTTP {response.status}")
-            data = await response.json(content_type=None)
+            status = response.status
+            if status in answers:
+                with contextlib.suppress(ValueError):  # not JSON: judged by the status below
+                    data = await response.json(content_type=None)
     except TimeoutError:
         return Failure(Reason.TIMEOUT, True, f"no answer within {timeout:g}s")
     except aiohttp.ClientConnectorError as exc:
         return Failure(Reason.NETWORK, True, f"cannot connect to {exc.host}:{exc.port}")
     except aiohttp.ClientError as exc:
         return Failure(Reason.NETWORK, True, f"{type(exc).__name__}")
-    except ValueError:
-        return Failure(Reason.HTTP_STATUS, True, "the reply is not JSON")
-    if not isinstance(data, dict):
-        return Failure(Reason.HTTP_STATUS, True, "the reply is not a JSON object")
-    return data
+    if isinstance(data, dict):
+        return data
+    if status != 200:
+        return Failure(Reason.HTTP_STATUS, status == 429 or status >= 500, f"HTTP {status}")
+    return Failure(Reason.HTTP_STATUS, True, "the reply is not a JSON object")
+
+
+def _lifetime(value: object) -> float:
+    """A token's lifetime in seconds as the upstream gave it, within (0, a day]; 7200 when it is not a number."""
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 7200.0
+    return min(seconds, LONGEST_TOKEN) if seconds > 0 else 0.0
+
+
+def fit(text: str, build: Callable[[str, bool], Any], numbered: bool, limit: int, most: int = 0) -> list[Any] | None:
+    """Bodies of at most ``limit`` bytes as sent, ``build(part, first)`` each, or None if the envelope alone is too
+    big; with ``most``, at most that many (the text is cut to fit in them).
+
+    The parts are cut by the text's UTF-8 bytes; JSON escapes (newlines, quotes) make a body a little larger,
+    so the cut is tightened until every body fits.
+    """
+    envelope = size(build("", True))
+    room = limit - envelope
+    for _ in range(10):
+        if room < 200:
+            return None
+        bodies = [build(part, i == 0) for i, part in enumerate(split(text, room, numbered, most))]
+        biggest = max(size(body) for body in bodies)
+        if biggest <= limit:
+            return bodies
+        room = room * (limit - envelope) // (biggest - envelope) - 16
+    return None
+
+
+def size(body: object) -> int:
+    return len(encode(body))
+
+
+def keyworded(text: str, keyword: str, *seen: str) -> str:
+    """The text with the robot's keyword on a last line, unless it, or a text sent with it (``seen``), has it
+    already (a split message's "(i/n)" stays first)."""
+    if not keyword or any(keyword in t for t in (text, *seen)):
+        return text
+    return f"{text}\n【{keyword}】"
 
 
 def unsent(parts: Sequence[T], skip: int) -> list[tuple[int, T]]:
@@ -147,8 +197,10 @@ class Tokens:
             token = str(reply.get("access_token", ""))
             if not token:
                 return Failure(Reason.TOKEN, True, "gettoken: the reply has no access_token")
-            ttl = max(60.0, float(reply.get("expires_in", 7200)) - TOKEN_MARGIN)
-            await self._ignore_store_errors(self._store.put(key, token, ttl))
+            lifetime = _lifetime(reply.get("expires_in", 7200))
+            ttl = lifetime - min(TOKEN_MARGIN, lifetime / 10)
+            if ttl > 0:  # a token already expired is used once, not kept
+                await self._ignore_store_errors(self._store.put(key, token, ttl))
             return token
 
     async def authorized(

@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -15,11 +14,11 @@ import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chat, Chats, authorized_post, named_in, without_rejected
-from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, encode, late, left, unsent
+from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, fit, late, left, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
-from bridge.render import split, truncated
+from bridge.render import truncated
 from bridge.store import Store
 from bridge.upstreams import DingTalkApp as AppSettings
 from bridge.upstreams import DingTalkSettings
@@ -59,14 +58,13 @@ class Sender:
 
     def _bodies(self, target: Target, group: Group, message: Message) -> list[Body] | None:
         """The request bodies the message is sent as, or None if it cannot be fitted into them."""
-        if isinstance(target, DingTalkRobot):
-            return _fit(
-                message.body, lambda text, first: _robot_body(message, group, text, first), self._delivery.split
-            )
-        # The chat id is not known yet: the envelope is sized with room for a long one.
-        return _fit(
-            message.body, lambda text, _: {"chatid": "c" * 64, "msg": _msg(message, text)}, self._delivery.split
-        )
+
+        def build(text: str, first: bool) -> Body:
+            if isinstance(target, DingTalkRobot):
+                return _robot_body(message, group, text, first)
+            return {"chatid": "c" * 64, "msg": _msg(message, text)}  # the chat id not known yet: room for a long one
+
+        return fit(message.body, build, self._delivery.split, MAX_BODY_BYTES)
 
     # -- custom robot --
 
@@ -199,29 +197,6 @@ def _msg(message: Message, text: str) -> Body:
     if message.format is Format.MARKDOWN:
         return {"msgtype": "markdown", "markdown": {"title": message.title or text[:64], "text": text}}
     return {"msgtype": "text", "text": {"content": text}}
-
-
-def _fit(text: str, build: Callable[[str, bool], Body], numbered: bool) -> list[Body] | None:
-    """Bodies of at most MAX_BODY_BYTES as sent, or None if the envelope alone is too big.
-
-    The parts are cut by the text's UTF-8 bytes; JSON escapes (newlines, quotes) make a body a little larger,
-    so the cut is tightened until every body fits.
-    """
-    envelope = _size(build("", True))
-    room = MAX_BODY_BYTES - envelope
-    for _ in range(10):
-        if room < 200:
-            return None
-        bodies = [build(part, i == 0) for i, part in enumerate(split(text, room, numbered))]
-        biggest = max(_size(body) for body in bodies)
-        if biggest <= MAX_BODY_BYTES:
-            return bodies
-        room = room * (MAX_BODY_BYTES - envelope) // (biggest - envelope) - 16
-    return None
-
-
-def _size(body: Body) -> int:
-    return len(encode(body))
 
 
 def _failed(name: str, code: Code, failure: Failure, prefix: str = "", suffix: str = "") -> Outcome:

@@ -34,7 +34,7 @@ class Delivery:
     target: str  # the target's label (see model.label), never its webhook
     state: State
     attempts: int
-    code: int | None  # 0 when delivered, the seed's 4000..4005 when it failed, None before the first attempt
+    code: int | None  # 0 when delivered, 4000..4007 when it failed, None before the first attempt
     detail: str
     updated: float
 

@@ -11,13 +11,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bridge.model import Group, Member
+from bridge.model import TARGET_TYPES, Group, Member
 from bridge.web.groups import Errors
 from bridge.web.masks import mask_secret, mask_webhook
 from bridge.web.pages import Form
 
 MEMBER_FIELDS = tuple(f.name for f in fields(Member))
-CHANNEL_FIELDS = ("type", "webhook", "secret", "app", "to")
+CHANNEL_FIELDS = ("type", "name", "webhook", "secret", "keyword", "app", "chat_id", "to")
+_TEXT_FIELDS = ("name", "webhook", "secret", "keyword", "app", "chat_id")  # what a row's kind does not have is dropped
 BLANK_MEMBERS, BLANK_CHANNELS = 3, 2
 _ROW = re.compile(r"^(members|channels)-(\d+)-(\w+)$")
 _PATH = re.compile(r"^(members|channels)\[(\d+)\](?:\.(\w+))?$")
@@ -44,10 +45,10 @@ def from_group(group: Group | None, version: str = "", blank_rows: bool = True) 
     members = [{f: getattr(m, f) for f in MEMBER_FIELDS} for m in group.members] if group else []
     channels = []
     for i, target in enumerate(group.targets if group else ()):
-        row = {"type": target.kind, "webhook": "", "secret": "", "app": "", "to": "", "ref": str(i)}
+        row = {**dict.fromkeys(CHANNEL_FIELDS, ""), "type": target.kind, "ref": str(i)}
         row["webhook_mask"] = mask_webhook(getattr(target, "webhook", ""))
         row["secret_mask"] = mask_secret(getattr(target, "secret", ""))
-        row["app"] = getattr(target, "app", "")
+        row |= {f: getattr(target, f, "") for f in ("name", "keyword", "app", "chat_id")}
         row["to"] = ", ".join(getattr(target, "to", ()))
         channels.append(row)
     values = {"id": "", "level": "", "name": "", "format": "text", "mention": "none", "dedup_window": ""}
@@ -103,7 +104,7 @@ def read(form: Form, names: list[str], current: Group | None) -> Posted:
             continue
         ref = int(fields_["ref"]) if fields_.get("ref", "").isdecimal() else None
         channel: dict[str, Any] = {"type": kind}
-        for name in ("webhook", "secret", "app"):
+        for name in _TEXT_FIELDS:
             if name in ("webhook", "secret") and not fields_.get(name):
                 continue  # left empty: keep the stored one (a missing key means "keep")
             if fields_.get(name):
@@ -112,16 +113,15 @@ def read(form: Form, names: list[str], current: Group | None) -> Posted:
             channel["secret"] = ""
         if fields_.get("to"):
             channel["to"] = [a for a in re.split(r"[\s,;]+", fields_["to"]) if a]
-        if kind not in ("dingtalk-robot",):
-            channel.pop("secret", None)
-        if kind not in ("dingtalk-robot", "wecom-robot"):
-            channel.pop("webhook", None)
+        if kind in TARGET_TYPES:
+            has = {f.name for f in fields(TARGET_TYPES[kind])}
+            channel = {k: v for k, v in channel.items() if k in has or k not in _TEXT_FIELDS}
         channels.append(channel)
         refs.append(ref)
         old = current.targets[ref] if current is not None and ref is not None and ref < len(current.targets) else None
         shown_channels.append(
             {
-                **{f: fields_.get(f, "") for f in ("type", "app", "to")},
+                **{f: fields_.get(f, "") for f in ("type", "name", "keyword", "app", "chat_id", "to")},
                 "webhook": "",
                 "secret": "",
                 "ref": "" if ref is None else str(ref),

@@ -176,9 +176,8 @@ def _channel_errors(i: int, channel: object, settings: Settings) -> Errors:
     if webhook is not None and (error := _webhook_error(webhook)):
         return {f"{where}.webhook": error}
     app = getattr(target, "app", None)
-    apps = settings.dingtalk.apps if target.kind == "dingtalk-app" else settings.wecom.apps
+    vendor, apps = settings.apps.get(target.kind, ("", {}))
     if app is not None and app not in apps:
-        vendor = "dingtalk" if target.kind == "dingtalk-app" else "wecom"
         known = ", ".join(sorted(apps)) or "none"
         return {f"{where}.app": f"no app {app!r} under {vendor}.apps in the config (configured: {known})"}
     bad = [a for a in getattr(target, "to", ()) if not re.match(r"^[^@\s]+@[^@\s]+$", a)]

@@ -3,6 +3,7 @@ masked so that a reader can tell them apart without learning them."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,15 +14,17 @@ SECRET_FIELDS = ("webhook", "secret")
 
 
 def mask_webhook(url: str) -> str:
-    """The URL with every query value (a bare query item whole) and any password hidden: robot tokens and keys
-    travel in the query. A URL that cannot be read (stored before it was checked) is hidden whole."""
+    """The URL with every query value (a bare query item whole), the token after a Feishu ``/hook/`` and any
+    password hidden: robot tokens and keys travel there. A URL that cannot be read (stored before it was checked)
+    is hidden whole."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return MASK
     query = "&".join(f"{p.partition('=')[0]}={MASK}" if "=" in p else MASK for p in parts.query.split("&") if p)
     netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    path = re.sub(r"(/hook/)[^/]+", rf"\g<1>{MASK}", parts.path)
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
 def mask_secret(secret: str) -> str:

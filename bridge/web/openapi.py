@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from bridge import __version__
-from bridge.model import ALERT_LEVELS, TARGET_TYPES
+from bridge.model import ALERT_LEVELS, TARGET_TYPES, Member
 
 JSON = "application/json"
 
@@ -72,22 +73,25 @@ SCHEMAS: dict[str, Any] = {
     "Member": {
         "type": "object",
         "required": ["name"],
-        "properties": {k: STRING for k in ("name", "mail", "mobile", "dingtalk_userid", "wecom_userid")},
+        "properties": {f.name: STRING for f in fields(Member)},
         "additionalProperties": False,
     },
     "Channel": {
         "type": "object",
         "required": ["type"],
         "description": (
-            "A target. `webhook` (robots) and `secret` (dingtalk-robot sign secret) are write-only: replies show "
+            "A target. `webhook` (robots) and `secret` (dingtalk-robot, feishu-robot) are write-only: replies show "
             "them masked (`...?access_token=****`, `SEC****`). On PUT, a masked or missing value keeps the value "
             "of the channel at the same position with the same type; an empty `secret` removes it."
         ),
         "properties": {
             "type": {"enum": list(TARGET_TYPES)},
+            "name": {"type": "string", "description": "what deliveries, logs and metrics call it (optional)"},
             "webhook": STRING,
             "secret": STRING,
-            "app": {"type": "string", "description": "an app under dingtalk.apps or wecom.apps in the config"},
+            "keyword": {"type": "string", "description": "feishu-robot: one of its keywords, added where missing"},
+            "app": {"type": "string", "description": "an app under dingtalk.apps, wecom.apps or feishu.apps"},
+            "chat_id": {"type": "string", "description": "feishu-app: the chat it sends to (oc_...)"},
             "to": {"type": "array", "items": STRING, "description": "email: addresses besides the members' mail"},
         },
         "additionalProperties": False,
@@ -120,7 +124,7 @@ SCHEMAS: dict[str, Any] = {
             "target": {"type": "string", "description": "the target's type and app (never its webhook)"},
             "state": {"enum": ["pending", "done", "dead"]},
             "attempts": {"type": "integer"},
-            "code": {"type": ["integer", "null"], "description": "0 delivered, 4000..4005 failed, null not tried"},
+            "code": {"type": ["integer", "null"], "description": "0 delivered, 4000..4007 failed, null not tried"},
             "detail": STRING,
             "updated": {"type": "number"},
         },

@@ -47,7 +47,7 @@ def _group_context(p: Page, form: forms.GroupForm, group: Group | None, provisio
         "provisioned": provisioned,
         "template_names": names,
         "defaults": {name: (folder / name).read_text(encoding="utf-8") for name in names},
-        "apps": {"dingtalk": sorted(settings.dingtalk.apps), "wecom": sorted(settings.wecom.apps)},
+        "apps": sorted({name for _, apps in settings.apps.values() for name in apps}),
         "departments": sorted(settings.native.departments) or ["test"],
         "environments": sorted(settings.native.environments),
         "alert_levels": ALERT_LEVELS,

@@ -292,3 +292,15 @@ def parse_object(raw: bytes) -> dict[str, Any] | None:
 
 def utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
+
+
+def strings(value: object) -> Iterator[str]:
+    """Every string in a JSON value, however deep: what a robot's keyword check searches."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)

@@ -11,7 +11,6 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
@@ -19,7 +18,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 
 from tests.fakes._fake import Fake, cli_parser, run_cli
-from tests.fakes._server import Clock, RateLimiter, Records, parse_object, reply
+from tests.fakes._server import Clock, RateLimiter, Records, parse_object, reply, strings
 
 MAX_BODY_BYTES = 20000
 SIGN_WINDOW_MS = 3_600_000
@@ -72,17 +71,6 @@ class Chat:
     owner: str
     useridlist: tuple[str, ...]
     messages: Records[ChatMessage] = field(default_factory=Records, compare=False)
-
-
-def _strings(value: object) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
 
 
 def _is_str_list(value: object) -> bool:
@@ -203,7 +191,7 @@ class DingTalkFake(Fake):
             return reply(self.bad_message_errcode, "body is not a JSON object")
         if problem := _msg_problem(body, ROBOT_LOOSE_TYPES) or _at_problem(body):
             return reply(self.bad_message_errcode, problem)
-        if robot.keywords and not any(k in s for s in _strings(body) for k in robot.keywords):
+        if robot.keywords and not any(k in s for s in strings(body) for k in robot.keywords):
             return reply(310000, "keywords not in content")
         # The window counts accepted messages; going over it blocks the robot.
         if not self._robot_rate.allow(token):

@@ -23,6 +23,7 @@ from bridge.ingest import alertmanager
 from bridge.schema import ConfigError
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import MAX_BODY_BYTES, DingTalkFake
+from tests.fakes.feishu import FeishuFake
 from tests.helpers import config_data, free_port, make_settings
 
 TOKEN = "am-bearer-token-0123456789"
@@ -298,6 +299,28 @@ def test_the_message_shows_sections_counts_local_times_and_links(bridge: Bridge)
     assert text.count("静默:") == 1  # no silence link for a resolved alert
     assert "Alertmanager: http://am-1.example:9093/#/alerts?receiver=web%5C.ok" in text
     assert text.endswith("@13800000000")
+
+
+@pytest.mark.parametrize(("status", "colour"), [("firing", "red"), ("resolved", "green")])
+def test_a_notification_reaches_feishu_as_a_card_with_its_links_and_label_mentions(
+    bridge: Bridge, status: str, colour: str
+) -> None:
+    feishu = FeishuFake()
+    feishu.add_bot("am-hook")
+    mention = {"mention_userids": "ou_oncall dingtalk-id"}
+    with FakeServer(feishu.app()) as server:
+        group = bridge.config["groups"][0] | {"format": "markdown"}
+        group["channels"] = [{"type": "feishu-robot", "webhook": f"{server.url}/open-apis/bot/v2/hook/am-hook"}]
+        bridge.config["groups"] = [group]
+        with bridge.client() as client:
+            body = payload(alert(1, status, labels={**alert(1)["labels"], **mention}))
+            assert client.post("/alertmanager", json=body, headers=BEARER).status_code == 200
+            (message,) = feishu.messages.wait_for(1)
+    card = message.content
+    assert card["header"]["template"] == colour and card["header"]["title"]["content"].startswith("【高】")
+    assert "**DiskFull**" in message.text and "[来源](http://prom.example:9090/graph?g0.expr=disk)" in message.text
+    assert "###" not in message.text and "@ou_oncall" not in message.text  # lark_md: no headings, mentions as <at>
+    assert message.mentions == ["ou_oncall"]  # an open id from the labels; the other vendor's id is left out
 
 
 def test_a_start_at_the_end_of_time_is_shown_as_given_instead_of_failing(bridge: Bridge) -> None:

@@ -279,3 +279,20 @@ def test_the_openapi_document_describes_exactly_the_routes(client: TestClient) -
     schemas = document["components"]["schemas"]
     refs = {r for r in json.dumps(document).split('"$ref": "#/components/schemas/')[1:]}
     assert {r.split('"')[0] for r in refs} <= set(schemas)
+
+
+def test_a_feishu_bots_hook_token_and_secret_are_write_only(client: TestClient) -> None:
+    hook = "https://open.feishu.cn/open-apis/bot/v2/hook/0f3c-hook-token-feishu"
+    bot = {"type": "feishu-robot", "webhook": hook, "secret": "feishu-sign-secret-9", "keyword": "告警"}
+    created = client.post("/api/v1/groups", json=robot_group(channels=[bot]), headers=AUTH)
+    assert created.status_code == 201
+    shown = created.json()["channels"][0]
+    assert shown == {"type": "feishu-robot", "webhook": "https://open.feishu.cn/open-apis/bot/v2/hook/****",
+                     "secret": "****", "keyword": "告警"}  # fmt: skip
+    assert client.put("/api/v1/groups/ops/1", json=created.json() | {"name": "改"}, headers=AUTH).status_code == 200
+    assert stored_target(client).webhook == hook and stored_target(client).secret == "feishu-sign-secret-9"
+    pages = [client.get(path, headers=AUTH).text for path in ("/api/v1/groups/ops/1", "/api/v1/audit")]
+    assert_no_secret(["0f3c-hook-token-feishu", "feishu-sign-secret-9"], created.text, *pages)
+    missing = robot_group(channels=[{"type": "feishu-app", "app": "ops"}])
+    reply = client.post("/api/v1/groups", json=missing | {"level": "2"}, headers=AUTH)
+    assert reply.status_code == 422 and "channels[0].chat_id" in reply.json()["fields"]

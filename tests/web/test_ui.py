@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from bridge.model import DingTalkRobot, Group
+from bridge.model import DingTalkRobot, FeishuApp, FeishuRobot, Group
 from tests.channels._shared import assert_no_secret
 from tests.helpers import seed_alarm, signed
 from tests.web._web import (
@@ -294,3 +294,36 @@ def test_the_audit_log_says_who_changed_what(client: TestClient) -> None:
     ]
     assert_no_secret([*SECRETS, "rotated-token-77"], page.text)
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", rows[0])
+
+
+FEISHU_HOOK = "https://open.larksuite.com/open-apis/bot/v2/hook/lark-hook-token-6b1d"
+
+
+def test_feishu_targets_are_made_on_the_page_with_their_token_write_only(tmp_path: Path) -> None:
+    apps = {"apps": {"ops": {"app_id": "cli_x", "app_secret": "feishu-app-secret-1"}}}
+    with sqlite_client(tmp_path, feishu=apps) as client:
+        csrf = login(client)
+        form = robot_form(csrf, **{
+            "members-0-feishu_userid": "ou_wangwei",
+            "channels-0-type": "feishu-robot", "channels-0-webhook": FEISHU_HOOK,
+            "channels-0-secret": "feishu-sign-secret-2", "channels-0-keyword": "告警",
+            "channels-1-type": "feishu-app", "channels-1-app": "ops", "channels-1-chat_id": "oc_ops",
+        })  # fmt: skip
+        assert client.post("/ui/groups/new", data=form).status_code == 303
+        group = stored(client)
+        assert group is not None and group.members[0].feishu_userid == "ou_wangwei"
+        assert group.targets == (
+            FeishuRobot(webhook=FEISHU_HOOK, secret="feishu-sign-secret-2", keyword="告警"),
+            FeishuApp(app="ops", chat_id="oc_ops"),
+        )
+        page = client.get("/ui/groups/ops/1").text
+        assert "/open-apis/bot/v2/hook/****" in page and 'value="oc_ops"' in page and 'value="告警"' in page
+        assert_no_secret(["lark-hook-token-6b1d", "feishu-sign-secret-2"], page)
+        edited = edit_form(client, **{"channels-1-app": "nope"})
+        assert "under feishu.apps" in field_error(client.post("/ui/groups/ops/1", data=edited).text, "channels-1-app")
+
+
+def test_the_preview_shows_a_feishu_card_body(client: TestClient) -> None:
+    login(client)
+    page = client.get("/ui/preview?group=chenmin/3&channel=feishu&sample=seed")
+    assert page.status_code == 200 and "告警业务:陈敏测试alert_business" in page.text

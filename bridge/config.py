@@ -83,6 +83,7 @@ class AlertmanagerSettings:
     timezone: str  # times in messages are shown in this zone
     per_alert: bool  # one message per alert instead of one per notification
     max_body_bytes: int
+    dedup_window: float  # copies of a notification (HA peers, retries) within it are one, whatever the group's
 
 
 @dataclass(frozen=True)
@@ -262,7 +263,7 @@ def _templates(top: Node, folder: Path) -> Renderer:
 
 def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
     node.only("bearer_token", "username", "password", "auth_disabled", "rules", "timezone", "per_alert",
-              "max_body_bytes")  # fmt: skip
+              "max_body_bytes", "dedup_window")  # fmt: skip
     rules = base / node.text("rules", "rules")
     if "rules" in node.data and not rules.is_dir():  # the default folder may be absent: no Alertmanager then
         raise node.fail("rules", f"{rules.resolve()} is not a directory")
@@ -275,6 +276,7 @@ def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
         timezone=node.text("timezone", "Asia/Shanghai"),
         per_alert=node.flag("per_alert", False),
         max_body_bytes=node.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024),
+        dedup_window=node.duration("dedup_window", 300.0),
     )
 
 

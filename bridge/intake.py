@@ -97,13 +97,11 @@ class Intake:
         self._queued: list[Entry] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def admit(
-        self, alarm: Alarm, group: Group, jobs: list[Job], claim: str | None, ttl: float, wait: float
-    ) -> Admitted | None:
-        """Write the alarm's jobs (see ``jobs_for``) unless its dedup claim is taken (None then), and start the
-        first attempt, awaited up to ``wait`` seconds from the write; StoreError if the store cannot write the
-        jobs in time."""
-        entry = Entry(alarm, group, Admission(jobs, claim, ttl), wait)
+    async def admit(self, alarm: Alarm, group: Group, admission: Admission, wait: float) -> Admitted | None:
+        """Write the alarm's jobs (see ``jobs_for``) unless its dedup claim is taken or it is stale (None then),
+        and start the first attempt, awaited up to ``wait`` seconds from the write; StoreError if the store cannot
+        write the jobs in time."""
+        entry = Entry(alarm, group, admission, wait)
         self._queued.append(entry)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued())

@@ -75,17 +75,18 @@ class Outbox:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def admit(self, alarm: Alarm, group: Group, claim: str | None, ttl: float, wait: float) -> Admitted | None:
-        """See ``Intake.admit``: the jobs are written, and their first attempts made, together with the alarms
-        that arrive beside it (one message per target, a digest where several alarms share it); a job for a target
-        known to be held by a rate limit skips that attempt (see ``Limits.held_at_admission``), and is parked for
-        the next summary if the target is in a storm (see ``Storms.parked``)."""
+    async def admit(self, alarm: Alarm, group: Group, admission: Admission, wait: float) -> Admitted | None:
+        """See ``Intake.admit`` (``admission`` without its jobs, made here): the jobs are written, and their first
+        attempts made, together with the alarms that arrive beside it (one message per target, a digest where
+        several alarms share it); a job for a target known to be held by a rate limit skips that attempt (see
+        ``Limits.held_at_admission``), and is parked for the next summary if the target is in a storm (see
+        ``Storms.parked``)."""
         held = self._limits.held_at_admission(group.targets)
         jobs = jobs_for(alarm, group, self._storms.parked(group.targets, held))
         for target, due, job in zip(group.targets, held, jobs, strict=False):
             if due:  # the target's backlog grows: does it make a storm?
                 self._storms.watch(group, target, job.payload)
-        return await self._intake.admit(alarm, group, jobs, claim, ttl, wait)
+        return await self._intake.admit(alarm, group, replace(admission, jobs=jobs), wait)
 
     def _first_attempt(self, entries: list[Entry], leased_until: float) -> FirstAttempt:
         works: dict[Lane, Work] = {}

@@ -42,11 +42,14 @@ class Job:
 @dataclass(frozen=True)
 class Admission:
     """An alarm's jobs, written only if its dedup claim is won (the key is free for ``ttl`` seconds); no claim,
-    always written."""
+    always written. It is stale, and not written, when every key of ``stale`` is present (none: never stale);
+    once written, each key of ``marks`` is set for ``ttl`` seconds."""
 
     jobs: Sequence[Job]
     claim: str | None = None
     ttl: float = 0.0
+    stale: Sequence[str] = ()
+    marks: Sequence[str] = ()
 
 
 class Store(Protocol):
@@ -76,9 +79,10 @@ class Store(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
-        """Claim and write each admission in turn (a later one loses a claim an earlier one won): whether each
-        was written. Written jobs are leased to the caller for ``lease`` seconds: it makes the first attempt; a job
-        with a ``due`` of its own (one a rate limit holds back) is leased to nobody and due then instead."""
+        """Claim and write each admission in turn (a later one loses a claim an earlier one won, and is stale by
+        the marks an earlier one set): whether each was written. Written jobs are leased to the caller for
+        ``lease`` seconds: it makes the first attempt; a job with a ``due`` of its own (one a rate limit holds
+        back) is leased to nobody and due then instead."""
         ...
 
     async def lease(self, limit: int, lease: float) -> list[Job]:

@@ -152,10 +152,17 @@ class RedisStore:
         for a in admissions:
             if a.claim is not None:
                 keys.append(self._key(KV + a.claim))
+            claim = 0 if a.claim is None else len(keys)
+            stale, marks = self._indexed(keys, a.stale), self._indexed(keys, a.marks)
             jobs = [[j.id, j.due or due, j.created, j.lane, 0 if j.due else due] for j in a.jobs]
-            batch.append([0 if a.claim is None else len(keys), _millis(a.ttl), jobs])
+            batch.append([claim, _millis(a.ttl), jobs, stale, marks])
             records += [f"{_fields(j, j.due or due)}\n{j.payload}" for j in a.jobs]
         return keys, [self._prefix, json.dumps(batch), *records]
+
+    def _indexed(self, keys: list[str], names: Sequence[str]) -> list[int]:
+        """The names' keys appended to ``keys``; their indexes there (as Lua counts)."""
+        keys += [self._key(KV + name) for name in names]
+        return list(range(len(keys) - len(names) + 1, len(keys) + 1))
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from bridge import sentinel_url
 from bridge.model import Group
 from bridge.render import Renderer
 from bridge.schema import ConfigError, Node, parse_group
@@ -33,6 +34,9 @@ class StoreSettings:
     timeout: float
     prefix: str
     history: int  # finished deliveries kept for listing (dead ones are always kept)
+    sentinel_username: str = ""  # the Sentinels' own credentials (the servers' are in the URL)
+    sentinel_password: str = ""
+    min_replicas: int = 0  # replicas that must acknowledge an accepted alarm's outbox write (WAIT) before the reply
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ def parse(data: object, file: str) -> Settings:
         "web", "reload_enabled", "trusted_proxies", "server", "groups",
     )  # fmt: skip
     store = top.child("store")
-    store.only("url", "timeout", "prefix", "history")
+    store.only("url", "timeout", "prefix", "history", "sentinel_username", "sentinel_password", "min_replicas")
     native = top.child("native")
     native.only("departments", "environments", "max_body_bytes")
     deps = native.child("departments")
@@ -183,6 +187,9 @@ def parse(data: object, file: str) -> Settings:
             timeout=store.duration("timeout", 2.0),
             prefix=store.text("prefix", "alarm-bridge:"),
             history=store.integer("history", 10000),
+            sentinel_username=store.text("sentinel_username", ""),
+            sentinel_password=store.text("sentinel_password", ""),
+            min_replicas=_min_replicas(store),
         ),
         native=NativeSettings(
             departments={str(dep): deps.child(str(dep)).text("secret") for dep in deps.data},
@@ -323,10 +330,26 @@ def _password_hash(users: Node, name: str) -> str:
     return value
 
 
+def _min_replicas(store: Node) -> int:
+    """Replicas to wait for: only a Redis has them."""
+    count = store.integer("min_replicas", 0, minimum=0)
+    if count and store.text("url", "sqlite:").startswith("sqlite:"):
+        raise store.fail(
+            "min_replicas", "only a Redis store has replicas to wait for (store.url: redis+sentinel://...)"
+        )
+    return count
+
+
 def _store_url(url: str, node: Node, base: Path) -> str:
-    """SQLite paths are relative to the config file's folder; Redis URLs pass through."""
+    """SQLite paths are relative to the config file's folder; Redis URLs pass through, Sentinel ones checked."""
+    if url.startswith(sentinel_url.SCHEMES):
+        try:
+            sentinel_url.parse(url)
+        except ValueError as exc:
+            raise node.fail("url", str(exc)) from None
+        return url
     if url.startswith(("redis://", "rediss://", "unix://")):
         return url
     if not url.startswith("sqlite:///"):
-        raise node.fail("url", f"expected sqlite:///PATH or redis://HOST:PORT/DB, got {url!r}")
+        raise node.fail("url", f"expected sqlite:///PATH, redis://HOST:PORT/DB or {sentinel_url.EXAMPLE}")
     return f"sqlite:///{base / url.removeprefix('sqlite:///')}"

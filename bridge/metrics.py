@@ -62,6 +62,15 @@ ALARMS_SUMMARIZED = Counter(
     ["channel", "target"],
 )
 STORE_ERRORS = Counter("alarm_bridge_store_errors_total", "Store calls that failed or timed out.")
+STORE_FAILOVERS = Counter(
+    "alarm_bridge_store_failovers_total", "Changes of the Redis primary that Sentinel named to this process."
+)
+REPLICA_ACKS = Counter(
+    "alarm_bridge_store_replica_acks_total",
+    "Outbox writes of accepted alarms waited on for store.min_replicas replicas (WAIT), by result "
+    "(acknowledged | too_few).",
+    ["result"],
+)
 TOKEN_REFRESHES = Counter(
     "alarm_bridge_token_refreshes_total", "Upstream access tokens fetched or refreshed.", ["vendor"]
 )

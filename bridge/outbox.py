@@ -219,7 +219,7 @@ class Outbox:
                     outcome, count, settled = sent
                     results |= {j.id: outcome for j in work.jobs[:count]}
                     work = replace(work, jobs=work.jobs[count:], alarms=work.alarms[count:])
-                    await asyncio.shield(self._settle(settled))  # recorded even when shutting down meanwhile
+                    await asyncio.shield(self._record_sent(settled, work.leased_until))  # even when shutting down
             except asyncio.CancelledError:  # shutting down: hand the rest back at once, not when the lease ends
                 await asyncio.shield(self._hand_back(work.jobs))
                 raise
@@ -336,6 +336,18 @@ class Outbox:
         except StoreError as exc:
             metrics.STORE_ERRORS.inc()
             logger.warning("outbox: cannot record a delivery: %s", exc)
+
+    async def _record_sent(self, jobs: list[Job], leased_until: float) -> None:
+        """Settle jobs whose message went out, again and again while the store fails (a Redis failover takes
+        seconds) and the lease holds: a delivery not recorded comes due again when its lease ends, and goes out
+        twice."""
+        while True:
+            try:
+                return await self._settle(jobs)
+            except StoreError:
+                if time.monotonic() + 2 * self._store_timeout > leased_until:
+                    raise
+                await asyncio.sleep(self._store_timeout / 4)
 
     async def _settle(self, jobs: Iterable[Job]) -> None:
         # No wake-up of the worker: a job settled pending is due later (a backoff, a rate limit), and the worker

@@ -16,6 +16,10 @@ class StoreError(Exception):
     """The store could not be reached or failed; the gateway answers 3000."""
 
 
+class FailingOver(StoreError):
+    """Redis's Sentinels name no primary that answers: one is being replaced, and 3000 is answered until it is."""
+
+
 class State(StrEnum):
     PENDING = "pending"
     DONE = "done"

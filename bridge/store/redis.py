@@ -10,11 +10,14 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError, WatchError
 
+from bridge import metrics, sentinel_url
 from bridge.model import Group
 from bridge.store import redis_scripts as scripts
-from bridge.store.base import Admission, Job, State, StoreError, dump_group, load_group
+from bridge.store.base import Admission, FailingOver, Job, State, StoreError, dump_group, load_group
 
 T = TypeVar("T")
 
@@ -32,13 +35,22 @@ LEASED = "leased"  # sorted set: job id -> when the lease on it ends (a job sett
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str, timeout: float, history: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        timeout: float,
+        history: int,
+        *,
+        sentinel_auth: tuple[str, str] = ("", ""),
+        min_replicas: int = 0,
+    ) -> None:
         self._prefix = prefix
         self._history = history
         self._done_since_trim = 0
-        self._redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        self._min_replicas = min_replicas
+        self._wait_millis = _millis(timeout / 2)  # WAIT's share of the store timeout, the script's is the rest
+        self._redis, self._sentinels = connect(url, timeout, sentinel_auth)
         self._lease_script = self._redis.register_script(scripts.LEASE)
         self._acquire_script = self._redis.register_script(scripts.ACQUIRE)
         self._trim_script = self._redis.register_script(scripts.TRIM)
@@ -52,6 +64,8 @@ class RedisStore:
     async def _run(self, call: Awaitable[T]) -> T:
         try:
             return await call
+        except MasterNotFoundError as exc:
+            raise FailingOver(f"redis: failing over: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
 
@@ -142,7 +156,18 @@ class RedisStore:
 
     async def admit(self, admissions: Sequence[Admission], lease: float) -> list[bool]:
         keys, args = self._admission(admissions, time.time() + lease)
-        won: Any = await self._run(self._admit_script(keys=keys, args=args))
+        if not self._min_replicas:
+            won: Any = await self._run(self._admit_script(keys=keys, args=args))
+            return [bool(w) for w in won]
+        async with self._redis.pipeline(transaction=False) as pipe:  # one connection: WAIT counts its writes
+            await self._admit_script(keys=keys, args=args, client=pipe)  # queued, not run
+            pipe.execute_command("WAIT", self._min_replicas, self._wait_millis)
+            won, acks = await self._run(pipe.execute())
+        if acks < self._min_replicas:  # written on the primary, but not known to be on a replica that can take over
+            metrics.REPLICA_ACKS.labels(result="too_few").inc()
+            raise StoreError(f"redis: {acks} of {self._min_replicas} replicas (store.min_replicas) acknowledged the "
+                             f"write within {self._wait_millis} ms")  # fmt: skip
+        metrics.REPLICA_ACKS.labels(result="acknowledged").inc()
         return [bool(w) for w in won]
 
     def _admission(self, admissions: Sequence[Admission], due: float) -> tuple[list[str], list[str]]:
@@ -248,6 +273,8 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
 
 def _millis(seconds: float) -> int:
@@ -277,3 +304,32 @@ def _load(id: str, record: str) -> Job:
         return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress, lane)
     except (ValueError, TypeError, KeyError):
         return Job(id, "", 0.0)
+
+
+def connect(url: str, timeout: float, sentinel_auth: tuple[str, str]) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """A client of the Redis the URL names; of a Sentinel URL, of the primary the Sentinels name at each connect,
+    and the clients of the Sentinels (closed with it)."""
+    sockets: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if not url.startswith(sentinel_url.SCHEMES):
+        return aioredis.Redis.from_url(url, decode_responses=True, **sockets), []
+    target = sentinel_url.parse(url)
+    servers: dict[str, Any] = dict(parse_url(target.server_url))
+    for name in ("host", "port", "connection_class"):  # the Sentinels name the host; TLS is the flag below
+        servers.pop(name, None)
+    tls = {k: v for k, v in servers.items() if k.startswith("ssl_")} | {"ssl": True} if target.tls else {}
+    username, password = sentinel_auth
+    asked = {**sockets, **tls, "username": username or None, "password": password or None}
+    sentinels = Sentinel(target.sentinels, sentinel_kwargs=asked, decode_responses=True, **sockets, **servers, **tls)
+    primary: aioredis.Redis = sentinels.master_for(target.service, connection_pool_class=_Primary)
+    return primary, list(sentinels.sentinels)
+
+
+class _Primary(SentinelConnectionPool):
+    """Counts the primary's changes it is told of: the failovers this process has seen."""
+
+    async def get_master_address(self) -> Any:
+        before = self.master_address
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
+        if before is not None and address != before:
+            metrics.STORE_FAILOVERS.inc()
+        return address

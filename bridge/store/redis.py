@@ -100,6 +100,11 @@ class RedisStore:
                 "Redis writes its appendonly file without fsync (appendfsync no): if its machine crashes, the "
                 "outbox's jobs of the last seconds the system had not flushed are lost; set appendfsync everysec"
             )
+        if self._sentinels and not self._min_replicas:
+            found.append(
+                "Redis fails over (Sentinel) but store.min_replicas is 0: an alarm answered 0 just before the "
+                "primary dies may be missing on the replica that takes over; set store.min_replicas: 1"
+            )
         return found
 
     async def _fsync(self) -> str:

@@ -54,6 +54,18 @@ async def test_the_primary_is_found_through_sentinel_and_scripts_flushed_there_a
         await store.close()
 
 
+@pytest.mark.parametrize(("min_replicas", "warned"), [(0, True), (1, False)])
+async def test_a_sentinel_store_that_waits_for_no_replica_is_named_as_a_risk(
+    sentinels: SentinelSet, min_replicas: int, warned: bool
+) -> None:
+    store = store_for(sentinels, min_replicas)
+    try:
+        risks = await store.risks()
+    finally:
+        await store.close()
+    assert any("set store.min_replicas: 1" in r for r in risks) is warned, risks
+
+
 async def test_a_write_no_replica_acknowledges_fails_and_stands_on_the_primary(sentinels: SentinelSet) -> None:
     replica = replica_port(sentinels)
     store = store_for(sentinels, min_replicas=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -35,7 +35,7 @@ class StoreSettings:
     prefix: str
     history: int  # finished deliveries kept for listing (dead ones are always kept)
     sentinel_username: str = ""  # the Sentinels' own credentials (the servers' are in the URL)
-    sentinel_password: str = ""
+    sentinel_password: str = field(default="", repr=False)
     min_replicas: int = 0  # replicas that must acknowledge an accepted alarm's outbox write (WAIT) before the reply
 
 

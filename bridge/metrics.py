@@ -88,6 +88,8 @@ BUILD_INFO = Info("alarm_bridge_build", "The gateway's version and the Python th
 BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
 for _result in ("success", "failure"):  # both series exist from the start, so rate() and increase() see the first one
     CONFIG_RELOADS.labels(result=_result)
+for _result in ("acknowledged", "too_few"):
+    REPLICA_ACKS.labels(result=_result)
 CONFIG_LAST_RELOAD_SUCCESSFUL.set(1)
 
 

@@ -24,10 +24,12 @@ class SentinelSet:
     sentinel_ports: list[int]
     commands: dict[int, list[str]]  # port -> how its server was started
     processes: list[subprocess.Popen[bytes]]  # every one started, to end
+    password: str | None = None  # the servers'
+    sentinel_password: str | None = None  # the Sentinels' own
 
     def primary_port(self) -> int:
         """The primary's port as the first Sentinel names it now."""
-        with redis.Redis(port=self.sentinel_ports[0]) as sentinel:
+        with redis.Redis(port=self.sentinel_ports[0], password=self.sentinel_password) as sentinel:
             _, port = sentinel.sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
@@ -43,12 +45,19 @@ class SentinelSet:
 
     def client(self) -> redis.Redis:
         """A client of the primary; the caller closes it."""
-        return redis.Redis(port=self.primary_port(), decode_responses=True)
+        return redis.Redis(port=self.primary_port(), password=self.password, decode_responses=True)
 
 
 @contextmanager
-def sentinel_set(folder: Path) -> Iterator[SentinelSet]:
-    """The set, once the replica follows the primary and every Sentinel knows the replica and the other two."""
+def sentinel_set(folder: Path, password: str = "", sentinel_password: str = "") -> Iterator[SentinelSet]:
+    """The set, once the replica follows the primary and every Sentinel knows the replica and the other two; with
+    passwords, the servers and the Sentinels each require theirs."""
+    auth = ["--requirepass", password, "--masterauth", password] if password else []
+    sentinel_auth = (
+        f"requirepass {sentinel_password}\nsentinel sentinel-pass {sentinel_password}\n" if sentinel_password else ""
+    )
+    if password:
+        sentinel_auth += f"sentinel auth-pass {SERVICE} {password}\n"
     server, sentinel = require_binary("redis-server"), require_binary("redis-sentinel")
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -57,7 +66,7 @@ def sentinel_set(folder: Path) -> Iterator[SentinelSet]:
         for port, follows in ((primary, ()), (replica, ("--replicaof", "127.0.0.1", str(primary)))):
             (folder / str(port)).mkdir(parents=True)
             commands[port] = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                              "--repl-diskless-sync-delay", "0", "--dir", str(folder / str(port))]  # fmt: skip
+                              "--repl-diskless-sync-delay", "0", "--dir", str(folder / str(port)), *auth]  # fmt: skip
             servers[port] = _start(processes, port, *commands[port], *follows)
         sentinel_ports = [free_port() for _ in range(3)]
         for port in sentinel_ports:
@@ -66,13 +75,17 @@ def sentinel_set(folder: Path) -> Iterator[SentinelSet]:
                 f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                f"sentinel failover-timeout {SERVICE} 4000\n",
+                f"sentinel failover-timeout {SERVICE} 4000\n{sentinel_auth}",
                 encoding="utf-8",
             )
             _start(processes, port, sentinel, str(conf))
-        _wait_until_known(primary, sentinel_ports)
+        found = SentinelSet(
+            "", servers, sentinel_ports, commands, processes, password or None, sentinel_password or None
+        )
+        _wait_until_known(found, primary)
         hosts = ",".join(f"127.0.0.1:{p}" for p in sentinel_ports)
-        yield SentinelSet(f"redis+sentinel://{hosts}/{SERVICE}/0", servers, sentinel_ports, commands, processes)
+        found.url = f"redis+sentinel://{f':{password}@' if password else ''}{hosts}/{SERVICE}/0"
+        yield found
     finally:
         for process in processes:
             process.send_signal(signal.SIGCONT)  # one a test stopped ends too
@@ -92,18 +105,18 @@ def _start(processes: list[subprocess.Popen[bytes]], port: int, *command: str) -
     return process
 
 
-def _wait_until_known(primary: int, sentinel_ports: list[int], timeout: float = 30.0) -> None:
+def _wait_until_known(found: SentinelSet, primary: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:  # the replica has the primary's data and takes its writes
-        with redis.Redis(port=primary) as client:
+        with redis.Redis(port=primary, password=found.password) as client:
             replica = client.info("replication").get("slave0", {})
         if replica.get("state") == "online":
             break
         assert time.monotonic() < deadline, f"the replica does not follow the primary: {replica}"
         time.sleep(0.1)
-    for port in sentinel_ports:
+    for port in found.sentinel_ports:
         while True:
-            with redis.Redis(port=port, decode_responses=True) as client:
+            with redis.Redis(port=port, password=found.sentinel_password, decode_responses=True) as client:
                 state = client.sentinel_master(SERVICE)
             if state["num-slaves"] == 1 and state["num-other-sentinels"] == 2:
                 break

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,24 @@ async def test_after_the_primary_dies_the_new_one_is_found_and_the_failover_coun
         assert REGISTRY.get_sample_value("alarm_bridge_store_failovers_total") == failovers + 1
     finally:
         await store.close()
+
+
+async def test_the_servers_password_is_in_the_url_and_the_sentinels_own_beside_it(tmp_path: Path) -> None:
+    with sentinel_set(tmp_path, password="server-pw-1", sentinel_password="sentinel-pw-2") as sentinels:
+        settings = StoreSettings(sentinels.url, 1.0, PREFIX, 100, sentinel_password="sentinel-pw-2", min_replicas=1)
+        store = open_store(settings)
+        try:
+            assert await store.admit([Admission([job(1)], "dedup:a", 60)], lease=0) == [True]
+        finally:
+            await store.close()
+        store = open_store(replace(settings, sentinel_password="wrong"))
+        try:
+            with pytest.raises(StoreError) as refused:
+                await store.admit([Admission([job(2)], "dedup:b", 60)], lease=0)
+        finally:
+            await store.close()
+    assert "wrong" not in str(refused.value) and "server-pw-1" not in str(refused.value)
+    assert "No master found" in str(refused.value)  # no Sentinel answered: each refused the password
 
 
 def test_ready_says_the_store_is_failing_over_while_no_primary_answers(sentinels: SentinelSet) -> None:

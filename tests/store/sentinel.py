@@ -79,12 +79,12 @@ def sentinel_set(folder: Path, password: str = "", sentinel_password: str = "") 
                 encoding="utf-8",
             )
             _start(processes, port, sentinel, str(conf))
+        hosts = ",".join(f"127.0.0.1:{p}" for p in sentinel_ports)
+        url = f"redis+sentinel://{f':{password}@' if password else ''}{hosts}/{SERVICE}/0"
         found = SentinelSet(
-            "", servers, sentinel_ports, commands, processes, password or None, sentinel_password or None
+            url, servers, sentinel_ports, commands, processes, password or None, sentinel_password or None
         )
         _wait_until_known(found, primary)
-        hosts = ",".join(f"127.0.0.1:{p}" for p in sentinel_ports)
-        found.url = f"redis+sentinel://{f':{password}@' if password else ''}{hosts}/{SERVICE}/0"
         yield found
     finally:
         for process in processes:

@@ -324,7 +324,8 @@ def connect(url: str, timeout: float, sentinel_auth: tuple[str, str]) -> tuple[a
     tls = {k: v for k, v in servers.items() if k.startswith("ssl_")} | {"ssl": True} if target.tls else {}
     username, password = sentinel_auth
     asked = {**sockets, **tls, "username": username or None, "password": password or None}
-    sentinels = Sentinel(target.sentinels, sentinel_kwargs=asked, decode_responses=True, **sockets, **servers, **tls)
+    sentinels = Sentinel(target.sentinels, sentinel_kwargs=asked, decode_responses=True, **sockets, **servers,
+                         ssl=target.tls)  # fmt: skip
     primary: aioredis.Redis = sentinels.master_for(target.service, connection_pool_class=_Primary)
     return primary, list(sentinels.sentinels)
 

@@ -127,6 +127,17 @@ async def test_the_servers_password_is_in_the_url_and_the_sentinels_own_beside_i
     assert "No master found" in str(refused.value)  # no Sentinel answered: each refused the password
 
 
+async def test_rediss_sentinel_speaks_tls_to_the_sentinels_and_the_servers(tmp_path: Path) -> None:
+    with sentinel_set(tmp_path, tls=True) as sentinels:
+        assert sentinels.url.startswith("rediss+sentinel://")
+        store = store_for(sentinels, min_replicas=1)
+        try:
+            assert await store.admit([Admission([job(1)], "dedup:a", 60)], lease=0) == [True]
+            assert [j.id for j in await store.lease(10, lease=60)] == ["alarm1:0"]
+        finally:
+            await store.close()
+
+
 def test_ready_says_the_store_is_failing_over_while_no_primary_answers(sentinels: SentinelSet) -> None:
     settings = make_settings(sentinels.url)
     with TestClient(create_app(settings)) as client:

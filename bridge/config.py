@@ -5,12 +5,13 @@ from __future__ import annotations
 import ipaddress
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import yaml
 
+from bridge import sentinel_url
 from bridge.model import Group
 from bridge.render import Renderer
 from bridge.schema import ConfigError, Node, parse_group
@@ -36,6 +37,9 @@ class StoreSettings:
     timeout: float
     prefix: str
     history: int  # finished deliveries kept for listing (dead ones are always kept)
+    sentinel_username: str = ""  # the Sentinels' own credentials (the servers' are in the URL)
+    sentinel_password: str = field(default="", repr=False)
+    min_replicas: int = 0  # replicas that must acknowledge an accepted alarm's outbox write (WAIT) before the reply
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class AlertmanagerSettings:
     timezone: str  # times in messages are shown in this zone
     per_alert: bool  # one message per alert instead of one per notification
     max_body_bytes: int
+    dedup_window: float  # copies of a notification (HA peers, retries) within it are one, whatever the group's
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,7 @@ def parse(data: object, file: str) -> Settings:
         "alertmanager", "web", "reload_enabled", "trusted_proxies", "server", "groups",
     )  # fmt: skip
     store = top.child("store")
-    store.only("url", "timeout", "prefix", "history")
+    store.only("url", "timeout", "prefix", "history", "sentinel_username", "sentinel_password", "min_replicas")
     native = top.child("native")
     native.only("departments", "environments", "max_body_bytes")
     deps = native.child("departments")
@@ -199,6 +204,9 @@ def parse(data: object, file: str) -> Settings:
             timeout=store.duration("timeout", 2.0),
             prefix=store.text("prefix", "alarm-bridge:"),
             history=store.integer("history", 10000),
+            sentinel_username=store.text("sentinel_username", ""),
+            sentinel_password=store.text("sentinel_password", ""),
+            min_replicas=_min_replicas(store),
         ),
         native=NativeSettings(
             departments={str(dep): deps.child(str(dep)).text("secret") for dep in deps.data},
@@ -281,7 +289,7 @@ def _templates(top: Node, folder: Path) -> Renderer:
 
 def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
     node.only("bearer_token", "username", "password", "auth_disabled", "rules", "timezone", "per_alert",
-              "max_body_bytes")  # fmt: skip
+              "max_body_bytes", "dedup_window")  # fmt: skip
     rules = base / node.text("rules", "rules")
     if "rules" in node.data and not rules.is_dir():  # the default folder may be absent: no Alertmanager then
         raise node.fail("rules", f"{rules.resolve()} is not a directory")
@@ -294,6 +302,7 @@ def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
         timezone=node.text("timezone", "Asia/Shanghai"),
         per_alert=node.flag("per_alert", False),
         max_body_bytes=node.integer("max_body_bytes", 4 * 1024 * 1024, minimum=1024),
+        dedup_window=node.duration("dedup_window", 300.0),
     )
 
 
@@ -340,10 +349,26 @@ def _password_hash(users: Node, name: str) -> str:
     return value
 
 
+def _min_replicas(store: Node) -> int:
+    """Replicas to wait for: only a Redis has them."""
+    count = store.integer("min_replicas", 0, minimum=0)
+    if count and store.text("url", "sqlite:").startswith("sqlite:"):
+        raise store.fail(
+            "min_replicas", "only a Redis store has replicas to wait for (store.url: redis+sentinel://...)"
+        )
+    return count
+
+
 def _store_url(url: str, node: Node, base: Path) -> str:
-    """SQLite paths are relative to the config file's folder; Redis URLs pass through."""
+    """SQLite paths are relative to the config file's folder; Redis URLs pass through, Sentinel ones checked."""
+    if url.startswith(sentinel_url.SCHEMES):
+        try:
+            sentinel_url.parse(url)
+        except ValueError as exc:
+            raise node.fail("url", str(exc)) from None
+        return url
     if url.startswith(("redis://", "rediss://", "unix://")):
         return url
     if not url.startswith("sqlite:///"):
-        raise node.fail("url", f"expected sqlite:///PATH or redis://HOST:PORT/DB, got {url!r}")
+        raise node.fail("url", f"expected sqlite:///PATH, redis://HOST:PORT/DB or {sentinel_url.EXAMPLE}")
     return f"sqlite:///{base / url.removeprefix('sqlite:///')}"

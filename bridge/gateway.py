@@ -13,7 +13,7 @@ from bridge.codes import Code
 from bridge.config import Settings
 from bridge.model import Alarm, Group, Outcome
 from bridge.outbox import Outbox
-from bridge.store import Late, Store, StoreError
+from bridge.store import Admission, Late, Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,13 @@ class Gateway:
         self.store = store
         self.outbox = outbox
 
-    async def accept(self, alarm: Alarm, wait: float | None = None) -> Result:
+    async def accept(
+        self, alarm: Alarm, wait: float | None = None, stale: Sequence[str] = (), marks: Sequence[str] = ()
+    ) -> Result:
         """Find the group, claim the dedup window and write the jobs; then wait for the first attempt.
 
         ``wait`` bounds that wait (default ``delivery.reply_wait``); 0 answers as soon as the jobs are written.
+        ``stale`` and ``marks`` are the store's keys as ``Admission`` takes them, kept for the dedup window.
         """
         wait = self.settings.delivery.reply_wait if wait is None else wait
         deadline = time.time() + self.settings.store.timeout  # for every store call on the way to the reply, in all
@@ -63,7 +66,7 @@ class Gateway:
             return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
         claim, window = self._claim(alarm, group)
         try:
-            admitted = await self.outbox.admit(alarm, group, claim, window, wait, deadline)
+            admitted = await self.outbox.admit(alarm, group, Admission((), claim, window, stale, marks), wait, deadline)
         except Late as exc:
             return _store_down(exc, NOT_WRITTEN)
         except (StoreError, TimeoutError) as exc:
@@ -97,6 +100,8 @@ class Gateway:
     def _claim(self, alarm: Alarm, group: Group) -> tuple[str | None, float]:
         """The alarm's dedup claim in the store (None when the group's window is 0) and the window."""
         window = self.settings.dedup_window if group.dedup_window is None else group.dedup_window
+        if alarm.source == "alertmanager":  # an HA peer's copy is dropped whatever the group's window
+            window = max(window, self.settings.alertmanager.dedup_window)
         return (f"dedup:{alarm.fingerprint()}" if window > 0 else None), window
 
 

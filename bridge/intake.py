@@ -99,14 +99,14 @@ class Intake:
         self._writer: asyncio.Task[None] | None = None
 
     async def admit(
-        self, alarm: Alarm, group: Group, jobs: list[Job], claim: str | None, ttl: float, wait: float, deadline: float
+        self, alarm: Alarm, group: Group, admission: Admission, wait: float, deadline: float
     ) -> Admitted | None:
-        """Write the alarm's jobs (see ``jobs_for``) unless its dedup claim is taken (None then), and start the
-        first attempt, awaited up to ``wait`` seconds from the write.
+        """Write the alarm's jobs (see ``jobs_for``) unless its dedup claim is taken or it is stale (None then),
+        and start the first attempt, awaited up to ``wait`` seconds from the write.
 
         By ``deadline`` (epoch seconds) the jobs are written or this raises: ``Late`` when they certainly were
         not, another StoreError or TimeoutError when the store may still write them."""
-        entry = Entry(alarm, group, Admission(jobs, claim, ttl), wait, deadline)
+        entry = Entry(alarm, group, admission, wait, deadline)
         self._queued.append(entry)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued())

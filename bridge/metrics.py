@@ -72,6 +72,15 @@ ALARMS_SUMMARIZED = Counter(
     ["channel", "target"],
 )
 STORE_ERRORS = Counter("alarm_bridge_store_errors_total", "Store calls that failed or timed out.")
+STORE_FAILOVERS = Counter(
+    "alarm_bridge_store_failovers_total", "Changes of the Redis primary that Sentinel named to this process."
+)
+REPLICA_ACKS = Counter(
+    "alarm_bridge_store_replica_acks_total",
+    "Outbox writes of accepted alarms waited on for store.min_replicas replicas (WAIT), by result "
+    "(acknowledged | too_few).",
+    ["result"],
+)
 TOKEN_REFRESHES = Counter(
     "alarm_bridge_token_refreshes_total", "Upstream access tokens fetched or refreshed.", ["vendor"]
 )
@@ -89,6 +98,8 @@ BUILD_INFO = Info("alarm_bridge_build", "The gateway's version and the Python th
 BUILD_INFO.info({"version": __version__, "python": platform.python_version()})
 for _result in ("success", "failure"):  # both series exist from the start, so rate() and increase() see the first one
     CONFIG_RELOADS.labels(result=_result)
+for _result in ("acknowledged", "too_few"):
+    REPLICA_ACKS.labels(result=_result)
 CONFIG_LAST_RELOAD_SUCCESSFUL.set(1)
 
 

@@ -15,7 +15,7 @@ from bridge import config, metrics
 from bridge.gateway import Gateway
 from bridge.ingest import alertmanager
 from bridge.schema import ConfigError
-from bridge.store import StoreError
+from bridge.store import FailingOver, StoreError
 from bridge.web import auth
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ async def ready(request: Request) -> Response:
     try:
         async with asyncio.timeout(gateway.settings.store.timeout):
             await gateway.store.ping()
+    except FailingOver as exc:
+        metrics.STORE_ERRORS.inc()
+        return PlainTextResponse(f"store failing over: {exc}", status_code=503)
     except (StoreError, TimeoutError):
         metrics.STORE_ERRORS.inc()
         return PlainTextResponse("store unreachable", status_code=503)

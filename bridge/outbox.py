@@ -76,18 +76,19 @@ class Outbox:
         return task
 
     async def admit(
-        self, alarm: Alarm, group: Group, claim: str | None, ttl: float, wait: float, deadline: float
+        self, alarm: Alarm, group: Group, admission: Admission, wait: float, deadline: float
     ) -> Admitted | None:
-        """See ``Intake.admit``: the jobs are written, and their first attempts made, together with the alarms
-        that arrive beside it (one message per target, a digest where several alarms share it); a job for a target
-        known to be held by a rate limit skips that attempt (see ``Limits.held_at_admission``), and is parked for
-        the next summary if the target is in a storm (see ``Storms.parked``)."""
+        """See ``Intake.admit`` (``admission`` without its jobs, made here): the jobs are written, and their first
+        attempts made, together with the alarms that arrive beside it (one message per target, a digest where
+        several alarms share it); a job for a target known to be held by a rate limit skips that attempt (see
+        ``Limits.held_at_admission``), and is parked for the next summary if the target is in a storm (see
+        ``Storms.parked``)."""
         held = self._limits.held_at_admission(group.targets)
         jobs = jobs_for(alarm, group, self._storms.parked(group.targets, held))
         for target, due, job in zip(group.targets, held, jobs, strict=False):
             if due:  # the target's backlog grows: does it make a storm?
                 self._storms.watch(group, target, job.payload)
-        return await self._intake.admit(alarm, group, jobs, claim, ttl, wait, deadline)
+        return await self._intake.admit(alarm, group, replace(admission, jobs=jobs), wait, deadline)
 
     def _first_attempt(self, entries: list[Entry], leased_until: float) -> FirstAttempt:
         works: dict[Lane, Work] = {}
@@ -220,7 +221,7 @@ class Outbox:
                     outcome, count, settled = sent
                     results |= {j.id: outcome for j in work.jobs[:count]}
                     work = replace(work, jobs=work.jobs[count:], alarms=work.alarms[count:])
-                    await asyncio.shield(self._settle(settled))  # recorded even when shutting down meanwhile
+                    await asyncio.shield(self._record_sent(settled, work.leased_until))  # even when shutting down
             except asyncio.CancelledError:  # shutting down: hand the rest back at once, not when the lease ends
                 await asyncio.shield(self._hand_back(work.jobs))
                 raise
@@ -337,6 +338,18 @@ class Outbox:
         except StoreError as exc:
             metrics.STORE_ERRORS.inc()
             logger.warning("outbox: cannot record a delivery: %s", exc)
+
+    async def _record_sent(self, jobs: list[Job], leased_until: float) -> None:
+        """Settle jobs whose message went out, again and again while the store fails (a Redis failover takes
+        seconds) and the lease holds: a delivery not recorded comes due again when its lease ends, and goes out
+        twice."""
+        while True:
+            try:
+                return await self._settle(jobs)
+            except StoreError:
+                if time.monotonic() + 2 * self._store_timeout > leased_until:
+                    raise
+                await asyncio.sleep(self._store_timeout / 4)
 
     async def _settle(self, jobs: Iterable[Job]) -> None:
         # No wake-up of the worker: a job settled pending is due later (a backoff, a rate limit), and the worker

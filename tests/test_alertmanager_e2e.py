@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import yaml
 
 from tests.fakes._server import FakeServer
 from tests.fakes.alertmanager import Alertmanager, alertmanager, binary, now
 from tests.fakes.dingtalk import DingTalkFake
-from tests.helpers import config_data, free_port, gateway_process, require_binary, write_config
+from tests.helpers import REDIS_URL, config_data, free_port, gateway_process, require_binary, write_config
+from tests.store.test_contract import redis_prefix
 from tests.test_gateway import redis_server
 
 TOKEN = "e2e-bearer-token"
@@ -133,6 +135,58 @@ def test_an_ha_pairs_two_copies_of_a_notification_are_delivered_once(setup: Setu
             _wait_for_log(second, "Notify success")
             assert_no_more(setup.robot, 1, seconds=3)
     assert first.url != second.url  # so the two payloads differed in externalURL
+
+
+def test_a_clustered_ha_pair_on_two_replicas_gives_one_message_per_notification(setup: Setup, tmp_path: Path) -> None:
+    data = yaml.safe_load(setup.config.read_text(encoding="utf-8"))
+    prefix = data["store"]["prefix"] = redis_prefix()
+    data["store"]["url"] = REDIS_URL
+    config = write_config(setup.config, data)
+    ports = free_port(), free_port()
+    http_config = {"authorization": {"credentials": TOKEN}}
+    # Each peer sends to its own replica; the second sends 4 s after the first unless the gossip says it went out,
+    # and so sends the firing copy late: after the first one's resolved (as Alertmanager's issue #4152 shows).
+    pair = {"group_interval": "2s", "peer_timeout": "4s"}
+    try:
+        with (
+            gateway_process(config) as one,
+            gateway_process(config) as two,
+            alertmanager(tmp_path / "am1", f"{one}/alertmanager", http_config, cluster_port=ports[0],
+                         peers=[ports[1]], **pair) as first,
+            alertmanager(tmp_path / "am2", f"{two}/alertmanager", http_config, cluster_port=ports[1],
+                         peers=[ports[0]], **pair) as second,
+        ):  # fmt: skip
+            started = now()
+            for am in (first, second):
+                am.post_alerts(disk_alert(startsAt=started, endsAt=now(3600)))
+            setup.robot.robot_messages.wait_for(1, timeout=20)
+            ended = now()
+            for am in (first, second):
+                am.post_alerts(disk_alert(startsAt=started, endsAt=ended))
+            _wait_for_notifications(4, first, second)  # each peer sent both: the firing and the resolved
+            assert_no_more(setup.robot, 2, seconds=3)
+            firing, resolved = texts(setup.robot)
+            assert firing.startswith("【高】E2EDiskFull 告警中\n") and resolved.startswith("【高】E2EDiskFull 已恢复\n")
+
+            other = disk_alert(startsAt=now(), endsAt=now(3600))
+            other["labels"]["instance"] = "db2:9100"
+            for am in (first, second):  # a change in the group: a new alert
+                am.post_alerts(other)
+            (changed,) = setup.robot.robot_messages.wait_for(3, timeout=20)[2:]
+            assert "【告警中 1 条】\n1. [高] E2EDiskFull @ db2:9100" in changed.content
+            assert_no_more(setup.robot, 3, seconds=8)  # past the second peer's copy
+    finally:
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+
+
+def _wait_for_notifications(count: int, *peers: Alertmanager, timeout: float = 40.0) -> None:
+    """Until the peers together have sent ``count`` notifications successfully."""
+    deadline = time.monotonic() + timeout
+    while sum(am.logs().count('msg="Notify success"') for am in peers) < count:
+        assert time.monotonic() < deadline, "\n".join(am.logs() for am in peers)
+        time.sleep(0.1)
 
 
 def test_wrong_credentials_are_refused_and_nothing_is_delivered(setup: Setup, tmp_path: Path) -> None:

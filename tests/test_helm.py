@@ -34,6 +34,7 @@ from tests.helpers import TEMPLATES, require_binary
 
 CHART = Path(__file__).resolve().parent.parent / "helm" / "alarm-bridge"
 PRODUCTION = CHART / "examples" / "production.yaml"
+SENTINEL = CHART / "examples" / "sentinel.yaml"
 DASHBOARD = CHART / "dashboards" / "alarm-bridge.json"
 SCHEMA = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
 WARNING = 2  # Helm's lint severities: 1 info, 2 warning, 3 error; `helm lint --strict` fails on warnings
@@ -71,6 +72,7 @@ def merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 DEFAULTS = load_yaml(CHART / "values.yaml")
 PRODUCTION_VALUES = load_yaml(PRODUCTION)
+SENTINEL_VALUES = merged(PRODUCTION_VALUES, load_yaml(SENTINEL))  # used after production.yaml
 
 
 # --- the values schema (jsonschema only: runs everywhere) -----------------------------------------------------
@@ -208,6 +210,10 @@ def test_lint_is_clean_with_the_default_values(helm: ModuleType, tmp_path: Path)
 
 def test_lint_is_clean_with_the_production_example(helm: ModuleType, tmp_path: Path) -> None:
     assert lint(helm, tmp_path, PRODUCTION_VALUES) == []
+
+
+def test_lint_is_clean_with_the_sentinel_example(helm: ModuleType, tmp_path: Path) -> None:
+    assert lint(helm, tmp_path, SENTINEL_VALUES) == []
 
 
 def test_lint_refuses_several_replicas_without_redis(helm: ModuleType, tmp_path: Path) -> None:
@@ -398,6 +404,19 @@ def test_production_render(render: Render, monkeypatch: pytest.MonkeyPatch) -> N
     assert group.targets[0].kind == "dingtalk-robot"
     assert getattr(group.targets[0], "secret", None) == "SECabc"
     assert group.targets[1] == FeishuRobot(webhook=PRODUCTION_ENV["OPS_FEISHU_HOOK"], secret="feishu-s", keyword="告警")
+
+
+def test_the_sentinel_example_renders_a_store_that_waits_for_a_replica(
+    render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objects = render(SENTINEL_VALUES)
+    assert objects[("Deployment", "ab-alarm-bridge")]["spec"]["replicas"] == 3
+    for name, value in {**PRODUCTION_ENV, "REDIS_SENTINEL_PASSWORD": "sentinel-pw"}.items():
+        monkeypatch.setenv(name, value)
+    store = parse_rendered_config(objects).store
+    assert store.url.startswith("redis+sentinel://:redis-pw@redis-node-0.redis-headless.monitoring.svc:26379,")
+    assert store.url.endswith("/mymaster/0")
+    assert (store.sentinel_password, store.min_replicas) == ("sentinel-pw", 1)
 
 
 def test_prometheus_rules_alert_on_the_gateway_itself(render: Render) -> None:

@@ -21,6 +21,8 @@ FAMILIES = {
     "alarm_bridge_storms_ended": "counter",
     "alarm_bridge_alarms_summarized": "counter",
     "alarm_bridge_store_errors": "counter",
+    "alarm_bridge_store_failovers": "counter",
+    "alarm_bridge_store_replica_acks": "counter",
     "alarm_bridge_token_refreshes": "counter",
     "alarm_bridge_template_errors": "counter",
     "alarm_bridge_config_reloads": "counter",

@@ -78,7 +78,8 @@ class Receiver:
 
         async def accept(alarm: Alarm) -> Result:
             async with limit:
-                result = await gateway.accept(alarm, wait=0)  # delivery goes on in the background
+                stale, marks = alerts.episodes(alarm)
+                result = await gateway.accept(alarm, wait=0, stale=stale, marks=marks)  # delivery goes on behind
             metrics.ALARMS_RECEIVED.labels(source="alertmanager", code=str(int(result.code))).inc()
             return result
 

@@ -180,9 +180,26 @@ def _identity(
         route.where,
         sorted(target.items()),
         status,
-        sorted((a.fingerprint, a.starts_at, a.status) for a in alerts),
+        sorted((a.fingerprint, a.starts_at, a.ends_at, a.status) for a in alerts),
     ]
+    return _digest(content)
+
+
+def _digest(content: object) -> str:
     return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
+
+
+def episodes(alarm: Alarm) -> tuple[list[str], list[str]]:
+    """The store keys of an Alertmanager alarm's firing alerts and of its resolved ones, each alert by its group
+    key, fingerprint and start: an alert resolved once stays resolved, so a copy whose every firing alert was
+    resolved since (an HA peer's late copy) is stale."""
+    group_key = alarm.extra.get("group_key", "")
+
+    def keys(status: str) -> list[str]:
+        alerts = alarm.extra.get(status, ())
+        return [f"resolved:{_digest([group_key, a['fingerprint'], a['starts_at']])}" for a in alerts]
+
+    return keys("firing"), keys("resolved")
 
 
 def explain(
@@ -205,7 +222,7 @@ def explain(
     return "\n".join(lines)
 
 
-_EXPLAIN = AlertmanagerSettings("", "", "", False, Path("rules"), "UTC", False, 0)
+_EXPLAIN = AlertmanagerSettings("", "", "", False, Path("rules"), "UTC", False, 0, 0.0)
 
 
 def time_zone(name: str, where: str) -> ZoneInfo:

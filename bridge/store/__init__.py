@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.config import StoreSettings
-from bridge.store.base import Admission, Job, Late, State, Store, StoreError
+from bridge.store.base import Admission, FailingOver, Job, Late, State, Store, StoreError
 
 
 def open_store(settings: StoreSettings) -> Store:
@@ -13,7 +13,14 @@ def open_store(settings: StoreSettings) -> Store:
         return SqliteStore(settings.url.removeprefix("sqlite:///"), settings.history)
     from bridge.store.redis import RedisStore
 
-    return RedisStore(settings.url, settings.prefix, settings.timeout, settings.history)
+    return RedisStore(
+        settings.url,
+        settings.prefix,
+        settings.timeout,
+        settings.history,
+        sentinel_auth=(settings.sentinel_username, settings.sentinel_password),
+        min_replicas=settings.min_replicas,
+    )
 
 
-__all__ = ["Admission", "Job", "Late", "State", "Store", "StoreError", "open_store"]
+__all__ = ["Admission", "FailingOver", "Job", "Late", "State", "Store", "StoreError", "open_store"]

@@ -21,6 +21,10 @@ class Late(StoreError):
     """The store came to a write after the caller's deadline, and wrote nothing."""
 
 
+class FailingOver(StoreError):
+    """Redis's Sentinels name no primary that answers: one is being replaced, and 3000 is answered until it is."""
+
+
 class State(StrEnum):
     PENDING = "pending"
     DONE = "done"
@@ -47,11 +51,14 @@ class Job:
 @dataclass(frozen=True)
 class Admission:
     """An alarm's jobs, written only if its dedup claim is won (the key is free for ``ttl`` seconds); no claim,
-    always written."""
+    always written. It is stale, and not written, when every key of ``stale`` is present (none: never stale);
+    once written, each key of ``marks`` is set for ``ttl`` seconds."""
 
     jobs: Sequence[Job]
     claim: str | None = None
     ttl: float = 0.0
+    stale: Sequence[str] = ()
+    marks: Sequence[str] = ()
 
 
 class Store(Protocol):
@@ -81,9 +88,10 @@ class Store(Protocol):
     async def delete(self, key: str) -> None: ...
 
     async def admit(self, admissions: Sequence[Admission], lease: float, before: float = math.inf) -> list[bool]:
-        """Claim and write each admission in turn (a later one loses a claim an earlier one won): whether each
-        was written. Written jobs are leased to the caller for ``lease`` seconds: it makes the first attempt; a job
-        with a ``due`` of its own (one a rate limit holds back) is leased to nobody and due then instead.
+        """Claim and write each admission in turn (a later one loses a claim an earlier one won, and is stale by
+        the marks an earlier one set): whether each was written. Written jobs are leased to the caller for
+        ``lease`` seconds: it makes the first attempt; a job with a ``due`` of its own (one a rate limit holds
+        back) is leased to nobody and due then instead.
 
         A store that comes to the write after ``before`` (epoch seconds, by its own clock) writes nothing and
         raises ``Late``: a caller that has given up by then knows that its alarms were not written."""

@@ -11,11 +11,14 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.exceptions import RedisError, WatchError
 
+from bridge import metrics, sentinel_url
 from bridge.model import Group
 from bridge.store import redis_scripts as scripts
-from bridge.store.base import Admission, Job, Late, State, StoreError, dump_group, load_group
+from bridge.store.base import Admission, FailingOver, Job, Late, State, StoreError, dump_group, load_group
 
 T = TypeVar("T")
 
@@ -33,13 +36,22 @@ LEASED = "leased"  # sorted set: job id -> when the lease on it ends (a job sett
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str, timeout: float, history: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        timeout: float,
+        history: int,
+        *,
+        sentinel_auth: tuple[str, str] = ("", ""),
+        min_replicas: int = 0,
+    ) -> None:
         self._prefix = prefix
         self._history = history
         self._done_since_trim = 0
-        self._redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        self._min_replicas = min_replicas
+        self._wait_millis = _millis(timeout / 2)  # WAIT's share of the store timeout, the script's is the rest
+        self._redis, self._sentinels = connect(url, timeout, sentinel_auth)
         self._lease_script = self._redis.register_script(scripts.LEASE)
         self._acquire_script = self._redis.register_script(scripts.ACQUIRE)
         self._trim_script = self._redis.register_script(scripts.TRIM)
@@ -53,6 +65,8 @@ class RedisStore:
     async def _run(self, call: Awaitable[T]) -> T:
         try:
             return await call
+        except MasterNotFoundError as exc:
+            raise FailingOver(f"redis: failing over: {exc}") from exc
         except RedisError as exc:
             raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
 
@@ -86,6 +100,11 @@ class RedisStore:
             found.append(
                 "Redis writes its appendonly file without fsync (appendfsync no): if its machine crashes, the "
                 "outbox's jobs of the last seconds the system had not flushed are lost; set appendfsync everysec"
+            )
+        if self._sentinels and not self._min_replicas:
+            found.append(
+                "Redis fails over (Sentinel) but store.min_replicas is 0: an alarm answered 0 just before the "
+                "primary dies may be missing on the replica that takes over; set store.min_replicas: 1"
             )
         return found
 
@@ -143,10 +162,19 @@ class RedisStore:
 
     async def admit(self, admissions: Sequence[Admission], lease: float, before: float = math.inf) -> list[bool]:
         keys, args = self._admission(admissions, time.time() + lease, before)
-        won: Any = await self._run(self._admit_script(keys=keys, args=args))
-        if won == scripts.LATE:
-            raise Late("Redis came to the write after the deadline")
-        return [bool(w) for w in won]
+        if not self._min_replicas:
+            won: Any = await self._run(self._admit_script(keys=keys, args=args))
+            return _won(won)
+        async with self._redis.pipeline(transaction=False) as pipe:  # one connection: WAIT counts its writes
+            await self._admit_script(keys=keys, args=args, client=pipe)  # queued, not run
+            pipe.execute_command("WAIT", self._min_replicas, self._wait_millis)
+            won, acks = await self._run(pipe.execute())
+        if won != scripts.LATE and acks < self._min_replicas:  # on the primary, not known to be on a replica
+            metrics.REPLICA_ACKS.labels(result="too_few").inc()
+            raise StoreError(f"redis: {acks} of {self._min_replicas} replicas (store.min_replicas) acknowledged the "
+                             f"write within {self._wait_millis} ms")  # fmt: skip
+        metrics.REPLICA_ACKS.labels(result="acknowledged").inc()
+        return _won(won)
 
     def _admission(
         self, admissions: Sequence[Admission], due: float, before: float = math.inf
@@ -157,10 +185,17 @@ class RedisStore:
         for a in admissions:
             if a.claim is not None:
                 keys.append(self._key(KV + a.claim))
+            claim = 0 if a.claim is None else len(keys)
+            stale, marks = self._indexed(keys, a.stale), self._indexed(keys, a.marks)
             jobs = [[j.id, j.due or due, j.created, j.lane, 0 if j.due else due] for j in a.jobs]
-            batch.append([0 if a.claim is None else len(keys), _millis(a.ttl), jobs])
+            batch.append([claim, _millis(a.ttl), jobs, stale, marks])
             records += [f"{_fields(j, j.due or due)}\n{j.payload}" for j in a.jobs]
         return keys, [self._prefix, "0" if before == math.inf else f"{before:.6f}", json.dumps(batch), *records]
+
+    def _indexed(self, keys: list[str], names: Sequence[str]) -> list[int]:
+        """The names' keys appended to ``keys``; their indexes there (as Lua counts)."""
+        keys += [self._key(KV + name) for name in names]
+        return list(range(len(keys) - len(names) + 1, len(keys) + 1))
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
@@ -246,6 +281,8 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
 
 def _millis(seconds: float) -> int:
@@ -275,3 +312,40 @@ def _load(id: str, record: str) -> Job:
         return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress, lane)
     except (ValueError, TypeError, KeyError):
         return Job(id, "", 0.0)
+
+
+def connect(url: str, timeout: float, sentinel_auth: tuple[str, str]) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """A client of the Redis the URL names; of a Sentinel URL, of the primary the Sentinels name at each connect,
+    and the clients of the Sentinels (closed with it)."""
+    sockets: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if not url.startswith(sentinel_url.SCHEMES):
+        return aioredis.Redis.from_url(url, decode_responses=True, **sockets), []
+    target = sentinel_url.parse(url)
+    servers: dict[str, Any] = dict(parse_url(target.server_url))
+    for name in ("host", "port", "connection_class"):  # the Sentinels name the host; TLS is the flag below
+        servers.pop(name, None)
+    tls = {k: v for k, v in servers.items() if k.startswith("ssl_")} | {"ssl": True} if target.tls else {}
+    username, password = sentinel_auth
+    asked = {**sockets, **tls, "username": username or None, "password": password or None}
+    sentinels = Sentinel(target.sentinels, sentinel_kwargs=asked, decode_responses=True, **sockets, **servers,
+                         ssl=target.tls)  # fmt: skip
+    primary: aioredis.Redis = sentinels.master_for(target.service, connection_pool_class=_Primary)
+    return primary, list(sentinels.sentinels)
+
+
+class _Primary(SentinelConnectionPool):
+    """Counts the primary's changes it is told of: the failovers this process has seen."""
+
+    async def get_master_address(self) -> Any:
+        before = self.master_address
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]  # redis-py leaves it bare
+        if before is not None and address != before:
+            metrics.STORE_FAILOVERS.inc()
+        return address
+
+
+def _won(won: Any) -> list[bool]:
+    """ADMIT's answer: whether each admission was written (Late if Redis came to it after the deadline)."""
+    if won == scripts.LATE:
+        raise Late("Redis came to the write after the deadline")
+    return [bool(w) for w in won]

@@ -40,19 +40,32 @@ return tostring(tonumber(oldest[2]) + window - now)
 # A lane's pending jobs live in the sorted set PREFIX .. 'lane:' .. lane (id -> creation time), named in the
 # scripts from the prefix: a lane is any target's rate key.
 
-# KEYS: jobs, created, due, leased, then each admission's claim. ARGV[1]: the key prefix; ARGV[2]: the deadline
-# (epoch seconds, or 0 for none); ARGV[3]: JSON [[claim's KEYS index or 0, window in milliseconds, [[id, due, created,
-# lane, leased until or 0], ...]], ...]; then each job's record, in that order. Claims are taken in turn (a later
-# admission loses a claim an earlier one won); an admission's jobs are written if it has no claim or won it.
-# Returns 1 or 0 for each admission, or LATE having written nothing when Redis's clock is past the deadline.
+# KEYS: jobs, created, due, leased, then each admission's claim, stale keys and marks. ARGV[1]: the key prefix;
+# ARGV[2]: the deadline (epoch seconds, or 0 for none); ARGV[3]: JSON [[claim's KEYS index or 0, window in
+# milliseconds, [[id, due, created, lane, leased until or 0], ...], [stale keys' indexes], [marks' indexes]], ...];
+# then each job's record, in that order. Claims are taken in turn (a later admission loses a claim an earlier one
+# won); an admission is stale when all its stale keys (one at least) exist; its jobs are written if it is not stale
+# and has no claim or won it, and then its marks are set for the window. Returns 1 or 0 for each admission, or
+# LATE having written nothing when Redis's clock is past the deadline.
 LATE = -1
 ADMIT = """
 local now = redis.call('TIME')
 if ARGV[2] ~= '0' and now[1] + now[2] / 1e6 > tonumber(ARGV[2]) then return -1 end
+local function stale(indexes)
+  if #indexes == 0 then return false end
+  for _, k in ipairs(indexes) do
+    if redis.call('EXISTS', KEYS[k]) == 0 then return false end
+  end
+  return true
+end
 local won, r = {}, 3
 for i, admission in ipairs(cjson.decode(ARGV[3])) do
   local claim = admission[1]
-  won[i] = (claim == 0 or redis.call('SET', KEYS[claim], '1', 'PX', admission[2], 'NX')) and 1 or 0
+  won[i] = (not stale(admission[4]) and (claim == 0 or redis.call('SET', KEYS[claim], '1', 'PX', admission[2], 'NX')))
+    and 1 or 0
+  if won[i] == 1 then
+    for _, k in ipairs(admission[5]) do redis.call('SET', KEYS[k], '1', 'PX', admission[2]) end
+  end
   for _, j in ipairs(admission[3]) do
     r = r + 1
     if won[i] == 1 then

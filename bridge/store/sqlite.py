@@ -192,10 +192,17 @@ class SqliteStore:
         return await self._run(admit)
 
     def _admit(self, conn: sqlite3.Connection, admission: Admission, due: float) -> bool:
+        if admission.stale and all(self._present(conn, key) for key in admission.stale):
+            return False
         if admission.claim is not None and not self._put_new(conn, admission.claim, "1", admission.ttl):
             return False
         self._write(conn, admission.jobs, due)
+        marks = [(key, time.time() + admission.ttl) for key in admission.marks]
+        conn.executemany("INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, '1', ?)", marks)
         return True
+
+    def _present(self, conn: sqlite3.Connection, key: str) -> bool:
+        return conn.execute("SELECT 1 FROM kv WHERE key=? AND expires>?", (key, time.time())).fetchone() is not None
 
     def _write(self, conn: sqlite3.Connection, jobs: Sequence[Job], due: float) -> None:
         """New jobs; those without a due of their own leased to the caller until ``due``."""

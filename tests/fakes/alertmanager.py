@@ -1,6 +1,7 @@
 """A real Prometheus Alertmanager (Debian's prometheus-alertmanager 0.25) on loopback ports, as a test peer.
 
-Not a fake: the binary itself, with a generated config (one webhook receiver), clustering off, its own storage.
+Not a fake: the binary itself, with a generated config (one webhook receiver), its own storage, and clustering off
+or with the peers given (an HA pair on loopback).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,8 +59,15 @@ def alertmanager(
     group_interval: str = "2s",
     repeat_interval: str = "1h",
     resolve_timeout: str = "5m",
+    cluster_port: int = 0,
+    peers: Sequence[int] = (),
+    peer_timeout: str = "15s",
 ) -> Iterator[Alertmanager]:
-    """Alertmanager routing every alert (grouped by alertname) to one webhook receiver; yields it once ready."""
+    """Alertmanager routing every alert (grouped by alertname) to one webhook receiver; yields it once ready.
+
+    With ``cluster_port`` it gossips there with the ``peers`` (their cluster ports) as an HA pair does: a peer
+    sends a notification ``peer_timeout`` times its position after the first, unless the gossip says it went out.
+    """
     command = binary()
     folder.mkdir(parents=True, exist_ok=True)
     config = {
@@ -89,8 +97,8 @@ def alertmanager(
         f"--storage.path={folder / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
         f"--web.external-url={url}",
-        "--cluster.listen-address=",  # no HA gossip: a single peer on loopback
         "--log.level=debug",
+        *_cluster(cluster_port, peers, peer_timeout),
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(arguments, stdout=out, stderr=subprocess.STDOUT)
@@ -104,6 +112,17 @@ def alertmanager(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+def _cluster(port: int, peers: Sequence[int], peer_timeout: str) -> list[str]:
+    if not port:
+        return ["--cluster.listen-address="]  # no HA gossip: a single peer on loopback
+    return [
+        f"--cluster.listen-address=127.0.0.1:{port}",
+        f"--cluster.advertise-address=127.0.0.1:{port}",
+        f"--cluster.peer-timeout={peer_timeout}",
+        *(f"--cluster.peer=127.0.0.1:{p}" for p in peers),
+    ]
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> None:

@@ -281,6 +281,27 @@ def test_a_repeated_notification_and_an_ha_peers_copy_are_delivered_once(bridge:
     assert "【告警中 3 条】" in texts[2]
 
 
+def test_a_firing_copy_that_comes_after_its_alerts_resolved_is_stale_and_not_sent(bridge: Bridge) -> None:
+    bridge.config["groups"][0]["dedup_window"] = 0  # the group repeats everything: alertmanager.dedup_window holds
+    with bridge.client() as client:
+
+        def post(notification: dict[str, Any]) -> Any:
+            return client.post("/alertmanager", json=notification, headers=BEARER).json()
+
+        assert post(payload(alert(1, "resolved"))) == {"accepted": 1, "duplicates": 0}
+        late = payload(alert(1), externalURL="http://am-2.example:9093")  # the other peer's firing, late
+        assert post(late) == {"accepted": 0, "duplicates": 1}
+        assert post(payload(alert(1, "resolved"), externalURL="http://am-2.example:9093"))["duplicates"] == 1
+        assert post(payload(alert(1, startsAt="2026-11-29T03:00:00Z")))["accepted"] == 1  # firing again: news
+        assert post(payload(alert(1), alert(2)))["accepted"] == 1  # alert 2 is news, though 1 is stale
+        bridge.robot.robot_messages.wait_for(3)
+        time.sleep(0.3)
+    texts = bridge.texts()
+    assert len(texts) == 3, texts
+    assert "【已恢复 1 条】" in texts[0] and "【告警中" not in texts[0]
+    assert "【告警中 1 条】" in texts[1] and "【告警中 2 条】" in texts[2]
+
+
 def test_the_message_shows_sections_counts_local_times_and_links(bridge: Bridge) -> None:
     bridge.config["alertmanager"]["timezone"] = "Europe/Berlin"
     mention = {"mention_mobiles": "13800000000"}

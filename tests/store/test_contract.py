@@ -137,6 +137,27 @@ async def test_an_admission_is_written_only_if_its_claim_is_won(store: Store) ->
     assert await store.get("dedup:a") is not None
 
 
+async def test_an_admission_is_stale_once_every_one_of_its_keys_is_marked(store: Store) -> None:
+    early = Admission([job(1)], "dedup:f1", 60, stale=["resolved:a"])
+    assert await store.admit([early], lease=0) == [True]  # nothing resolved yet
+    resolved = Admission([job(2)], "dedup:r", 60, marks=["resolved:a", "resolved:b"])
+    late = Admission([job(3)], "dedup:f2", 60, stale=["resolved:a", "resolved:b"])
+    joined = Admission([job(4)], "dedup:f3", 60, stale=["resolved:a", "resolved:c"])  # c is still firing
+    assert await store.admit([resolved, late, joined], lease=0) == [True, False, True]
+    assert await store.admit([Admission([job(5)], "dedup:f2", 60)], lease=0) == [True]  # the stale one claimed nothing
+    assert sorted(j.id for j in await store.lease(10, lease=60)) == [f"alarm{n}:0" for n in (1, 2, 4, 5)]
+    assert await store.get("resolved:b") is not None
+
+
+async def test_a_stale_or_beaten_admission_sets_no_marks(store: Store) -> None:
+    first = Admission([job(1)], "dedup:r", 60)
+    beaten = Admission([job(2)], "dedup:r", 60, marks=["resolved:a"])
+    stale = Admission([job(3)], "dedup:x", 60, stale=["resolved:z"], marks=["resolved:b"])
+    await store.put("resolved:z", "1", 60)
+    assert await store.admit([first, beaten, stale], lease=0) == [True, False, False]
+    assert (await store.get("resolved:a"), await store.get("resolved:b")) == (None, None)
+
+
 async def test_ping(store: Store) -> None:
     await store.ping()
 

@@ -69,7 +69,7 @@ values.schema.json says the same, so `helm lint` catches it too (lint does not s
 */}}
 {{- define "alarm-bridge.validate" -}}
 {{- $url := dig "store" "url" "" .Values.config | toString }}
-{{- if and (gt (int .Values.replicaCount) 1) (not (regexMatch "^rediss?://" $url)) }}
+{{- if and (gt (int .Values.replicaCount) 1) (not (regexMatch "^rediss?(\\+sentinel)?://" $url)) }}
 {{- fail (printf "replicaCount is %d, but config.store.url is %q: more than one replica needs a shared Redis store (config.store.url: redis://HOST:6379/0)" (int .Values.replicaCount) $url) }}
 {{- end }}
 {{- if and .Values.persistence.enabled (gt (int .Values.replicaCount) 1) }}

@@ -26,7 +26,7 @@ def test_render_prints_each_targets_message(config: Path, tmp_path: Path, capsys
     (tmp_path / "alarm.json").write_text(json.dumps(seed_alarm()), encoding="utf-8")
     assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("=== dingtalk-robot (text) ===\ntitle: 【高】陈敏测试alert_business\n部门:du-srv\n")
+    assert out.startswith("=== dingtalk-robot …x (text) ===\ntitle: 【高】陈敏测试alert_business\n部门:du-srv\n")
 
 
 def test_render_into_a_pipe_closed_early_ends_quietly(config: Path, tmp_path: Path) -> None:
@@ -60,7 +60,7 @@ def test_render_shows_a_feishu_targets_card_body(tmp_path: Path, capsys: pytest.
     assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 0
     out = capsys.readouterr().out
     assert out.startswith(
-        "=== feishu-robot (markdown) ===\ntitle: 【高】陈敏测试alert_business\n**陈敏测试alert_business**"
+        "=== feishu-robot …t (markdown) ===\ntitle: 【高】陈敏测试alert_business\n**陈敏测试alert_business**"
     )
     assert cli.main(["check-config", str(config)]) == 0
 
@@ -94,7 +94,7 @@ def test_render_exits_1_naming_a_shipped_template_that_fails(
     config = write_config(tmp_path / "c.yaml", data)
     (tmp_path / "alarm.json").write_text(json.dumps(seed_alarm()), encoding="utf-8")
     assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 1
-    assert "dingtalk-robot: template native/text.j2 failed" in capsys.readouterr().err
+    assert "dingtalk-robot …x: template native/text.j2 failed" in capsys.readouterr().err
 
 
 def test_deliveries_says_when_the_store_is_unavailable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

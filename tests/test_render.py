@@ -13,6 +13,7 @@ import pytest
 
 from bridge.model import Alarm, Channel, DingTalkRobot, Format, Group, WeComRobot
 from bridge.render import OVERRUN_PAUSE, Renderer, split
+from bridge.sandbox import OVERRIDE_SECONDS, Bounded
 from tests.helpers import TEMPLATES
 
 SEED = Alarm(
@@ -307,3 +308,20 @@ def test_a_feishu_message_carries_its_level_for_the_cards_colour_and_its_overrid
     digest, count = renderer.digest([low, FULL, low], MARKDOWN_GROUP, Channel.FEISHU, 18000)
     assert (count, digest.level) == (3, "高")  # the highest of its alarms
     assert not digest.body.startswith("###")  # lark_md has no headings
+
+
+def test_a_garbage_collection_during_a_render_does_not_count_against_the_override() -> None:
+    heap = [[i] for i in range(3_000_000)]  # a large heap, which a full collection walks for longer than the bound
+    env = Bounded(TEMPLATES)
+    spent = []
+
+    def work() -> str:
+        started = time.thread_time()
+        gc.collect()  # as one may come, at any allocation, in the middle of a render
+        spent.append(time.thread_time() - started)
+        env.check()  # the override itself has used next to nothing
+        return "rendered"
+
+    assert env.bound(work) == "rendered"
+    assert spent[0] > OVERRIDE_SECONDS, "the collection was too short to tell: make the heap larger"
+    assert len(heap) == 3_000_000

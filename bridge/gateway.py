@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridge import metrics
+from bridge.actions import SUBJECT, subject_of
 from bridge.codes import Code
 from bridge.config import Settings
+from bridge.intake import jobs_for
 from bridge.model import Alarm, Group, Outcome
+from bridge.mutes import Mute, Mutes
 from bridge.outbox import Outbox
-from bridge.store import Store, StoreError
+from bridge.store import Admission, State, Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +35,15 @@ async def find_group(settings: Settings, store: Store, id: str, level: str) -> G
         return await store.get_group(id, level)
 
 
+MUTED = "muted by"  # how a muted alarm's deliveries are recorded: done, with this detail
+
+
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, outbox: Outbox) -> None:
+    def __init__(self, settings: Settings, store: Store, outbox: Outbox, mutes: Mutes | None = None) -> None:
         self.settings = settings
         self.store = store
         self.outbox = outbox
+        self.mutes = mutes or Mutes(store)  # one per process, kept across reloads: it caches what it read
 
     async def accept(self, alarm: Alarm, wait: float | None = None) -> Result:
         """Find the group, claim the dedup window and write the jobs; then wait for the first attempt.
@@ -47,7 +55,11 @@ class Gateway:
             group = await find_group(self.settings, self.store, alarm.id, alarm.level)
             if group is None:
                 return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
+            alarm = await self._with_actions(alarm)
             claim, window = self._claim(alarm, group)
+            mute = await self.mutes.find(alarm) if alarm.source == "native" and "notice" not in alarm.extra else None
+            if mute is not None:
+                return await self._muted(alarm, group, claim, window, mute)
             admitted = await self.outbox.admit(alarm, group, claim, window, wait)
         except (StoreError, TimeoutError) as exc:
             # The claim is written with the jobs or not at all: if a slow store wrote them after all, the claim
@@ -66,6 +78,32 @@ class Gateway:
         if attempt.waiting:
             notes.append(f"delivery continues for {attempt.waiting} of {len(admitted.jobs)} channels")
         return Result(first_failure(failed), "; ".join(notes + attempt.warnings))
+
+    async def _with_actions(self, alarm: Alarm) -> Alarm:
+        """The alarm marked for action links (see bridge.actions), its subject kept in the store as long as they
+        are valid; as it is when actions are not configured or the alarm has none."""
+        actions = self.settings.web.actions
+        subject = subject_of(alarm) if actions is not None else None
+        if actions is None or subject is None:
+            return alarm
+        async with asyncio.timeout(self.settings.store.timeout):
+            await self.store.put(SUBJECT + subject.id, subject.to_json(), actions.expires + 60)
+        marker = {"subject": subject.id, "expires": int(time.time() + actions.expires), "labels": bool(subject.labels)}
+        return replace(alarm, extra={**alarm.extra, "actions": marker})
+
+    async def _muted(self, alarm: Alarm, group: Group, claim: str | None, window: float, mute: Mute) -> Result:
+        """A muted alarm past the dedup gate: recorded as delivered to nobody, saying which mute held it back."""
+        jobs = jobs_for(alarm, group)
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(mute.until))
+        detail = f"{MUTED} {mute.who} until {until} (mute {mute.id}): not sent"
+        async with asyncio.timeout(self.settings.store.timeout):
+            (written,) = await self.store.admit([Admission(jobs, claim, window)], self.settings.delivery.lease)
+            if not written:
+                return Result(Code.DUPLICATE, f"within the {window:g}s window")
+            now = time.time()
+            await self.store.settle([replace(j, state=State.DONE, detail=detail, updated=now) for j in jobs])
+        metrics.ALARMS_MUTED.inc()
+        return Result(Code.OK, detail)
 
     async def renew(self, alarm: Alarm) -> None:
         """Start an accepted alarm's dedup window again, because its sender will send it again: Alertmanager

@@ -61,16 +61,23 @@ def sign(key: str, link: Link) -> str:
     return f"{link.text()}.{base64.urlsafe_b64encode(digest).decode().rstrip('=')}"
 
 
-def read(key: str, token: str, now: float | None = None) -> Link | str:
+@dataclass(frozen=True)
+class Refused:
+    message: str
+    expired: bool = False
+
+
+def read(key: str, token: str, now: float | None = None) -> Link | Refused:
     """The link a token holds, or why it is refused (forged or altered, expired)."""
     match = _TOKEN.match(token)
     if match is None:
-        return "this link is not one alarm-bridge made, or it was cut or changed"
+        return Refused("This link is not one alarm-bridge made, or it was cut or changed")
     link = Link(Kind(match[1]), int(match[2]), match[3], int(match[4]))
     if not hmac.compare_digest(sign(key, link).encode(), token.encode()):
-        return "this link's signature does not match: it was changed, or not made by this alarm-bridge"
+        return Refused("This link's signature does not match: it was changed, or not made by this alarm-bridge")
     if link.expires < (time.time() if now is None else now):
-        return f"this link expired at {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(link.expires))}"
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(link.expires))
+        return Refused(f"This link expired at {when}", expired=True)
     return link
 
 

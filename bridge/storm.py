@@ -57,6 +57,25 @@ def _key(lane: str) -> str:
     return f"storm:{lane}"
 
 
+def _ack_key(lane: str, storm: str) -> str:
+    return f"{_key(lane)}:ack:{storm}"
+
+
+ACK_TTL = 7 * 86400.0  # an acknowledgement outlives any storm
+
+
+async def acknowledge(store: Store, targets: Sequence[Target], who: str) -> list[str]:
+    """The storms the targets are in send no more summaries (their alarms are still counted): the storms' ids."""
+    found = []
+    for lane in {lane for t in targets if (lane := rate_key(t))}:
+        value = await store.get(_key(lane))
+        storm = Storm(**json.loads(value)) if value else None
+        if storm is not None and not storm.ended:
+            await store.put(_ack_key(lane, storm.id), who, ACK_TTL)
+            found.append(storm.id)
+    return found
+
+
 def is_summary(alarm_extra: Any) -> bool:
     return isinstance(alarm_extra, dict) and "summary" in alarm_extra
 
@@ -207,9 +226,16 @@ class Storms:
         still = await self._store.held(lane) - len(taken)  # the taken are pending until summarize settles them
         summary = self._summary(after, settings, payload or storm.base, tally, still)
         detail = f"summarized in storm {storm.id} message {number}"
+        acknowledged = await self._store.get(_ack_key(lane, storm.id))
+        if acknowledged is not None:  # counted as usual, and no message: someone is on it
+            detail += f"; not sent: the storm was acknowledged by {acknowledged}"
         absorbed = [replace(j, state=State.DONE, attempts=j.attempts + 1, detail=detail, updated=now) for j in taken]
         ttl = ENDED_TTL if ending else self._ttl(settings)
-        await self._store.summarize(absorbed, summary, _key(lane), json.dumps(asdict(after)), ttl)
+        if acknowledged is None:
+            await self._store.summarize(absorbed, summary, _key(lane), json.dumps(asdict(after)), ttl)
+        else:
+            await self._store.settle(absorbed)
+            await self._store.put(_key(lane), json.dumps(asdict(after)), ttl)
         self._known[lane] = (after, time.monotonic())
         data = json.loads(summary.payload)
         channel = data["group"]["channels"][data["target"]]["type"]

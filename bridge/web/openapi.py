@@ -274,6 +274,24 @@ def document() -> dict[str, Any]:
                 "responses": {**_ok("the rendered message", {"type": "object"}), **_errors("400", "404")},
             },
         },
+        "/mutes": {
+            "get": {
+                "summary": "The mutes in force (from action links), soonest to end first",
+                "operationId": "listMutes",
+                "responses": {
+                    **_ok("the mutes", {"type": "object", "properties": {"mutes": {"type": "array"}}}),
+                    **_errors(),
+                },
+            },
+        },
+        "/mutes/{mute}": {
+            "parameters": [{"name": "mute", "in": "path", "required": True, "schema": STRING}],
+            "delete": {
+                "summary": "Lift a mute now",
+                "operationId": "liftMute",
+                "responses": {**_ok("the mute lifted", {"type": "object"}), **_errors("404")},
+            },
+        },
         "/audit": {
             "get": {
                 "summary": "The audit log, newest first",

@@ -57,14 +57,16 @@ class Mutes:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._read: tuple[list[Mute], float] = ([], -CACHED)
+        self._reading = asyncio.Lock()
 
     async def active(self) -> list[Mute]:
-        """The mutes in force, soonest to end first (read from the store at most once a second)."""
-        mutes, read = self._read
-        if time.monotonic() - read >= CACHED:
-            mutes = _load(await self._store.get(KEY))
-            self._read = (mutes, time.monotonic())
-        now = time.time()
+        """The mutes in force, soonest to end first (read from the store at most once a second, by one caller
+        while the others wait for what it reads: a burst of alarms makes one store call, not one each)."""
+        if time.monotonic() - self._read[1] >= CACHED:
+            async with self._reading:
+                if time.monotonic() - self._read[1] >= CACHED:
+                    self._read = (_load(await self._store.get(KEY)), time.monotonic())
+        mutes, now = self._read[0], time.time()
         return sorted((m for m in mutes if m.until > now), key=lambda m: m.until)
 
     async def find(self, alarm: Alarm) -> Mute | None:

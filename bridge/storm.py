@@ -76,8 +76,10 @@ async def acknowledge(store: Store, targets: Sequence[Target], who: str) -> list
     return found
 
 
-def is_summary(alarm_extra: Any) -> bool:
-    return isinstance(alarm_extra, dict) and "summary" in alarm_extra
+def stands_alone(alarm_extra: Any) -> bool:
+    """A storm's summary, or the notice of an action (bridge.web.act): sent as a message of its own, and never
+    parked for a summary (a notice in a storm would only be counted in the next one)."""
+    return isinstance(alarm_extra, dict) and ("summary" in alarm_extra or "notice" in alarm_extra)
 
 
 class Storms:

@@ -15,10 +15,11 @@ from starlette.testclient import TestClient
 
 from bridge import actions
 from bridge.actions import Kind, Link
-from bridge.config import parse
+from bridge.config import Settings, parse
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
-from tests.helpers import seed_alarm, signed
+from tests.helpers import REDIS_URL, seed_alarm, signed
+from tests.store.test_contract import redis_prefix
 from tests.web._web import AUTH, USER, client_for, csrf_of, login, text_of, web_config
 
 KEY = "action-key-0123456789abcdef"
@@ -29,6 +30,7 @@ ROBOT = "act-robot-token"
 class World:
     client: TestClient
     robot: DingTalkFake
+    settings: Settings
 
     def alarm(self, **changes: str) -> None:
         reply = self.client.post("/alarm_v2", json=signed(seed_alarm(**changes)))
@@ -45,17 +47,20 @@ class World:
 
 
 @contextmanager
-def world_for(tmp_path: Path, **action_settings: Any) -> Iterator[World]:
+def world_for(tmp_path: Path, store_url: str = "", **action_settings: Any) -> Iterator[World]:
     fake = DingTalkFake(robot_rate=1000)
     fake.add_robot(ROBOT)
     with FakeServer(fake.app()) as server:
         group = {"id": "chenmin", "level": "3", "channels": [
             {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token={ROBOT}"}]}  # fmt: skip
-        data = web_config(f"sqlite:///{tmp_path / 's.db'}", groups=[group],
+        data = web_config(store_url or f"sqlite:///{tmp_path / 's.db'}", groups=[group],
                           delivery={"dry_run": False, "timeout": "2s", "deadline": "3s", "backoff": "1h"})  # fmt: skip
         data["web"] |= {"external_url": "https://bridge.example", "actions": {"key": KEY, **action_settings}}
-        with client_for(parse(data, "test.yaml")) as client:
-            yield World(client, fake)
+        if store_url:
+            data["store"]["prefix"] = redis_prefix()
+        settings = parse(data, "test.yaml")
+        with client_for(settings) as client:
+            yield World(client, fake, settings)
 
 
 @pytest.fixture
@@ -194,3 +199,16 @@ def test_with_require_login_the_page_asks_for_a_login_and_acts_as_the_user(tmp_p
         metrics = world.client.get("/metrics").text
         assert 'alarm_bridge_actions_total{action="mute",result="done"}' in metrics
         assert "alarm_bridge_alarms_muted_total" in metrics
+
+
+def test_a_mute_made_on_one_replica_holds_on_another(tmp_path: Path) -> None:
+    with world_for(tmp_path, REDIS_URL) as world, client_for(world.settings) as other:
+        world.alarm(alert_host="db1")
+        confirm(world, world.links(0)["静默 4h"])
+        world.robot.robot_messages.wait_for(2, timeout=10)  # the alarm, and the notice of the mute
+        reply = other.post("/alarm_v2", json=signed(seed_alarm(alert_host="db1", exception_spec="on the other")))
+        assert reply.json() == {"code": 0}
+        (muted,) = [a for a in other.get("/api/v1/alarms", headers=AUTH).json()["alarms"]
+                    if a["alarm"].get("exception_spec") == "on the other"]  # fmt: skip
+        assert muted["state"] == "muted" and "muted by chat link" in muted["deliveries"][0]["detail"]
+        assert len(world.robot.robot_messages) == 2

@@ -131,13 +131,21 @@ SCHEMAS: dict[str, Any] = {
             "id": STRING,
             "created": {"type": "number", "description": "seconds since the epoch"},
             "group": {"type": "object", "properties": {"id": STRING, "level": STRING, "name": STRING}},
-            "state": {"enum": ["pending", "done", "dead"], "description": "dead if any delivery is, then pending"},
+            "state": {
+                "enum": ["pending", "done", "dead", "muted"],
+                "description": "dead if any delivery is, then pending; muted when a mute held it back",
+            },
             "storm": {
                 "type": ["object", "null"],
                 "description": "the storm whose summary counted the alarm instead of sending its text",
                 "properties": {"id": STRING, "message": {"type": "integer"}},
             },
             "alarm": {"type": "object", "additionalProperties": STRING, "description": "the native fields"},
+            "acknowledged": {
+                "type": ["object", "null"],
+                "description": "who acknowledged it from an action link, and when",
+                "properties": {"by": STRING, "at": {"type": "number"}},
+            },
             "deliveries": {"type": "array", "items": _ref("Delivery")},
         },
     },

@@ -3,6 +3,7 @@ unfurlers fetch it), the page's POST (CSRF-protected) acts. A link acts once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -115,9 +116,12 @@ async def _confirmed(visit: Visit) -> Response:
         return _refused(visit.request, 410, "This link was used already", "Someone used it a moment ago")
     try:
         done, notice, extra = await _perform(visit)
-    except silences.SilenceError as exc:
-        await gateway.store.delete(USED + visit.token)  # nothing happened: the link may be tried again
+    except (silences.SilenceError, StoreError, TimeoutError) as exc:
+        with contextlib.suppress(StoreError, TimeoutError):  # nothing happened: the link may be tried again
+            await gateway.store.delete(USED + visit.token)
         metrics.ACTIONS.labels(action=link.kind.value, result="failed").inc()
+        if not isinstance(exc, silences.SilenceError):
+            raise
         return error_page(visit.request, 502, "Alertmanager did not take it", f"Nothing was done ({exc}). Try "
                           "again shortly.", user=visit.user, csrf=visit.csrf)  # fmt: skip
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

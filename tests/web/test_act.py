@@ -18,7 +18,8 @@ from bridge.actions import Kind, Link
 from bridge.config import Settings, parse
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
-from tests.helpers import REDIS_URL, seed_alarm, signed
+from tests.helpers import REDIS_URL, free_port, seed_alarm, signed
+from tests.ingest.test_alertmanager import payload
 from tests.store.test_contract import redis_prefix
 from tests.web._web import AUTH, USER, client_for, csrf_of, login, text_of, web_config
 
@@ -47,14 +48,17 @@ class World:
 
 
 @contextmanager
-def world_for(tmp_path: Path, store_url: str = "", **action_settings: Any) -> Iterator[World]:
+def world_for(
+    tmp_path: Path, store_url: str = "", top: dict[str, Any] | None = None, **action_settings: Any
+) -> Iterator[World]:
     fake = DingTalkFake(robot_rate=1000)
     fake.add_robot(ROBOT)
     with FakeServer(fake.app()) as server:
         group = {"id": "chenmin", "level": "3", "channels": [
             {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token={ROBOT}"}]}  # fmt: skip
         data = web_config(store_url or f"sqlite:///{tmp_path / 's.db'}", groups=[group],
-                          delivery={"dry_run": False, "timeout": "2s", "deadline": "3s", "backoff": "1h"})  # fmt: skip
+                          delivery={"dry_run": False, "timeout": "2s", "deadline": "3s", "backoff": "1h"},
+                          **(top or {}))  # fmt: skip
         data["web"] |= {"external_url": "https://bridge.example", "actions": {"key": KEY, **action_settings}}
         if store_url:
             data["store"]["prefix"] = redis_prefix()
@@ -212,3 +216,29 @@ def test_a_mute_made_on_one_replica_holds_on_another(tmp_path: Path) -> None:
                     if a["alarm"].get("exception_spec") == "on the other"]  # fmt: skip
         assert muted["state"] == "muted" and "muted by chat link" in muted["deliveries"][0]["detail"]
         assert len(world.robot.robot_messages) == 2
+
+
+def test_when_no_alertmanager_takes_the_silence_nothing_is_done_and_the_link_still_works(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "default.yaml").write_text('{"fallback": {"target": {"id": "chenmin", "level": "3"}}}')
+    top = {"alertmanager": {"bearer_token": "am-token-0123456789", "rules": str(rules)}}
+    down = f"http://bridge:s3cret-am-password@127.0.0.1:{free_port()}"
+    with world_for(tmp_path, top=top, alertmanagers=[down]) as world:
+        sent = world.client.post(
+            "/alertmanager", json=payload(), headers={"Authorization": "Bearer am-token-0123456789"}
+        )
+        assert sent.status_code == 200, sent.text
+        links = world.links(0)
+        assert set(links) == {"静默 1h", "静默 4h", "静默 24h", "认领 / ack"}
+        page = world.client.get(links["静默 4h"])
+        assert "Create an Alertmanager silence for 4h" in text_of(page.text) and 'alertname="DiskFull"' in text_of(
+            page.text
+        )
+        failed = world.client.post(links["静默 4h"], data={"csrf": csrf_of(page.text)})
+        assert failed.status_code == 502 and "Nothing was done" in failed.text
+        assert "s3cret" not in failed.text and "s3cret" not in caplog.text
+        assert world.client.get(links["静默 4h"]).status_code == 200  # not used up: it can be tried again
+        assert len(world.robot.robot_messages) == 1  # and the group was told of nothing

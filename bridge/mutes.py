@@ -57,17 +57,20 @@ class Mutes:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._read: tuple[list[Mute], float] = ([], -CACHED)
-        self._reading = asyncio.Lock()
+        self._reading: asyncio.Future[None] | None = None
 
     async def active(self) -> list[Mute]:
         """The mutes in force, soonest to end first (read from the store at most once a second, by one caller
         while the others wait for what it reads: a burst of alarms makes one store call, not one each)."""
         if time.monotonic() - self._read[1] >= CACHED:
-            async with self._reading:
-                if time.monotonic() - self._read[1] >= CACHED:
-                    self._read = (_load(await self._store.get(KEY)), time.monotonic())
+            if self._reading is None or self._reading.done():
+                self._reading = asyncio.ensure_future(self._reload())
+            await asyncio.shield(self._reading)  # every caller wakes at once: alarms that came together stay so
         mutes, now = self._read[0], time.time()
         return sorted((m for m in mutes if m.until > now), key=lambda m: m.until)
+
+    async def _reload(self) -> None:
+        self._read = (_load(await self._store.get(KEY)), time.monotonic())
 
     async def find(self, alarm: Alarm) -> Mute | None:
         now = time.time()

@@ -147,7 +147,7 @@ def links(settings: ActionSettings | None, alarm: Alarm) -> list[dict[str, str]]
         return []
     subject, expires = str(marked["subject"]), int(marked["expires"])
     silence = alarm.source == "alertmanager"
-    if silence and not (marked.get("labels") and settings.alertmanagers):
+    if marked.get("only") == "ack" or (silence and not (marked.get("labels") and settings.alertmanagers)):
         timed: list[tuple[Kind, float]] = []
     else:
         timed = [(Kind.SILENCE if silence else Kind.MUTE, d) for d in settings.durations]

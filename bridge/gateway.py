@@ -13,7 +13,7 @@ from bridge.actions import SUBJECT, subject_of
 from bridge.codes import Code
 from bridge.config import Settings
 from bridge.intake import jobs_for
-from bridge.model import Alarm, Group, Outcome
+from bridge.model import Alarm, Group, Mention, Outcome
 from bridge.mutes import Mute, Mutes
 from bridge.outbox import Outbox
 from bridge.store import Admission, State, Store, StoreError
@@ -55,6 +55,8 @@ class Gateway:
             group = await find_group(self.settings, self.store, alarm.id, alarm.level)
             if group is None:
                 return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
+            if "notice" in alarm.extra:  # what someone did from an action link: it tells the group, pages nobody
+                group = replace(group, mention=Mention.NONE)
             alarm = await self._with_actions(alarm)
             claim, window = self._claim(alarm, group)
             mute = await self.mutes.find(alarm) if alarm.source == "native" and "notice" not in alarm.extra else None

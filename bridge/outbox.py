@@ -54,7 +54,9 @@ class Outbox:
         self._store_timeout = store_timeout
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
         self._limits = Limits(store, settings.rate_limits)
-        self._storms = Storms(store, self._limits, settings.storm, lambda: self._settings.lease)
+        self._storms = Storms(
+            store, self._limits, settings.storm, lambda: self._settings.lease, lambda: self._renderer.actions
+        )
         self._lanes: dict[Lane, list[tuple[Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
         self._renderer = renderer

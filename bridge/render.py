@@ -144,7 +144,7 @@ class Renderer:
 
     def _summary(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:
         fmt = Format.MARKDOWN if group.format is Format.MARKDOWN and channel is not Channel.EMAIL else Format.TEXT
-        extra = {"summary": alarm.extra["summary"], "format": fmt.value}
+        extra = {"summary": alarm.extra["summary"], "format": fmt.value, "actions": links(self.actions, alarm)}
         title, title_error = self.render(f"{alarm.source}/summary_title.j2", alarm, group, **extra)
         body, body_error = self.render(f"{alarm.source}/summary.j2", alarm, group, **extra)
         return Message(title=title, body=body, format=fmt), [e for e in (title_error, body_error) if e]

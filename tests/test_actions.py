@@ -13,6 +13,7 @@ from bridge.actions import Kind, Link
 from bridge.config import parse
 from bridge.model import Alarm, Channel, Format, Group
 from bridge.schema import ConfigError
+from bridge.web.activity import sample_alarm
 from tests.helpers import config_data
 
 KEY = "action-key-0123456789abcdef"
@@ -89,3 +90,17 @@ def test_every_channel_and_format_carries_the_mute_and_ack_links(channel: Channe
         NATIVE, Group(id="chenmin", level="3", format=fmt), channel
     )
     assert "/ui/act/" not in plain.body + plain.html  # not configured: the message is as it was
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_a_storm_summary_carries_only_the_link_that_acknowledges_the_storm(fmt: Format) -> None:
+    config = parse(config_data("sqlite:///unused.db", web=WEB), "test.yaml")
+    group = Group(id="chenmin", level="3", format=fmt)
+    summary = sample_alarm("storm", group)
+    expires = int(time.time()) + 86400
+    marker = {"subject": "storm0123456789ab", "expires": expires, "labels": False, "only": "ack"}
+    alarm = replace(summary, extra={**summary.extra, "actions": marker})
+    message, _ = config.renderer.message(alarm, group, Channel.DINGTALK)
+    found = [actions.read(KEY, t) for t in re.findall(r"https://bridge\.example/ui/act/([\w.-]+)", message.body)]
+    assert found == [Link(Kind.ACK, 0, "storm0123456789ab", expires)]
+    assert "【告警风暴】" in message.body and "静默" not in message.body

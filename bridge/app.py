@@ -29,6 +29,7 @@ from bridge.gateway import Gateway
 from bridge.ingest import alertmanager, native
 from bridge.logs import RequestIdMiddleware
 from bridge.model import Channel
+from bridge.mutes import Mutes
 from bridge.outbox import Outbox
 from bridge.server import Drained
 from bridge.store import Store, StoreError, open_store
@@ -134,11 +135,14 @@ def create_app(settings: Settings) -> Starlette:
 
             outbox = Outbox(store, dispatcher(settings), settings.renderer, settings.delivery, settings.store.timeout)
 
+            mutes = Mutes(store)
+
             def apply(new: Settings) -> None:
                 outbox.reconfigure(dispatcher(new), new.renderer, new.delivery)
-                app.state.gateway = Gateway(new, store, outbox)
+                app.state.gateway = Gateway(new, store, outbox, mutes)
 
-            app.state.gateway = Gateway(settings, store, outbox)
+            app.state.gateway = Gateway(settings, store, outbox, mutes)
+            app.state.http = session  # the confirmation page's calls to Alertmanager
             checked = asyncio.create_task(_warn_of_risks(store, settings.store))
             app.state.reload = lambda: ops.reload(app.state.gateway.settings, apply)
             metrics.CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP.set(time.time())

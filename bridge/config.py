@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from bridge import sentinel_url
+from bridge.actions import ActionSettings
 from bridge.model import Group
 from bridge.render import Renderer
 from bridge.schema import ConfigError, Node, parse_group
@@ -101,6 +102,7 @@ class WebSettings:
     session_secret: str  # signs session cookies; when empty, a random one per start (sessions end on restart)
     login_attempts: int  # failed logins allowed per client address within login_window
     login_window: float
+    actions: ActionSettings | None  # signed action links in messages; None when web.actions.key is not set
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,7 @@ def parse(data: object, file: str) -> Settings:
     wecom = WeComSettings(*vendor(top.child("wecom"), "https://qyapi.weixin.qq.com", WeComApp))
     feishu = FeishuSettings(*vendor(top.child("feishu"), "https://open.feishu.cn", FeishuApp))
     apps = vendor_apps(dingtalk, wecom, feishu)
+    web = _web(top.child("web"), delivery)
     groups: dict[tuple[str, str], Group] = {}
     for node in top.children("groups"):
         group = parse_group(node, source=f"{file} ({node.path})")
@@ -193,7 +196,6 @@ def parse(data: object, file: str) -> Settings:
                 raise node.fail(f"channels[{i}].app", f"no {section} app named {getattr(target, 'app', '')!r} "
                                 f"(known: {listed})")  # fmt: skip
         groups[group.key] = group
-    web = _web(top.child("web"))
     reload_enabled = top.flag("reload_enabled", False)
     if reload_enabled and not any(web.api_tokens.values()):  # a reload over HTTP is asked for with a token
         raise top.fail("reload_enabled", "POST /-/reload needs a token: add one to web.api_tokens, or send SIGHUP")
@@ -236,7 +238,7 @@ def parse(data: object, file: str) -> Settings:
         wecom=wecom,
         feishu=feishu,
         email=email_settings(top.child("email")),
-        renderer=_templates(top, Path(file).parent),
+        renderer=_templates(top, Path(file).parent, web.actions),
         alertmanager=_alertmanager(top.child("alertmanager"), Path(file).parent),
         web=web,
         reload_enabled=reload_enabled,
@@ -275,13 +277,13 @@ def _ca_file(node: Node, folder: Path) -> str:
     return str(path)
 
 
-def _templates(top: Node, folder: Path) -> Renderer:
+def _templates(top: Node, folder: Path, actions: ActionSettings | None) -> Renderer:
     """The templates directory's renderer (relative to the config file), refused unless every shipped template
     loads; the templates it has compiled for that check are the ones it renders with."""
     directory = folder / top.text("templates", "templates")
     if not directory.is_dir():
         raise top.fail("templates", f"{directory.resolve()} is not a directory")
-    renderer = Renderer(directory)
+    renderer = Renderer(directory, actions)
     if problems := renderer.problems():
         raise top.fail("templates", f"{directory.resolve()}: {'; '.join(problems)}")
     return renderer
@@ -328,8 +330,8 @@ def _networks(node: Node, key: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _web(node: Node) -> WebSettings:
-    node.only("users", "api_tokens", "session_secret", "login_attempts", "login_window", "external_url")
+def _web(node: Node, delivery: Node) -> WebSettings:
+    node.only("users", "api_tokens", "session_secret", "login_attempts", "login_window", "external_url", "actions")
     users, tokens = node.child("users"), node.child("api_tokens")
     return WebSettings(
         users={str(name): _password_hash(users, str(name)) for name in users.data},
@@ -337,6 +339,37 @@ def _web(node: Node) -> WebSettings:
         session_secret=node.text("session_secret", ""),
         login_attempts=node.integer("login_attempts", 5, minimum=1),
         login_window=node.duration("login_window", 300.0),
+        actions=_actions(node, delivery),
+    )
+
+
+def _actions(web: Node, delivery: Node) -> ActionSettings | None:
+    node = web.child("actions")
+    node.only("key", "expires", "durations", "require_login", "alertmanagers")
+    key = node.text("key", "")
+    if not key:
+        return None
+    if len(key) < 16:
+        raise node.fail("key", "needs at least 16 characters (e.g. the output of `openssl rand -hex 32`)")
+    base = web.text("external_url", "").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise web.fail("external_url", "action links need the gateway's URL as people reach it (https://...)")
+    written = node.texts("durations", ("1h", "4h", "24h"))
+    durations = tuple(Node(node.file, node.path, {f"durations[{i}]": v}).duration(f"durations[{i}]", 0)
+                      for i, v in enumerate(written))  # fmt: skip
+    if not durations or not all(d >= 60 for d in durations):
+        raise node.fail("durations", f"expected one or more durations of at least 1m, got {list(written)}")
+    urls = tuple(u.rstrip("/") for u in node.texts("alertmanagers", ()))
+    if bad := [u for u in urls if not u.startswith(("http://", "https://"))]:
+        raise node.fail("alertmanagers", f"expected Alertmanager base URLs (http://host:9093), got {bad}")
+    return ActionSettings(
+        key=key,
+        base_url=base,
+        expires=node.duration("expires", 86400.0),
+        durations=durations,
+        require_login=node.flag("require_login", False),
+        alertmanagers=urls,
+        timeout=delivery.duration("timeout", 10.0),
     )
 
 

@@ -6,14 +6,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bridge import metrics
+from bridge.actions import SUBJECT, subject_of
 from bridge.codes import Code
 from bridge.config import Settings
-from bridge.model import Alarm, Group, Outcome
+from bridge.intake import jobs_for
+from bridge.model import Alarm, Group, Mention, Outcome
+from bridge.mutes import Mute, Mutes
 from bridge.outbox import Outbox
-from bridge.store import Admission, Late, Store, StoreError
+from bridge.store import Admission, Late, State, Store, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -24,14 +27,11 @@ class Result:
     detail: str = ""
 
 
-async def find_group(
-    settings: Settings, store: Store, id: str, level: str, deadline: float | None = None
-) -> Group | None:
-    """A provisioned group, else the store's (StoreError or TimeoutError if it does not answer within
-    ``store.timeout``, or by ``deadline`` in epoch seconds)."""
+async def find_group(settings: Settings, store: Store, id: str, level: str) -> Group | None:
+    """A provisioned group, else the store's (StoreError or TimeoutError if it does not answer in time)."""
     if (group := settings.provisioned.get((id, level))) is not None:
         return group
-    async with asyncio.timeout(settings.store.timeout if deadline is None else deadline - time.time()):
+    async with asyncio.timeout(settings.store.timeout):
         return await store.get_group(id, level)
 
 
@@ -40,13 +40,15 @@ NOT_WRITTEN = "the alarm was not accepted; send it again"
 UNCONFIRMED = (
     "the store did not confirm the alarm; if it wrote it after all, it is delivered, and sending it again answers 1010"
 )
+MUTED = "muted by"  # how a muted alarm's deliveries are recorded: done, with this detail
 
 
 class Gateway:
-    def __init__(self, settings: Settings, store: Store, outbox: Outbox) -> None:
+    def __init__(self, settings: Settings, store: Store, outbox: Outbox, mutes: Mutes | None = None) -> None:
         self.settings = settings
         self.store = store
         self.outbox = outbox
+        self.mutes = mutes or Mutes(store)  # one per process, kept across reloads: it caches what it read
 
     async def accept(
         self, alarm: Alarm, wait: float | None = None, stale: Sequence[str] = (), marks: Sequence[str] = ()
@@ -59,13 +61,21 @@ class Gateway:
         wait = self.settings.delivery.reply_wait if wait is None else wait
         deadline = time.time() + self.settings.store.timeout  # for every store call on the way to the reply, in all
         try:
-            group = await find_group(self.settings, self.store, alarm.id, alarm.level, deadline)
+            async with asyncio.timeout(self.settings.store.timeout):
+                group = await find_group(self.settings, self.store, alarm.id, alarm.level)
+                if group is None:
+                    return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
+                if "notice" in alarm.extra:  # what someone did from an action link: it tells the group, pages nobody
+                    group = replace(group, mention=Mention.NONE)
+                alarm = await self._with_actions(alarm)
+                muted = alarm.source == "native" and "notice" not in alarm.extra
+                mute = await self.mutes.find(alarm) if muted else None
         except (StoreError, TimeoutError) as exc:
             return _store_down(exc, NOT_WRITTEN)
-        if group is None:
-            return Result(Code.NO_GROUP, f"id={alarm.id!r} level={alarm.level!r}")
         claim, window = self._claim(alarm, group)
         try:
+            if mute is not None:
+                return await self._muted(alarm, group, claim, window, mute, deadline)
             admitted = await self.outbox.admit(alarm, group, Admission((), claim, window, stale, marks), wait, deadline)
         except Late as exc:
             return _store_down(exc, NOT_WRITTEN)
@@ -84,6 +94,36 @@ class Gateway:
         if attempt.waiting:
             notes.append(f"delivery continues for {attempt.waiting} of {len(admitted.jobs)} channels")
         return Result(first_failure(failed), "; ".join(notes + attempt.warnings))
+
+    async def _with_actions(self, alarm: Alarm) -> Alarm:
+        """The alarm marked for action links (see bridge.actions), its subject kept in the store as long as they
+        are valid; as it is when actions are not configured or the alarm has none."""
+        actions = self.settings.web.actions
+        subject = subject_of(alarm) if actions is not None else None
+        if actions is None or subject is None:
+            return alarm
+        async with asyncio.timeout(self.settings.store.timeout):
+            await self.store.put(SUBJECT + subject.id, subject.to_json(), actions.expires + 60)
+        marker = {"subject": subject.id, "expires": int(time.time() + actions.expires), "labels": bool(subject.labels)}
+        return replace(alarm, extra={**alarm.extra, "actions": marker})
+
+    async def _muted(
+        self, alarm: Alarm, group: Group, claim: str | None, window: float, mute: Mute, deadline: float
+    ) -> Result:
+        """A muted alarm past the dedup gate: recorded as delivered to nobody, saying which mute held it back."""
+        jobs = jobs_for(alarm, group)
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(mute.until))
+        detail = f"{MUTED} {mute.who} until {until} (mute {mute.id}): not sent"
+        async with asyncio.timeout(deadline - time.time()):
+            (written,) = await self.store.admit(
+                [Admission(jobs, claim, window)], self.settings.delivery.lease, before=deadline
+            )
+            if not written:
+                return Result(Code.DUPLICATE, f"{window:g}s")
+            now = time.time()
+            await self.store.settle([replace(j, state=State.DONE, detail=detail, updated=now) for j in jobs])
+        metrics.ALARMS_MUTED.inc()
+        return Result(Code.OK, detail)
 
     async def renew(self, alarm: Alarm) -> None:
         """Start an accepted alarm's dedup window again, because its sender will send it again: Alertmanager

@@ -71,6 +71,12 @@ ALARMS_SUMMARIZED = Counter(
     "Alarms accounted for in a storm summary instead of their own message.",
     ["channel", "target"],
 )
+ALARMS_MUTED = Counter("alarm_bridge_alarms_muted_total", "Native alarms held back by a mute from an action link.")
+ACTIONS = Counter(
+    "alarm_bridge_actions_total",
+    "Action links followed and confirmed, by action (silence | mute | ack | expire) and result.",
+    ["action", "result"],
+)
 STORE_ERRORS = Counter("alarm_bridge_store_errors_total", "Store calls that failed or timed out.")
 STORE_FAILOVERS = Counter(
     "alarm_bridge_store_failovers_total", "Changes of the Redis primary that Sentinel named to this process."

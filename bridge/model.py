@@ -243,6 +243,7 @@ class Message:
     chat: str = ""  # the app chat those parts went to ("" for a robot); another chat gets the message whole
     until: float = 0.0  # time.monotonic() by which its delivery must end (0: no bound); see channels._http.late
     level: str = ""  # what a card's colour says: an alert_level (the highest of a digest's), RESOLVED, or STORM
+    actions: tuple[tuple[str, str], ...] = ()  # its action links (label, URL), for a channel that shows them as buttons
 
 
 class Reason(StrEnum):

@@ -23,7 +23,7 @@ from bridge.limits import Limits
 from bridge.model import Alarm, Group, Message, Outcome, Reason, label
 from bridge.render import Renderer, RenderError, budget
 from bridge.store import Admission, Job, State, Store, StoreError
-from bridge.storm import Storms, is_summary
+from bridge.storm import Storms, stands_alone
 from bridge.work import Work, attempted, mailed_again, progress, read_leased, resumed, unread
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ class Outbox:
         self._store_timeout = store_timeout
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._first_attempt)
         self._limits = Limits(store, settings.rate_limits, settings.blocks)
-        self._storms = Storms(store, self._limits, settings.storm, lambda: self._settings.lease)
+        self._storms = Storms(
+            store, self._limits, settings.storm, lambda: self._settings.lease, lambda: self._renderer.actions
+        )
         self._lanes: dict[Lane, list[tuple[Work, asyncio.Future[dict[str, Outcome | None]]]]] = {}
         self._dispatcher = dispatcher
         self._renderer = renderer
@@ -84,7 +86,7 @@ class Outbox:
         ``Limits.held_at_admission``), and is parked for the next summary if the target is in a storm (see
         ``Storms.parked``)."""
         held = self._limits.held_at_admission(group.targets)
-        jobs = jobs_for(alarm, group, self._storms.parked(group.targets, held))
+        jobs = jobs_for(alarm, group, held if stands_alone(alarm.extra) else self._storms.parked(group.targets, held))
         for target, due, job in zip(group.targets, held, jobs, strict=False):
             if due:  # the target's backlog grows: does it make a storm?
                 self._storms.watch(group, target, job.payload)
@@ -203,7 +205,7 @@ class Outbox:
         its storm's next summary."""
         if not await self._parked(work):
             return await self._send_all(work)
-        kept = [(j, a) for j, a in zip(work.jobs, work.alarms, strict=True) if is_summary(a.extra)]
+        kept = [(j, a) for j, a in zip(work.jobs, work.alarms, strict=True) if stands_alone(a.extra)]
         waiting = dict.fromkeys((j.id for j in work.jobs), None)
         return waiting | await self._send_all(replace(work, jobs=[j for j, _ in kept], alarms=[a for _, a in kept]))
 
@@ -290,14 +292,14 @@ class Outbox:
                 return False
         except StoreError:  # delivered as usual: a storm is what the store says, and it cannot say now
             return False
-        parked = [j for j, a in zip(work.jobs, work.alarms, strict=True) if not is_summary(a.extra)]
+        parked = [j for j, a in zip(work.jobs, work.alarms, strict=True) if not stands_alone(a.extra)]
         await self._settle(self._storms.park(parked))
         return True
 
     async def _take_slots(self, work: Work, count: int) -> bool:
         """Take rate-limit slots for the target (ordinary messages leave a storm summary's reserve); if one is not
         free, put the jobs back until it is, and see whether the target's backlog makes a storm."""
-        summary = is_summary(work.alarms[0].extra)
+        summary = stands_alone(work.alarms[0].extra)
         reserve = 0 if summary or self._settings.storm is None else self._settings.storm.reserve
         held = await self._limits.take(work.target, count, reserve)
         if held is not None:
@@ -319,7 +321,7 @@ class Outbox:
         # A job whose message was delivered in part goes alone: its retry is that message, from the part it failed at.
         # So does a storm's summary.
         pairs = enumerate(zip(work.jobs, work.alarms, strict=True))
-        alone = next((i for i, (job, alarm) in pairs if job.progress or is_summary(alarm.extra)), len(work.jobs))
+        alone = next((i for i, (job, alarm) in pairs if job.progress or stands_alone(alarm.extra)), len(work.jobs))
         if alone <= 1:
             return self._renderer.message(work.alarms[0], group, channel)[0], 1
         message, count = self._renderer.digest(work.alarms[:alone], group, channel, budget(work.target, group))

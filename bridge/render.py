@@ -15,6 +15,7 @@ from jinja2 import Template, TemplateNotFound
 from jinja2.exceptions import SecurityError
 
 from bridge import metrics
+from bridge.actions import ActionSettings, links
 from bridge.model import ALERT_LEVELS, RESOLVED, STORM, Alarm, Channel, Format, Group, Mention, Message, Target
 from bridge.sandbox import Bounded, Environment, Overrun
 
@@ -26,7 +27,7 @@ LINES_KEPT = 4096  # digest lines kept for the other targets of the same alarm
 _MESSAGE_PARTS = ("title.j2", "text.j2", "email.html.j2", "dingtalk.md.j2", "wecom.md.j2", "feishu.md.j2")
 REQUIRED = (
     *(f"{source}/{name}" for source in ("native", "alertmanager") for name in _MESSAGE_PARTS),
-    *("native/digest_title.j2", "native/digest.j2", "native/digest_line.j2"),
+    *("native/digest_title.j2", "native/digest.j2", "native/digest_line.j2", "native/actions.j2"),
     *(f"{source}/{name}" for source in ("native", "alertmanager") for name in ("summary.j2", "summary_title.j2")),
 )
 
@@ -55,8 +56,9 @@ class RenderError(Exception):
 
 
 class Renderer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, actions: ActionSettings | None = None) -> None:
         self.directory = directory
+        self.actions = actions
         self._env = Environment(directory)
         self._bounded = Bounded(directory)
         # Compiled overrides, or a failure to compile as its message: not tried again until changed.
@@ -122,13 +124,16 @@ class Renderer:
         names = {"title": f"{folder}/title.j2"}
         if "summary" in alarm.extra:  # a storm's summary (see bridge.storm)
             return self._summary(alarm, group, channel)
+        if "notice" in alarm.extra:  # what someone did from an action link: one short line, as it is
+            return Message(title=alarm.extra["notice"], body=alarm.extra["notice"], format=Format.TEXT), []
         if channel is Channel.EMAIL:
             names |= {"body": f"{folder}/text.j2", "html": f"{folder}/email.html.j2"}
         elif group.format is Format.MARKDOWN:
             names |= {"body": f"{folder}/{channel}.md.j2"}
         else:
             names |= {"body": f"{folder}/text.j2"}
-        parts = {part: self.render(name, alarm, group) for part, name in names.items()}
+        actions = links(self.actions, alarm)
+        parts = {part: self.render(name, alarm, group, actions=actions) for part, name in names.items()}
         fmt = Format.MARKDOWN if "md.j2" in names["body"] else Format.TEXT
         mentions = alarm.extra.get("mentions", {})
         message = Message(
@@ -139,15 +144,19 @@ class Renderer:
             mobiles=tuple(mentions.get("mobiles", ())),
             userids=tuple(mentions.get("userids", ())),
             level=RESOLVED if alarm.extra.get("status") == "resolved" else alarm.alert_level,
+            actions=tuple((a["label"], a["url"]) for a in actions),
         )
         return message, [error for _, error in parts.values() if error]
 
     def _summary(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message, list[str]]:
         fmt = Format.MARKDOWN if group.format is Format.MARKDOWN and channel is not Channel.EMAIL else Format.TEXT
-        extra = {"summary": alarm.extra["summary"], "format": fmt.value, "channel": channel.value}
+        extra = {"summary": alarm.extra["summary"], "format": fmt.value, "channel": channel.value,
+                 "actions": links(self.actions, alarm)}  # fmt: skip
         title, title_error = self.render(f"{alarm.source}/summary_title.j2", alarm, group, **extra)
         body, body_error = self.render(f"{alarm.source}/summary.j2", alarm, group, **extra)
-        return Message(title=title, body=body, format=fmt, level=STORM), [e for e in (title_error, body_error) if e]
+        actions = tuple((a["label"], a["url"]) for a in extra["actions"])
+        message = Message(title=title, body=body, format=fmt, level=STORM, actions=actions)
+        return message, [e for e in (title_error, body_error) if e]
 
     def preview(self, alarm: Alarm, group: Group, channel: Channel) -> tuple[Message | None, list[str]]:
         """``message`` for showing to ops: where a shipped template fails, no message and why."""

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bridge import metrics
+from bridge.actions import SUBJECT, ActionSettings, Subject
 from bridge.config import StormSettings
 from bridge.limits import Limits
 from bridge.model import Group, Mention, Target, label
@@ -58,16 +59,45 @@ def _key(lane: str) -> str:
     return f"storm:{lane}"
 
 
-def is_summary(alarm_extra: Any) -> bool:
-    return isinstance(alarm_extra, dict) and "summary" in alarm_extra
+def _ack_key(lane: str, storm: str) -> str:
+    return f"{_key(lane)}:ack:{storm}"
+
+
+ACK_TTL = 7 * 86400.0  # an acknowledgement outlives any storm
+
+
+async def acknowledge(store: Store, targets: Sequence[Target], who: str) -> list[str]:
+    """The storms the targets are in send no more summaries (their alarms are still counted): the storms' ids."""
+    found = []
+    for lane in {lane for t in targets if (lane := rate_key(t))}:
+        value = await store.get(_key(lane))
+        storm = Storm(**json.loads(value)) if value else None
+        if storm is not None and not storm.ended:
+            await store.put(_ack_key(lane, storm.id), who, ACK_TTL)
+            found.append(storm.id)
+    return found
+
+
+def stands_alone(alarm_extra: Any) -> bool:
+    """A storm's summary, or the notice of an action (bridge.web.act): sent as a message of its own, and never
+    parked for a summary (a notice in a storm would only be counted in the next one)."""
+    return isinstance(alarm_extra, dict) and ("summary" in alarm_extra or "notice" in alarm_extra)
 
 
 class Storms:
-    def __init__(self, store: Store, limits: Limits, settings: StormSettings | None, lease: Callable[[], float]):
+    def __init__(
+        self,
+        store: Store,
+        limits: Limits,
+        settings: StormSettings | None,
+        lease: Callable[[], float],
+        actions: Callable[[], ActionSettings | None] = lambda: None,
+    ) -> None:
         self._store = store
         self._limits = limits
         self._settings = settings
         self._lease = lease
+        self._actions = actions  # the action links in force: a summary carries one that acknowledges the storm
         self._known: dict[str, tuple[Storm | None, float]] = {}  # lane -> what was read, and when
         self._checked: dict[str, float] = {}  # lane -> when its backlog was last counted
         self._checks: set[asyncio.Task[None]] = set()
@@ -206,11 +236,18 @@ class Storms:
             ended=ending,
         )
         still = await self._store.held(lane) - len(taken)  # the taken are pending until summarize settles them
-        summary = self._summary(after, settings, payload or storm.base, tally, still)
+        summary = await self._with_ack_link(after, self._summary(after, settings, payload or storm.base, tally, still))
         detail = f"summarized in storm {storm.id} message {number}"
+        acknowledged = await self._store.get(_ack_key(lane, storm.id))
+        if acknowledged is not None:  # counted as usual, and no message: someone is on it
+            detail += f"; not sent: the storm was acknowledged by {acknowledged}"
         absorbed = [replace(j, state=State.DONE, attempts=j.attempts + 1, detail=detail, updated=now) for j in taken]
         ttl = ENDED_TTL if ending else self._ttl(settings)
-        await self._store.summarize(absorbed, summary, _key(lane), json.dumps(asdict(after)), ttl)
+        if acknowledged is None:
+            await self._store.summarize(absorbed, summary, _key(lane), json.dumps(asdict(after)), ttl)
+        else:
+            await self._store.settle(absorbed)
+            await self._store.put(_key(lane), json.dumps(asdict(after)), ttl)
         self._known[lane] = (after, time.monotonic())
         data = json.loads(summary.payload)
         target = load_target(data["group"]["channels"][data["target"]])
@@ -224,6 +261,23 @@ class Storms:
         """Whether the storm's last summary is still waiting: its closing message would overtake it."""
         last = await self._store.job(f"storm:{storm.id}:{storm.sent}") if storm.sent else None
         return last is not None and last.state is State.PENDING
+
+    async def _with_ack_link(self, storm: Storm, summary: Job) -> Job:
+        """The summary with a link that acknowledges the storm (the storm is its subject: see bridge.actions), when
+        action links are on and the storm goes on."""
+        actions = self._actions()
+        if actions is None or storm.ended:
+            return summary
+        data = json.loads(summary.payload)
+        alarm = data["alarm"]
+        group = (str(alarm["id"]), str(alarm["level"]))
+        subject = Subject(f"storm{storm.id}", group, str(alarm["source"]), str(alarm["alert_business"]), "",
+                          str(alarm["alert_level"]), f"【告警风暴】storm {storm.id} of {'/'.join(group)}",
+                          str(alarm["dep"]), str(alarm["env"]))  # fmt: skip
+        await self._store.put(SUBJECT + subject.id, subject.to_json(), actions.expires + 60)
+        expires = int(time.time() + actions.expires)
+        alarm["extra"]["actions"] = {"subject": subject.id, "expires": expires, "labels": False, "only": "ack"}
+        return replace(summary, payload=json.dumps(data, ensure_ascii=False))
 
     def _summary(self, storm: Storm, settings: StormSettings, payload: str, tally: Tally, held: int) -> Job:
         """The summary's job: the group and target of the storm's jobs, and a summary alarm in place of theirs."""

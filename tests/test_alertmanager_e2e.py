@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import requests
 import yaml
 
 from tests.fakes._server import FakeServer
@@ -203,3 +206,61 @@ def _wait_for_log(am: Alertmanager, text: str, timeout: float = 20.0) -> None:
     while text not in am.logs():
         assert time.monotonic() < deadline, am.logs()
         time.sleep(0.1)
+
+
+def _csrf(page: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]*)"', page)
+    assert match, page
+    return match[1]
+
+
+def _silences(am: Alertmanager) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = requests.get(f"{am.url}/api/v2/silences", timeout=10).json()
+    return found
+
+
+def test_a_silence_link_confirmed_makes_a_silence_and_alertmanager_stops_notifying(
+    setup: Setup, tmp_path: Path
+) -> None:
+    port = free_port()
+    http_config = {"authorization": {"credentials": TOKEN}}
+    with alertmanager(tmp_path / "am", f"http://127.0.0.1:{port}/alertmanager", http_config) as am:
+        data = yaml.safe_load(setup.config.read_text(encoding="utf-8"))
+        dead = f"http://127.0.0.1:{free_port()}"  # the first of an HA pair is down: the second answers
+        actions = {"key": "e2e-action-key-0123456789", "alertmanagers": [dead, am.url]}
+        data["web"] = {"external_url": f"http://127.0.0.1:{port}", "actions": actions}
+        with gateway_process(write_config(setup.config, data), port=port):
+            am.post_alerts(disk_alert(startsAt=now(), endsAt=now(3600)))
+            (firing,) = setup.robot.robot_messages.wait_for(1, timeout=20)
+            link = dict(re.findall(r"^(.+?): (http://\S+/ui/act/\S+)$", firing.content, re.MULTILINE))["静默 1h"]
+            browser = requests.Session()
+            page = browser.get(link, timeout=10)
+            assert page.status_code == 200 and "alertname=&#34;E2EDiskFull&#34;" in page.text
+            assert _silences(am) == []  # the GET alone made none
+
+            done = browser.post(link, data={"csrf": _csrf(page.text)}, timeout=10)
+            assert done.status_code == 200, done.text
+            (silence,) = _silences(am)
+            assert silence["status"]["state"] == "active" and silence["createdBy"] == "chat link"
+            assert silence["matchers"] == [{"name": "alertname", "value": "E2EDiskFull", "isRegex": False,
+                                            "isEqual": True}]  # fmt: skip
+            assert silence["id"] in done.text
+            amtool = [shutil.which("amtool") or require_binary("amtool"), f"--alertmanager.url={am.url}"]
+            listed = subprocess.run([*amtool, "silence", "query"], capture_output=True, text=True, check=True)
+            assert silence["id"] in listed.stdout and "chat link" in listed.stdout
+            notice = setup.robot.robot_messages.wait_for(2, timeout=20)[1].content
+            assert notice.startswith("已静默 1h: 【高】E2EDiskFull") and notice.endswith("by chat link")
+
+            am.post_alerts(disk_alert(startsAt=now(), endsAt=now(3600), labels={**disk_alert()["labels"],
+                                                                              "instance": "db2:9100"}))  # fmt: skip
+            assert_no_more(setup.robot, 2, seconds=5)  # two more group intervals: Alertmanager sends nothing
+            alerts = requests.get(f"{am.url}/api/v2/alerts", timeout=10).json()
+            assert {a["labels"]["instance"]: a["status"]["silencedBy"] for a in alerts} == {
+                "db1:9100": [silence["id"]], "db2:9100": [silence["id"]]
+            }  # fmt: skip
+
+            early = re.search(r'href="(http://[^"]+/ui/act/expire\.[^"]+)"', done.text)
+            assert early, done.text
+            page = browser.get(early[1], timeout=10)
+            assert browser.post(early[1], data={"csrf": _csrf(page.text)}, timeout=10).status_code == 200
+            assert _silences(am)[0]["status"]["state"] == "expired"

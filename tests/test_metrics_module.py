@@ -20,6 +20,8 @@ FAMILIES = {
     "alarm_bridge_storms_started": "counter",
     "alarm_bridge_storms_ended": "counter",
     "alarm_bridge_alarms_summarized": "counter",
+    "alarm_bridge_alarms_muted": "counter",
+    "alarm_bridge_actions": "counter",
     "alarm_bridge_store_errors": "counter",
     "alarm_bridge_store_failovers": "counter",
     "alarm_bridge_store_replica_acks": "counter",

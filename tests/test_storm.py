@@ -243,3 +243,32 @@ def test_a_summary_is_previewed_and_overridden_like_any_message(tmp_path: Path) 
                                                 overridden, Channel.DINGTALK)  # fmt: skip
     assert message is not None and errors == []
     assert message.body == "240 alarms, busiest host pay-api-00"
+
+
+def test_acknowledging_a_storm_from_its_summary_stops_its_summaries_and_the_group_hears_of_it(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    data = storm_config(f"sqlite:///{tmp_path / 's.db'}", url)
+    data["delivery"]["storm"] = STORM | {"quiet": "60s"}  # the storm lasts while the test runs
+    data["web"]["actions"] = {"key": "storm-action-key-0123456789"}
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        assert set(post(client, range(3000))) == {0}
+        wait_until(lambda: summaries(fake), timeout=60)
+        (link,) = re.findall(
+            r"^认领 / ack: https://bridge\.example(/ui/act/ack\.\S+)$", summaries(fake)[0], re.MULTILINE
+        )
+        assert "静默" not in summaries(fake)[0]  # a storm is acknowledged, not muted
+        page = client.get(link)
+        done = client.post(link, data={"csrf": re.findall(r'name="csrf" value="([^"]+)"', page.text)[0]})
+        assert done.status_code == 200 and "sends no more summaries" in done.text
+        wait_until(lambda: any(m.content.startswith("已认领: ") for m in fake.robot_messages), timeout=30)
+
+        assert set(post(client, range(3000, 3500))) == {0}  # more of the storm, after the acknowledgement
+        quiet = "not sent: the storm was acknowledged by chat link"
+        wait_until(lambda: sum(quiet in j.detail for j in summarized_jobs(client)) >= 500, timeout=60)
+    (notice,) = [t for t in summaries(fake) if t.startswith("已认领: ")]
+    assert notice.startswith("已认领: 【告警风暴】storm ") and "@" not in notice  # it tells, and pages nobody
+    found = [t for t in summaries(fake) if t != notice]
+    assert sum(summarized(t) for t in found) <= 3000  # none of the later 500 reached the group
+    assert not any("storm over" in t for t in found)

@@ -86,8 +86,8 @@ class Sender:
             if isinstance(target, FeishuRobot):
                 signed = _SIGNED if target.secret else {}
                 seen = (message.title,) if message.format is Format.MARKDOWN else ()  # a card's header has it
-                return signed | _content(message, keyworded(text, target.keyword, *seen), mentions)
-            content = _content(message, text, mentions)
+                return signed | _content(message, keyworded(text, target.keyword, *seen), mentions, first)
+            content = _content(message, text, mentions, first)
             kind = content["msg_type"]
             payload = content["card"] if kind == "interactive" else content["content"]
             receive_id = getattr(target, "chat_id", "")
@@ -198,8 +198,9 @@ def _mentions(group: Group, message: Message) -> list[tuple[str, str]]:
     return list(found.items())
 
 
-def _content(message: Message, text: str, mentions: list[tuple[str, str]]) -> Body:
-    """A bot message: text with <at> tags, or a card (markdown) whose header's colour follows the level."""
+def _content(message: Message, text: str, mentions: list[tuple[str, str]], first: bool) -> Body:
+    """A bot message: text with <at> tags, or a card (markdown) whose header's colour follows the level and whose
+    first part carries the action links as buttons (a text message has them as links in its text)."""
     if message.format is Format.TEXT:
         tags = " ".join(f'<at user_id="{oid}">{re.sub(r"[<>&]", "", who)}</at>' for oid, who in mentions)
         return {"msg_type": "text", "content": {"text": f"{text}\n{tags}" if tags else text}}
@@ -207,6 +208,10 @@ def _content(message: Message, text: str, mentions: list[tuple[str, str]]) -> Bo
     if mentions:
         tags = " ".join(f"<at id={oid}></at>" for oid, _ in mentions)
         elements.append({"tag": "div", "text": {"tag": "lark_md", "content": tags}})
+    if first and message.actions:
+        buttons = [{"tag": "button", "text": {"tag": "plain_text", "content": label}, "url": url, "type": "default"}
+                   for label, url in message.actions]  # fmt: skip
+        elements.append({"tag": "action", "actions": buttons})
     header = {
         "title": {"tag": "plain_text", "content": message.title[:TITLE_CHARS] or text[:TITLE_CHARS]},
         "template": COLOURS.get(message.level, "grey"),

@@ -33,7 +33,8 @@ def alarms(notification: Notification, ruleset: rules.Ruleset, settings: Alertma
             key = (id(route), *target, n if settings.per_alert else -1)
             buckets.setdefault(key, (route, []))[1].append(alert)
     zone = ZoneInfo(settings.timezone)
-    return [_alarm(notification, ruleset, route, alerts, zone) for route, alerts in buckets.values()]
+    per_alert = settings.per_alert
+    return [_alarm(notification, ruleset, route, alerts, zone, per_alert) for route, alerts in buckets.values()]
 
 
 def _pair(alert: Alert) -> tuple[Mapping[str, str], Mapping[str, str]]:
@@ -41,7 +42,12 @@ def _pair(alert: Alert) -> tuple[Mapping[str, str], Mapping[str, str]]:
 
 
 def _alarm(
-    notification: Notification, ruleset: rules.Ruleset, route: rules.Route, alerts: list[Alert], zone: ZoneInfo
+    notification: Notification,
+    ruleset: rules.Ruleset,
+    route: rules.Route,
+    alerts: list[Alert],
+    zone: ZoneInfo,
+    per_alert: bool,
 ) -> Alarm:
     def field(name: str, among: Sequence[Alert]) -> str:
         return rules.resolve(route.fields.get(name, ()), [_pair(a) for a in among])
@@ -56,6 +62,7 @@ def _alarm(
     target = {k: rules.resolve(route.target.get(k, ()), [_pair(alerts[0])]) for k in rules.TARGET_KEYS}
     views = [_view(notification, route, alerts[i], levels[i], zone, field) for i in range(len(alerts))]
     starts = [t for a in leading if (t := payload.time(a.starts_at)) is not None]
+    group_labels = notification.group_labels or _common(alerts)
     extra = {
         "receiver": notification.receiver,
         "status": status,
@@ -65,7 +72,9 @@ def _alarm(
         "common_annotations": dict(notification.common_annotations),
         "external_url": notification.external_url,
         "alertmanager_url": _alertmanager_url(notification),
-        "silence_url": _silence_url(notification.external_url, notification.group_labels or _common(alerts)),
+        "silence_url": _silence_url(notification.external_url, group_labels),
+        # what a silence link silences: the alert, or the group (bridge.actions)
+        "silence_labels": dict(alerts[0].labels) if per_alert else dict(group_labels),
         "truncated": notification.truncated,
         "ruleset": ruleset.name,
         "route": route.name,

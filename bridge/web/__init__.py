@@ -6,6 +6,6 @@ from starlette.routing import Route
 
 
 def routes() -> list[Route]:
-    from bridge.web import api, ui
+    from bridge.web import act, api, ui
 
-    return ui.routes + api.routes
+    return ui.routes + act.routes + api.routes

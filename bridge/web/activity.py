@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 
+from bridge.actions import ACK
 from bridge.config import StormSettings
-from bridge.gateway import Gateway, Result
+from bridge.gateway import MUTED, Gateway, Result
 from bridge.model import OPTIONAL_FIELDS, REQUIRED_FIELDS, Alarm, Group, label
 from bridge.schema import ConfigError, load_target
 from bridge.store import Job, State, Store
@@ -58,6 +59,8 @@ class AlarmRecord:
     group_name: str
     fields: dict[str, str]  # the alarm's native fields
     deliveries: list[Delivery] = field(default_factory=list)
+    subject: str = ""  # its action links' subject (bridge.actions)
+    acknowledged: dict[str, object] | None = None  # by whom and when, once someone did
 
     @property
     def storm(self) -> tuple[str, str] | None:
@@ -69,6 +72,8 @@ class AlarmRecord:
 
     @property
     def state(self) -> str:
+        if self.deliveries and all(d.detail.startswith(MUTED) for d in self.deliveries):
+            return "muted"
         states = {d.state for d in self.deliveries}
         for state in (State.DEAD, State.PENDING):
             if state in states:
@@ -83,6 +88,7 @@ class AlarmRecord:
             "state": self.state,
             "storm": None if self.storm is None else {"id": self.storm[0], "message": int(self.storm[1])},
             "alarm": self.fields,
+            "acknowledged": self.acknowledged,
             "deliveries": [d.to_dict() for d in self.deliveries],
         }
 
@@ -101,6 +107,7 @@ class Read:
     fields: dict[str, str]  # the alarm's native fields
     target: str  # the target's label (see model.label), never its webhook
     identity: str = ""  # a test alarm's
+    subject: str = ""  # its action links' subject
 
 
 def read(job: Job) -> Read:
@@ -111,7 +118,9 @@ def read(job: Job) -> Read:
         names = (*REQUIRED_FIELDS, *OPTIONAL_FIELDS)
         fields = {k: str(alarm[k]) for k in names if isinstance(alarm.get(k), str) and alarm[k]}
         key = (str(group["id"]), str(group["level"]))
-        return Read(key, str(group.get("name", "")), fields, kind, str(alarm.get("identity") or ""))
+        marker = (alarm.get("extra") or {}).get("actions") or {}
+        subject = str(marker.get("subject", "")) if isinstance(marker, dict) else ""
+        return Read(key, str(group.get("name", "")), fields, kind, str(alarm.get("identity") or ""), subject)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, ConfigError):  # its delivery says why: dead
         return Read(("?", "?"), "", {}, "unreadable")
 
@@ -132,7 +141,7 @@ def records(jobs: Iterable[Job]) -> list[AlarmRecord]:
         record = found.get(alarm_id)
         if record is None:
             record = found[alarm_id] = AlarmRecord(
-                alarm_id, job.created, read_back.group, read_back.group_name, read_back.fields
+                alarm_id, job.created, read_back.group, read_back.group_name, read_back.fields, [], read_back.subject
             )
         record.created = min(record.created, job.created)
         code = code_of(job)
@@ -237,6 +246,13 @@ async def page(store: Store, filters: Filters, limit: int, before: float | None 
         if filters.since is not None and cursor < filters.since:
             return Page(found, None, scanned)
     return Page(found, cursor, scanned)
+
+
+async def with_acknowledgements(store: Store, found: Sequence[AlarmRecord]) -> None:
+    """Who acknowledged each of the alarms, and when (from their action links)."""
+    for record in found:
+        if record.subject and (raw := await store.get(ACK + record.subject)) is not None:
+            record.acknowledged = json.loads(raw)
 
 
 def last_alarms(found: Sequence[AlarmRecord]) -> dict[tuple[str, str], float]:

@@ -212,6 +212,7 @@ async def list_alarms(call: Call) -> Response:
     query = {name: call.query(name) for name in (*activity.TEXT_FILTERS, "state")}
     filters = activity.filters(query, int(code) if code else None, since, until)
     found = await activity.page(call.gateway.store, filters, min(int(limit), 1000), before)
+    await activity.with_acknowledgements(call.gateway.store, found.alarms)
     next_page = None if found.next is None else repr(found.next)
     return reply({"alarms": [r.to_dict() for r in found.alarms], "next": next_page, "scanned": found.scanned})
 
@@ -241,6 +242,20 @@ async def preview(call: Call) -> Response:
     if message is not None:  # None: a shipped template failed, and errors says why
         data = {"title": message.title, "body": message.body, "format": message.format.value, "html": message.html}
     return reply({"channel": channel, "sample": sample, "message": data, "errors": errors})
+
+
+@endpoint
+async def list_mutes(call: Call) -> Response:
+    return reply({"mutes": [m.to_dict() for m in await call.gateway.mutes.active()]})
+
+
+@endpoint
+async def lift_mute(call: Call) -> Response:
+    lifted = await call.gateway.mutes.lift(call.param("mute"))
+    if lifted is None:
+        return problem(404, "no such mute in force")
+    await audit.record(call.gateway.store, call.caller, "mute.lift", lifted.title, f"mute {lifted.id}")
+    return reply({"lifted": lifted.to_dict()})
 
 
 @endpoint
@@ -275,5 +290,7 @@ routes = [
     Route("/api/v1/alarms", list_alarms, methods=["GET"]),
     Route("/api/v1/deliveries/{job}/retry", retry_delivery, methods=["POST"]),
     Route("/api/v1/preview", preview, methods=["GET"]),
+    Route("/api/v1/mutes", list_mutes, methods=["GET"]),
+    Route("/api/v1/mutes/{mute}", lift_mute, methods=["DELETE"]),
     Route("/api/v1/audit", audit_log, methods=["GET"]),
 ]

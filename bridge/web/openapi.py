@@ -135,13 +135,21 @@ SCHEMAS: dict[str, Any] = {
             "id": STRING,
             "created": {"type": "number", "description": "seconds since the epoch"},
             "group": {"type": "object", "properties": {"id": STRING, "level": STRING, "name": STRING}},
-            "state": {"enum": ["pending", "done", "dead"], "description": "dead if any delivery is, then pending"},
+            "state": {
+                "enum": ["pending", "done", "dead", "muted"],
+                "description": "dead if any delivery is, then pending; muted when a mute held it back",
+            },
             "storm": {
                 "type": ["object", "null"],
                 "description": "the storm whose summary counted the alarm instead of sending its text",
                 "properties": {"id": STRING, "message": {"type": "integer"}},
             },
             "alarm": {"type": "object", "additionalProperties": STRING, "description": "the native fields"},
+            "acknowledged": {
+                "type": ["object", "null"],
+                "description": "who acknowledged it from an action link, and when",
+                "properties": {"by": STRING, "at": {"type": "number"}},
+            },
             "deliveries": {"type": "array", "items": _ref("Delivery")},
         },
     },
@@ -276,6 +284,24 @@ def document() -> dict[str, Any]:
                     _query("sample", "seed, full or low"),
                 ],
                 "responses": {**_ok("the rendered message", {"type": "object"}), **_errors("400", "404")},
+            },
+        },
+        "/mutes": {
+            "get": {
+                "summary": "The mutes in force (from action links), soonest to end first",
+                "operationId": "listMutes",
+                "responses": {
+                    **_ok("the mutes", {"type": "object", "properties": {"mutes": {"type": "array"}}}),
+                    **_errors(),
+                },
+            },
+        },
+        "/mutes/{mute}": {
+            "parameters": [{"name": "mute", "in": "path", "required": True, "schema": STRING}],
+            "delete": {
+                "summary": "Lift a mute now",
+                "operationId": "liftMute",
+                "responses": {**_ok("the mute lifted", {"type": "object"}), **_errors("404")},
             },
         },
         "/audit": {

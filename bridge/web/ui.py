@@ -207,6 +207,7 @@ async def alarm_list(p: Page) -> Response:
     query = {name: p.query(name) for name in (*activity.TEXT_FILTERS, "state")}
     filters = activity.filters(query, int(code_text) if code_text.isdecimal() else None, since, until)
     found = await activity.page(p.gateway.store, filters, PAGE_SIZE, before)
+    await activity.with_acknowledgements(p.gateway.store, found.alarms)
     codes = {int(c): c.meaning for c in Code if c >= Code.DINGTALK_TOKEN or c is Code.OK}
     link = p.request.url.include_query_params(before=repr(found.next))
     older = None if found.next is None else f"{link.path}?{link.query}"
@@ -223,6 +224,20 @@ async def delivery_retry(p: Page) -> Response:
         return p.error(409, "Not retried", "Only a dead delivery can be retried; this one is not dead (any more).")
     await audit.record(p.gateway.store, p.session.user, "delivery.retry", job_id)
     return see_other("/ui/alarms?notice=retrying")
+
+
+@page
+async def mute_list(p: Page) -> Response:
+    notice = {"lifted": "Mute lifted.", "gone": "That mute had ended already."}.get(p.query("notice"))
+    return p.render("mutes.html", mutes=await p.gateway.mutes.active(), notice=notice)
+
+
+@page
+async def mute_lift(p: Page) -> Response:
+    lifted = await p.gateway.mutes.lift(p.request.path_params["mute"])
+    if lifted is not None:
+        await audit.record(p.gateway.store, p.session.user, "mute.lift", lifted.title, f"mute {lifted.id}")
+    return see_other(f"/ui/mutes?notice={'lifted' if lifted else 'gone'}")
 
 
 @page
@@ -248,5 +263,7 @@ routes = [
     Route("/ui/preview", preview, methods=["GET"]),
     Route("/ui/alarms", alarm_list, methods=["GET"]),
     Route("/ui/deliveries/{job}/retry", delivery_retry, methods=["POST"]),
+    Route("/ui/mutes", mute_list, methods=["GET"]),
+    Route("/ui/mutes/{mute}/lift", mute_lift, methods=["POST"]),
     Route("/ui/audit", audit_log, methods=["GET"]),
 ]

@@ -112,6 +112,18 @@ async def test_a_card_has_the_title_coloured_by_level_and_lark_md(fake: FeishuFa
     assert cards[0]["elements"] == [{"tag": "div", "text": {"tag": "lark_md", "content": CARD.body}}]
 
 
+async def test_a_cards_action_links_are_buttons_on_its_first_part(fake: FeishuFake, url: str, make: Make) -> None:
+    links = (("静默 1h", "https://bridge.example/ui/act/a"), ("认领 / ack", "https://bridge.example/ui/act/b"))
+    long = replace(CARD, body="\n".join(f"**行{i}**: 磁盘使用率超过90%" for i in range(1500)), actions=links)
+    assert (await make().send(bot(url), GROUP, long)).ok
+    first, *rest = [m.content for m in fake.messages]
+    assert rest  # split: the buttons once, where the header and the mentions are
+    buttons = [{"tag": "button", "text": {"tag": "plain_text", "content": label}, "url": link, "type": "default"}
+               for label, link in links]  # fmt: skip
+    assert first["elements"][-1] == {"tag": "action", "actions": buttons}
+    assert not any(e["tag"] == "action" for card in rest for e in card["elements"])
+
+
 async def test_a_card_mentions_everyone_or_the_members(fake: FeishuFake, url: str, make: Make) -> None:
     sender = make()
     assert (await sender.send(bot(url), replace(GROUP, mention=Mention.ALL), CARD)).ok

@@ -12,8 +12,9 @@ from starlette.testclient import TestClient
 from bridge import web
 from tests.web._web import API_TOKEN, AUTH, csrf_of, login, robot_group, sqlite_client, text_of
 
-PUBLIC = {"/ui/login", "/ui/static/style.css"}  # the login page and its stylesheet: no data in either
-PARAMS = {"id": "ops", "level": "1", "job": "0123abcd:0"}
+# The login page and its stylesheet (no data in either), and action links (signed: see tests/web/test_act.py).
+PUBLIC = {"/ui/login", "/ui/static/style.css", "/ui/act/x"}
+PARAMS = {"id": "ops", "level": "1", "job": "0123abcd:0", "token": "x", "mute": "0123abcd"}
 
 
 def every_route() -> list[tuple[str, str]]:

@@ -251,3 +251,40 @@ def test_a_summarys_link_opens_its_storm_for_the_person_on_call(browser: Browser
             expect(rows.first).to_contain_text("summarized in storm")
             shot(page, "15-storm-view-older-high")
             context.close()
+
+
+@pytest.mark.parametrize("require_login", [False, True], ids=["one-click", "with-login"])
+def test_a_person_follows_a_mute_link_confirms_it_and_cannot_use_it_twice(
+    page: Page, tmp_path: Path, dingtalk: tuple[DingTalkFake, str], require_login: bool
+) -> None:
+    fake, fake_url = dingtalk
+    port = free_port()
+    robot = {"type": "dingtalk-robot", "webhook": f"{fake_url}/robot/send?access_token={ROBOT_TOKEN}",
+             "secret": ROBOT_SECRET}  # fmt: skip
+    data = web_config(f"sqlite:///{tmp_path / 's.db'}", groups=[{"id": "chenmin", "level": "3", "channels": [robot]}],
+                      delivery={"timeout": "3s", "deadline": "5s", "backoff": "1h"})  # fmt: skip
+    data["web"] |= {"external_url": f"http://127.0.0.1:{port}",
+                    "actions": {"key": "browser-action-key-0123456789", "require_login": require_login}}  # fmt: skip
+    with gateway_process(write_config(tmp_path / "config.yaml", data), port=port) as gateway:
+        assert post(f"{gateway}/alarm_v2", json.dumps(signed(fields(0)))).json() == {"code": 0}
+        (message,) = fake.robot_messages.wait_for(1, timeout=15)
+        link = dict(re.findall(r"^(.+?): (http://\S+/ui/act/\S+)$", message.content, re.MULTILINE))["静默 1h"]
+        page.goto(link)
+        if require_login:
+            expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/act/mute\."))
+            page.fill("input[name=user]", USER)
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button:has-text('Log in')")
+            expect(page).to_have_url(link)
+        expect(page.locator("main")).to_contain_text("Mute alarms of group chenmin/3")
+        expect(page.locator("main")).to_contain_text(f"Acting as {USER if require_login else 'chat link'}")
+        shot(page, f"20-action-confirm-{'login' if require_login else 'one-click'}")
+        assert len(fake.robot_messages) == 1  # opening the page did nothing
+        page.click("button:has-text('Confirm')")
+        expect(page.locator("p.notice")).to_contain_text("Done: mute")
+        shot(page, f"21-action-done-{'login' if require_login else 'one-click'}")
+        notice = fake.robot_messages.wait_for(2, timeout=15)[1].content
+        assert notice.startswith("已静默 1h:") and notice.endswith(f"by {USER if require_login else 'chat link'}")
+        page.goto(link)
+        expect(page.locator("main")).to_contain_text("This link was used already")
+        expect(page.locator("button:has-text('Confirm')")).to_have_count(0)

@@ -1,0 +1,106 @@
+"""Signed action links: made for every message on every channel, refused when forged, altered or expired."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import replace
+
+import pytest
+
+from bridge import actions
+from bridge.actions import Kind, Link
+from bridge.config import parse
+from bridge.model import Alarm, Channel, Format, Group
+from bridge.schema import ConfigError
+from bridge.web.activity import sample_alarm
+from tests.helpers import config_data
+
+KEY = "action-key-0123456789abcdef"
+ACTIONS = {"key": KEY, "durations": ["1h", "4h", "24h"]}
+WEB = {"external_url": "https://bridge.example/", "actions": ACTIONS}
+
+
+def settings(**web: object) -> actions.ActionSettings:
+    found = parse(config_data("sqlite:///unused.db", web=WEB | web), "test.yaml").web.actions
+    assert found is not None
+    return found
+
+
+def test_a_link_reads_back_as_signed() -> None:
+    link = Link(Kind.MUTE, 3600, "0123456789abcdef01234567", int(time.time()) + 60)
+    assert actions.read(KEY, actions.sign(KEY, link)) == link
+
+
+@pytest.mark.parametrize("part", [0, 1, 2, 3])
+def test_an_altered_link_is_refused(part: int) -> None:
+    token = actions.sign(KEY, Link(Kind.MUTE, 3600, "0123456789abcdef01234567", int(time.time()) + 60))
+    pieces = token.split(".")
+    pieces[part] = {0: "ack", 1: "86400", 2: "0123456789abcdef01234568", 3: str(int(time.time()) + 10**6)}[part]
+    assert "signature does not match" in repr(actions.read(KEY, ".".join(pieces)))
+
+
+def test_a_link_signed_with_another_key_or_cut_is_refused() -> None:
+    link = Link(Kind.SILENCE, 3600, "0123456789abcdef01234567", int(time.time()) + 60)
+    assert "signature does not match" in repr(actions.read(KEY, actions.sign("another-key-0123456789", link)))
+    assert "not one alarm-bridge made" in repr(actions.read(KEY, actions.sign(KEY, link)[:-3]))
+    assert "not one alarm-bridge made" in repr(actions.read(KEY, "<script>"))
+
+
+def test_an_expired_link_is_refused_saying_when_it_expired() -> None:
+    link = Link(Kind.ACK, 0, "0123456789abcdef01234567", 1_700_000_000)
+    expired = actions.Refused("This link expired at 2023-11-14 22:13 UTC", expired=True)
+    assert actions.read(KEY, actions.sign(KEY, link)) == expired
+
+
+def test_without_a_key_there_are_no_links_and_a_short_key_or_no_url_is_refused() -> None:
+    assert parse(config_data("sqlite:///unused.db"), "test.yaml").web.actions is None
+    with pytest.raises(ConfigError, match=r"web.actions.key: needs at least 16 characters"):
+        settings(actions={"key": "short"})
+    with pytest.raises(ConfigError, match=r"web.external_url: action links need the gateway's URL"):
+        parse(config_data("sqlite:///unused.db", web={"actions": ACTIONS}), "test.yaml")
+    with pytest.raises(ConfigError, match=r"web.actions.durations\[1\]: expected a duration"):
+        settings(actions=ACTIONS | {"durations": ["1h", "soon"]})
+
+
+NATIVE = Alarm(
+    id="chenmin", level="3", dep="du-srv", env="prod", alert_level="高", alert_time="2024-05-20 09:30:00",
+    alert_business="订单服务", alert_host="pay-api-03",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("channel", list(Channel))
+@pytest.mark.parametrize("fmt", list(Format))
+def test_every_channel_and_format_carries_the_mute_and_ack_links(channel: Channel, fmt: Format) -> None:
+    config = parse(config_data("sqlite:///unused.db", web=WEB), "test.yaml")
+    subject = actions.subject_of(NATIVE)
+    assert subject is not None
+    marker = {"subject": subject.id, "expires": int(time.time()) + 86400, "labels": False}
+    alarm = replace(NATIVE, extra={"actions": marker})
+    message, errors = config.renderer.message(alarm, Group(id="chenmin", level="3", format=fmt), channel)
+    assert not errors
+    text = message.html if channel is Channel.EMAIL else message.body
+    tokens = re.findall(r"https://bridge\.example/ui/act/([\w.-]+)", text)
+    found = [actions.read(KEY, t) for t in tokens]
+    assert [(f.kind, f.duration) for f in found if isinstance(f, Link)] == [
+        (Kind.MUTE, 3600), (Kind.MUTE, 4 * 3600), (Kind.MUTE, 86400), (Kind.ACK, 0)
+    ]  # fmt: skip
+    assert "静默 1h" in text and "认领" in text
+    plain, _ = parse(config_data("sqlite:///unused.db"), "test.yaml").renderer.message(
+        NATIVE, Group(id="chenmin", level="3", format=fmt), channel
+    )
+    assert "/ui/act/" not in plain.body + plain.html  # not configured: the message is as it was
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_a_storm_summary_carries_only_the_link_that_acknowledges_the_storm(fmt: Format) -> None:
+    config = parse(config_data("sqlite:///unused.db", web=WEB), "test.yaml")
+    group = Group(id="chenmin", level="3", format=fmt)
+    summary = sample_alarm("storm", group)
+    expires = int(time.time()) + 86400
+    marker = {"subject": "storm0123456789ab", "expires": expires, "labels": False, "only": "ack"}
+    alarm = replace(summary, extra={**summary.extra, "actions": marker})
+    message, _ = config.renderer.message(alarm, group, Channel.DINGTALK)
+    found = [actions.read(KEY, t) for t in re.findall(r"https://bridge\.example/ui/act/([\w.-]+)", message.body)]
+    assert found == [Link(Kind.ACK, 0, "storm0123456789ab", expires)]
+    assert "【告警风暴】" in message.body and "静默" not in message.body

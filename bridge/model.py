@@ -98,6 +98,7 @@ class DingTalkRobot:
     channel: ClassVar[Channel] = Channel.DINGTALK
     webhook: str = field(repr=False)  # holds the robot's token: never in a repr, so never in a template or a log
     secret: str = field(default="", repr=False)
+    keyword: str = ""  # one of the robot's keywords: added to a message that lacks it, or the robot refuses it
     name: str = ""  # how deliveries, logs, metrics and the UI call it (see ``label``)
 
 

@@ -14,7 +14,7 @@ import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chat, Chats, authorized_post, named_in, without_rejected
-from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, fit, late, left, unsent
+from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, fit, keyworded, late, left, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
@@ -60,8 +60,8 @@ class Sender:
         """The request bodies the message is sent as, or None if it cannot be fitted into them."""
 
         def build(text: str, first: bool) -> Body:
-            if isinstance(target, DingTalkRobot):
-                return _robot_body(message, group, text, first)
+            if isinstance(target, DingTalkRobot):  # the keyword in the text itself: what DingTalk scans is unsaid
+                return _robot_body(message, group, keyworded(text, target.keyword), first)
             return {"chatid": "c" * 64, "msg": _msg(message, text)}  # the chat id not known yet: room for a long one
 
         return fit(message.body, build, self._delivery.split, MAX_BODY_BYTES)

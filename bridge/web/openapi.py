@@ -89,7 +89,10 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string", "description": "what deliveries, logs and metrics call it (optional)"},
             "webhook": STRING,
             "secret": STRING,
-            "keyword": {"type": "string", "description": "feishu-robot: one of its keywords, added where missing"},
+            "keyword": {
+                "type": "string",
+                "description": "dingtalk-robot, feishu-robot: one of its keywords, added where missing",
+            },
             "app": {"type": "string", "description": "an app under dingtalk.apps, wecom.apps or feishu.apps"},
             "chat_id": {"type": "string", "description": "feishu-app: the chat it sends to (oc_...)"},
             "to": {"type": "array", "items": STRING, "description": "email: addresses besides the members' mail"},

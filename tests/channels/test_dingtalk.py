@@ -160,6 +160,30 @@ async def test_robot_splits_a_long_message_into_numbered_parts(
     assert all(len(json.dumps(m.body, ensure_ascii=False).encode()) <= dingtalk.MAX_BODY_BYTES for m in sent)
 
 
+@pytest.mark.parametrize("fmt", list(Format))
+async def test_a_keyword_robot_gets_its_keyword_in_every_part_and_refuses_what_lacks_it(
+    fake: DingTalkFake, url: str, make: Make, fmt: Format
+) -> None:
+    fake.add_robot("keyword-robot", keywords=("监控",))
+    webhook = f"{url}/robot/send?access_token=keyword-robot"
+    long = Message("【高】磁盘", long_body(1500), fmt)
+    refused = await make().send(DingTalkRobot(webhook=webhook), GROUP, long)
+    failed(refused, Code.DINGTALK_SEND, Reason.REJECTED, retryable=False)  # what the issue saw: every alarm dead
+    assert "310000" in refused.detail
+    assert (await make().send(DingTalkRobot(webhook=webhook, keyword="监控"), GROUP, long)).ok
+    field = "markdown" if fmt is Format.MARKDOWN else "text"
+    texts = [m.body[field]["text" if field == "markdown" else "content"] for m in fake.robot_messages]
+    assert len(texts) > 1 and all(t.endswith("\n【监控】") for t in texts)
+    assert all(
+        len(json.dumps(m.body, ensure_ascii=False).encode()) <= dingtalk.MAX_BODY_BYTES for m in fake.robot_messages
+    )
+    fake.robot_messages.clear()
+    has_it = Message("磁盘", "监控: 磁盘使用率超过90%", fmt)
+    assert (await make().send(DingTalkRobot(webhook=webhook, keyword="监控"), GROUP, has_it)).ok
+    [sent] = fake.robot_messages
+    assert sent.body[field]["text" if field == "markdown" else "content"] == has_it.body  # it has it: left alone
+
+
 async def test_robot_truncates_when_split_is_off(fake: DingTalkFake, url: str, make: Make) -> None:
     body = long_body(1500)
     outcome = await make(split=False).send(plain_robot(url), GROUP, Message("t", body, Format.TEXT))

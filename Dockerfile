@@ -13,6 +13,9 @@ RUN python -m venv /opt/alarm-bridge
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
+# bridge/defaults links to these: the package ships them as its default templates and rules.
+COPY templates ./templates
+COPY rules ./rules
 # A regular (not editable) install: the runtime stage gets the package inside the venv, not a link to /src.
 RUN /opt/alarm-bridge/bin/pip install . \
  && /opt/alarm-bridge/bin/alarm-bridge --version

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         plugin.request_rate_per_sec = 0  # the per-target throttle, off
 
     # The same text the gateway sends (its default templates), rendered before the clock starts.
-    renderer = Renderer(TEMPLATES)
+    renderer = Renderer([TEMPLATES])
     group = Group(id="bench", level="1", name="bench")
     messages = []
     for i in range(args.count):

@@ -31,6 +31,10 @@ from bridge.upstreams import (
     vendor,
 )
 
+# The message templates and Alertmanager rules the package ships (the checkout's templates/ and rules/).
+SHIPPED_TEMPLATES = Path(__file__).parent / "defaults" / "templates"
+SHIPPED_RULES = Path(__file__).parent / "defaults" / "rules"
+
 
 @dataclass(frozen=True)
 class StoreSettings:
@@ -278,23 +282,32 @@ def _ca_file(node: Node, folder: Path) -> str:
 
 
 def _templates(top: Node, folder: Path, actions: ActionSettings | None) -> Renderer:
-    """The templates directory's renderer (relative to the config file), refused unless every shipped template
+    """The renderer of the config's templates folder (``templates``, relative to the config file; by default its
+    ``templates`` folder if there is one) laid over the shipped templates, refused unless every shipped template
     loads; the templates it has compiled for that check are the ones it renders with."""
-    directory = folder / top.text("templates", "templates")
-    if not directory.is_dir():
-        raise top.fail("templates", f"{directory.resolve()} is not a directory")
-    renderer = Renderer(directory, actions)
+    directory = _local(top, "templates", folder)
+    local = [] if directory is None or directory.resolve() == SHIPPED_TEMPLATES.resolve() else [directory]
+    renderer = Renderer([*local, SHIPPED_TEMPLATES], actions)
     if problems := renderer.problems():
-        raise top.fail("templates", f"{directory.resolve()}: {'; '.join(problems)}")
+        raise top.fail("templates", f"{(directory or SHIPPED_TEMPLATES).resolve()}: {'; '.join(problems)}")
     return renderer
+
+
+def _local(node: Node, key: str, folder: Path) -> Path | None:
+    """The folder that ``key`` names (relative to the config's), which must exist; else ``folder/key`` if it
+    exists; else None (the shipped one is used)."""
+    if key in node.data:
+        named = folder / node.text(key)
+        if not named.is_dir():
+            raise node.fail(key, f"{named.resolve()} is not a directory")
+        return named
+    return folder / key if (folder / key).is_dir() else None
 
 
 def _alertmanager(node: Node, base: Path) -> AlertmanagerSettings:
     node.only("bearer_token", "username", "password", "auth_disabled", "rules", "timezone", "per_alert",
               "max_body_bytes", "dedup_window")  # fmt: skip
-    rules = base / node.text("rules", "rules")
-    if "rules" in node.data and not rules.is_dir():  # the default folder may be absent: no Alertmanager then
-        raise node.fail("rules", f"{rules.resolve()} is not a directory")
+    rules = _local(node, "rules", base) or SHIPPED_RULES  # a folder of rules replaces the shipped ones whole
     return AlertmanagerSettings(
         bearer_token=node.text("bearer_token", ""),
         username=node.text("username", ""),

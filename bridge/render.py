@@ -56,17 +56,22 @@ class RenderError(Exception):
 
 
 class Renderer:
-    def __init__(self, directory: Path, actions: ActionSettings | None = None) -> None:
-        self.directory = directory
+    def __init__(self, directories: Sequence[Path], actions: ActionSettings | None = None) -> None:
+        self.directories = tuple(directories)  # the config's folder, laid over the shipped one: the first wins
         self.actions = actions
-        self._env = Environment(directory)
-        self._bounded = Bounded(directory)
+        self._env = Environment(self.directories)
+        self._bounded = Bounded(self.directories)
         # Compiled overrides, or a failure to compile as its message: not tried again until changed.
         self._overrides: dict[str, Template | str] = {}
         # Overrides that overran, and when they may run again: not at every message (a loop that large will
         # overrun again), yet not never (the message may have been a digest that large, which may not come again).
         self._overran: dict[str, tuple[str, float]] = {}
         self._lines: dict[tuple[int, int], tuple[Alarm, Group, str]] = {}  # see _line
+
+    def source(self, name: str) -> str:
+        """A template's text as messages use it: the config's folder's, else the shipped one."""
+        assert self._env.loader is not None
+        return self._env.loader.get_source(self._env, name)[0]
 
     def problems(self) -> list[str]:
         """What keeps the shipped templates from rendering every message: those missing, those not valid Jinja2."""

@@ -9,7 +9,7 @@ import inspect
 import math
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,9 @@ _WIDTHS = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\d*)(?:\.(\d*))?|\{[^{}]*:[^{}\d]
 
 
 class Environment(SandboxedEnvironment):
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directories: Sequence[Path]) -> None:
         super().__init__(
-            loader=FileSystemLoader(directory),
+            loader=FileSystemLoader(directories),  # the first that has a template gives it
             autoescape=select_autoescape(["html.j2"], default_for_string=False, default=False),
             trim_blocks=True,
             lstrip_blocks=True,
@@ -85,8 +85,8 @@ class Bounded(ImmutableSandboxedEnvironment, Environment):
     _collecting = 0.0  # the thread time when the garbage collection under way began
     deadline = math.inf  # of this thread's CPU time: another process's load or a paused process does not count
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory)
+    def __init__(self, directories: Sequence[Path]) -> None:
+        super().__init__(directories)
         self.filters = {name: self._checked(name, f) for name, f in self.filters.items()}
         del self.globals["lipsum"]  # its cost grows with its argument, and no message needs filler text
 

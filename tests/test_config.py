@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bridge import config
-from bridge.model import DingTalkRobot, Email, FeishuRobot, Format
+from bridge.model import Alarm, DingTalkRobot, Email, FeishuRobot, Format
 from bridge.schema import ConfigError
 from bridge.upstreams import RateLimit
 from bridge.web.auth import hash_password
-from tests.helpers import TEMPLATES, config_data, write_config
+from tests.helpers import config_data, seed_alarm, write_config
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "alarm-bridge.example.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "alarm-bridge.example.yaml"
+SEED_ALARM = Alarm.from_fields({k: v for k, v in seed_alarm().items() if k != "sign"})
 
 
 def error_of(data: Any, file: Path = Path("site.yaml")) -> str:
@@ -92,12 +94,42 @@ def test_templates_that_cannot_render_every_message_are_refused(tmp_path: Path) 
     assert error_of(config_data("sqlite:///x.db", templates=str(tmp_path / "none"))) == (
         f"site.yaml: templates: {tmp_path / 'none'} is not a directory"
     )
-    shutil.copytree(TEMPLATES, tmp_path / "t")
-    (tmp_path / "t" / "native" / "digest.j2").unlink()
+    (tmp_path / "t" / "alertmanager").mkdir(parents=True)
     (tmp_path / "t" / "alertmanager" / "title.j2").write_text("{{ alarm.id ", encoding="utf-8")
     message = error_of(config_data("sqlite:///x.db", templates=str(tmp_path / "t")))
-    assert message.startswith(f"site.yaml: templates: {tmp_path / 't'}: missing native/digest.j2; ")
-    assert "alertmanager/title.j2: TemplateSyntaxError" in message
+    assert message.startswith(f"site.yaml: templates: {tmp_path / 't'}: alertmanager/title.j2: TemplateSyntaxError")
+
+
+def test_a_config_anywhere_uses_the_shipped_templates_and_rules_under_its_own(tmp_path: Path) -> None:
+    """An installed package has no checkout beside the config: the templates and rules it ships are used, and a
+    templates folder beside the config overrides them file by file."""
+    data = config_data("sqlite:///x.db")
+    del data["templates"]
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir()
+    settings = config.parse(data, str(elsewhere / "site.yaml"))
+    assert settings.renderer.directories == (config.SHIPPED_TEMPLATES,)
+    assert settings.alertmanager.rules == config.SHIPPED_RULES and (config.SHIPPED_RULES / "default.yaml").is_file()
+    group = settings.groups[0]
+    shipped = settings.renderer.message(SEED_ALARM, group, group.targets[0].channel)[0]
+    (elsewhere / "templates" / "native").mkdir(parents=True)
+    (elsewhere / "templates" / "native" / "text.j2").write_text("本地模板 {{ alarm.alert_business }}", encoding="utf-8")
+    local = config.parse(data, str(elsewhere / "site.yaml"))
+    assert local.renderer.directories == (elsewhere / "templates", config.SHIPPED_TEMPLATES)
+    message = local.renderer.message(SEED_ALARM, group, group.targets[0].channel)[0]
+    assert message.body == "本地模板 陈敏测试alert_business" and message.title == shipped.title  # the rest shipped
+
+
+def test_the_built_package_carries_the_templates_and_rules(tmp_path: Path) -> None:
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("alarm_bridge-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {f"bridge/defaults/{p.relative_to(ROOT).as_posix()}" for p in ROOT.glob("templates/*/*.j2")}
+    assert shipped and shipped <= names and "bridge/defaults/rules/default.yaml" in names
 
 
 def test_ca_certificates_that_do_not_load_are_refused(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ SEED = Alarm(
 
 
 def test_native_text_reproduces_the_seeds_example_output() -> None:
-    text, error = Renderer(TEMPLATES).render("native/text.j2", SEED, Group(id="chenmin", level="3"))
+    text, error = Renderer([TEMPLATES]).render("native/text.j2", SEED, Group(id="chenmin", level="3"))
     assert error == ""
     assert text == (
         "部门:xx\n环境:xx\n告警业务:陈敏测试alert_business\n告警功能:陈敏测试alert_function\n"
@@ -42,7 +42,7 @@ def test_every_optional_field_has_its_line_in_order() -> None:
     full = Alarm(
         **{**SEED.__dict__, "alert_host": "h", "alert_ip": "10.0.0.1", "status": "s", "notes": "n", "others": "o"}
     )
-    text, _ = Renderer(TEMPLATES).render("native/text.j2", full, Group(id="chenmin", level="3"))
+    text, _ = Renderer([TEMPLATES]).render("native/text.j2", full, Group(id="chenmin", level="3"))
     labels = [line.split(":", 1)[0] for line in text.splitlines()]
     assert labels == [
         "部门",
@@ -64,7 +64,7 @@ def test_a_group_override_is_used() -> None:
     group = Group(
         id="chenmin", level="3", templates={"native/text.j2": "【{{ alarm.alert_level }}】{{ alarm.alert_business }}"}
     )
-    assert Renderer(TEMPLATES).render("native/text.j2", SEED, group) == ("【高】陈敏测试alert_business", "")
+    assert Renderer([TEMPLATES]).render("native/text.j2", SEED, group) == ("【高】陈敏测试alert_business", "")
 
 
 def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
@@ -78,7 +78,7 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
         "{{ ''.__class__.__subclasses__() }}",
     ):
         group = Group(id="chenmin", level="3", templates={"native/text.j2": source})
-        text, error = Renderer(TEMPLATES).render("native/text.j2", SEED, group)
+        text, error = Renderer([TEMPLATES]).render("native/text.j2", SEED, group)
         assert text.startswith("部门:xx\n"), source
         assert "native/text.j2" in error
 
@@ -124,7 +124,7 @@ def test_a_broken_override_falls_back_to_the_default_and_says_why() -> None:
 def test_a_runaway_override_ends_soon_and_the_default_is_used(source: str, why: str) -> None:
     """Without the bound, each of these would hold the event loop, and so every group's deliveries, for hours or
     take gigabytes."""
-    renderer = Renderer(TEMPLATES)
+    renderer = Renderer([TEMPLATES])
     group = Group(id="chenmin", level="3", templates={"native/title.j2": source})
     for _ in range(2):  # the second time too (an override that overran its CPU time is not run again)
         text, error = renderer.render("native/title.j2", SEED, group)
@@ -133,7 +133,7 @@ def test_a_runaway_override_ends_soon_and_the_default_is_used(source: str, why: 
 
 
 def test_an_override_that_overran_keeps_nothing_of_its_renders_alive() -> None:
-    renderer = Renderer(TEMPLATES)
+    renderer = Renderer([TEMPLATES])
     loops = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
     group = Group(id="chenmin", level="3", templates={"native/title.j2": loops})
     alarm = Alarm(**SEED.__dict__)
@@ -146,7 +146,7 @@ def test_an_override_that_overran_keeps_nothing_of_its_renders_alive() -> None:
 
 
 def test_an_override_that_overran_runs_again_after_a_pause(monkeypatch: pytest.MonkeyPatch) -> None:
-    renderer = Renderer(TEMPLATES)
+    renderer = Renderer([TEMPLATES])
     source = "{% for a in alarm.extra.get('rows', []) %}{% for b in range(100000) %}{% endfor %}{% endfor %}ok"
     group = Group(id="chenmin", level="3", templates={"native/title.j2": source})
     big = Alarm(**SEED.__dict__ | {"extra": {"rows": list(range(10000))}})
@@ -158,7 +158,7 @@ def test_an_override_that_overran_runs_again_after_a_pause(monkeypatch: pytest.M
 
 
 def test_an_override_that_overran_is_paused_even_when_its_source_changes() -> None:
-    renderer = Renderer(TEMPLATES)
+    renderer = Renderer([TEMPLATES])
     loops = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
     assert (
         "of CPU"
@@ -180,7 +180,7 @@ def test_the_bounds_leave_ordinary_overrides_alone() -> None:
     )
     data = SEED.__dict__ | {"exception_spec": '服务异常 {"phone": "13800138000", "code": 500}'}
     group = Group(id="chenmin", level="3", templates={"native/title.j2": source})
-    text, error = Renderer(TEMPLATES).render("native/title.j2", Alarm(**data), group)
+    text, error = Renderer([TEMPLATES]).render("native/title.j2", Alarm(**data), group)
     spec = data["exception_spec"]
     assert error == ""
     assert text == (
@@ -190,7 +190,7 @@ def test_the_bounds_leave_ordinary_overrides_alone() -> None:
 
 
 def test_an_override_that_does_not_compile_fails_the_same_way_each_time() -> None:
-    renderer = Renderer(TEMPLATES)
+    renderer = Renderer([TEMPLATES])
     group = Group(id="chenmin", level="3", templates={"native/title.j2": "{% if %}"})
     first, again = (renderer.render("native/title.j2", SEED, group)[1] for _ in range(2))
     assert first == again and "native/title.j2" in first
@@ -209,7 +209,7 @@ def test_an_override_that_does_not_compile_fails_the_same_way_each_time() -> Non
 def test_an_override_cannot_read_the_groups_webhooks_or_secrets(source: str) -> None:
     robot = DingTalkRobot(webhook="https://oapi.dingtalk.com/robot/send?access_token=tok3n", secret="SECs3cret")
     group = Group(id="chenmin", level="3", targets=(robot,), templates={"native/title.j2": source})
-    text, error = Renderer(TEMPLATES).render("native/title.j2", SEED, group)
+    text, error = Renderer([TEMPLATES]).render("native/title.j2", SEED, group)
     assert "tok3n" not in text + error and "s3cret" not in text + error
     assert "native/title.j2" in error  # the override failed, and the default was used
 
@@ -219,7 +219,7 @@ def test_a_group_printed_whole_shows_no_webhook_or_secret(source: str) -> None:
     robot = DingTalkRobot(webhook="https://oapi.dingtalk.com/robot/send?access_token=tok3n", secret="SECs3cret")
     wecom = WeComRobot(webhook="https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k3y")
     group = Group(id="chenmin", level="3", targets=(robot, wecom), templates={"native/title.j2": source})
-    text, error = Renderer(TEMPLATES).render("native/title.j2", SEED, group)
+    text, error = Renderer([TEMPLATES]).render("native/title.j2", SEED, group)
     assert "DingTalkRobot" in text + error and "tok3n" not in text + error and "s3cret" not in text + error
     assert "k3y" not in text + error
 
@@ -233,14 +233,14 @@ MARKDOWN_GROUP = Group(id="chenmin", level="3", name="陈敏测试告警组", fo
 
 @pytest.mark.parametrize("name", ["title", "text", "dingtalk.md", "wecom.md", "feishu.md", "email.html"])
 def test_every_default_template_matches_its_golden_file(name: str) -> None:
-    text, error = Renderer(TEMPLATES).render(f"native/{name}.j2", FULL, MARKDOWN_GROUP)
+    text, error = Renderer([TEMPLATES]).render(f"native/{name}.j2", FULL, MARKDOWN_GROUP)
     assert error == ""
     assert text + "\n" == (GOLDEN / f"native-{name}.txt").read_text(encoding="utf-8")
 
 
 def test_the_digest_matches_its_golden_file() -> None:
     resolved = Alarm(**{**FULL.__dict__, "alert_level": "低", "exception_spec": "恢复"})
-    message, count = Renderer(TEMPLATES).digest([FULL, resolved], MARKDOWN_GROUP, Channel.DINGTALK, 18000)
+    message, count = Renderer([TEMPLATES]).digest([FULL, resolved], MARKDOWN_GROUP, Channel.DINGTALK, 18000)
     assert count == 2
     expected = (GOLDEN / "native-digest-markdown.txt").read_text(encoding="utf-8")
     assert f"{message.title}\n---\n{message.body}\n" == expected
@@ -248,7 +248,7 @@ def test_the_digest_matches_its_golden_file() -> None:
 
 def test_a_digest_lists_only_what_fits_in_the_budget() -> None:
     alarms = [Alarm(**{**FULL.__dict__, "exception_spec": f"第 {n} 分区"}) for n in range(100)]
-    message, count = Renderer(TEMPLATES).digest(alarms, MARKDOWN_GROUP, Channel.WECOM, 2000)
+    message, count = Renderer([TEMPLATES]).digest(alarms, MARKDOWN_GROUP, Channel.WECOM, 2000)
     assert 1 < count < 100
     assert len(message.body.encode()) <= 2000
     assert f"第 {count - 1} 分区" in message.body and f"第 {count} 分区" not in message.body
@@ -256,8 +256,8 @@ def test_a_digest_lists_only_what_fits_in_the_budget() -> None:
 
 def test_html_is_escaped_in_email_and_not_in_text() -> None:
     hostile = Alarm(**{**FULL.__dict__, "exception_spec": "<script>alert(1)</script>"})
-    html, _ = Renderer(TEMPLATES).render("native/email.html.j2", hostile, MARKDOWN_GROUP)
-    text, _ = Renderer(TEMPLATES).render("native/text.j2", hostile, MARKDOWN_GROUP)
+    html, _ = Renderer([TEMPLATES]).render("native/email.html.j2", hostile, MARKDOWN_GROUP)
+    text, _ = Renderer([TEMPLATES]).render("native/text.j2", hostile, MARKDOWN_GROUP)
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "异常说明:<script>alert(1)</script>" in text
 
@@ -280,7 +280,7 @@ def test_split_ends_even_when_the_limit_leaves_no_room_for_a_character(limit: in
 def test_each_part_of_a_split_wecom_markdown_message_opens_and_closes_its_own_font_tags() -> None:
     spec = "\n".join(f"第{i}行: 进程 java 占用内存过高" for i in range(400))  # inside <font color="comment">
     alarm = Alarm(**{**FULL.__dict__, "exception_spec": spec})
-    body, _ = Renderer(TEMPLATES).render("native/wecom.md.j2", alarm, MARKDOWN_GROUP)
+    body, _ = Renderer([TEMPLATES]).render("native/wecom.md.j2", alarm, MARKDOWN_GROUP)
     parts = split(body, 4096)
     assert len(parts) > 2
     for part in parts:
@@ -298,7 +298,7 @@ def test_each_part_of_a_split_wecom_markdown_message_opens_and_closes_its_own_fo
 
 
 def test_a_feishu_message_carries_its_level_for_the_cards_colour_and_its_override_is_used() -> None:
-    renderer = Renderer(TEMPLATES)
+    renderer = Renderer([TEMPLATES])
     message, errors = renderer.message(FULL, MARKDOWN_GROUP, Channel.FEISHU)
     assert (message.format, message.level, errors) == (Format.MARKDOWN, "高", [])
     assert message.body == (GOLDEN / "native-feishu.md.txt").read_text(encoding="utf-8").strip()
@@ -312,7 +312,7 @@ def test_a_feishu_message_carries_its_level_for_the_cards_colour_and_its_overrid
 
 def test_a_garbage_collection_during_a_render_does_not_count_against_the_override() -> None:
     heap = [[i] for i in range(3_000_000)]  # a large heap, which a full collection walks for longer than the bound
-    env = Bounded(TEMPLATES)
+    env = Bounded([TEMPLATES])
     spent = []
 
     def work() -> str:

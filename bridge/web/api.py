@@ -97,7 +97,7 @@ def _input(data: Any) -> Any:
 
 
 def _names(call: Call) -> list[str]:
-    return forms.template_names(call.gateway.settings.renderer.directory)
+    return forms.template_names(call.gateway.settings.renderer.directories)
 
 
 @endpoint

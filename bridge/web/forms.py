@@ -7,6 +7,7 @@ Secret fields are never filled in: they show the masked value as a placeholder, 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,9 @@ class GroupForm:
     errors: Errors = field(default_factory=dict)  # form field name -> message; "" for the form as a whole
 
 
-def template_names(folder: Path) -> list[str]:
-    """The shipped templates a group may override, by name (``native/text.j2``)."""
-    if not folder.is_dir():
-        return []
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.j2") if p.is_file())
+def template_names(folders: Sequence[Path]) -> list[str]:
+    """The templates a group may override, by name (``native/text.j2``): those of every folder the renderer reads."""
+    return sorted({p.relative_to(f).as_posix() for f in folders if f.is_dir() for p in f.rglob("*.j2") if p.is_file()})
 
 
 def from_group(group: Group | None, version: str = "", blank_rows: bool = True) -> GroupForm:

@@ -39,14 +39,13 @@ async def group_list(p: Page) -> Response:
 
 def _group_context(p: Page, form: forms.GroupForm, group: Group | None, provisioned: bool) -> dict[str, Any]:
     settings = p.gateway.settings
-    folder = settings.renderer.directory
-    names = forms.template_names(folder)
+    names = forms.template_names(settings.renderer.directories)
     return {
         "form": form,
         "group": group,
         "provisioned": provisioned,
         "template_names": names,
-        "defaults": {name: (folder / name).read_text(encoding="utf-8") for name in names},
+        "defaults": {name: settings.renderer.source(name) for name in names},
         "apps": sorted({name for _, apps in settings.apps.values() for name in apps}),
         "departments": sorted(settings.native.departments) or ["test"],
         "environments": sorted(settings.native.environments),

@@ -41,6 +41,7 @@ def test_create_read_list_delete(client: TestClient) -> None:
         "type": "dingtalk-robot",
         "webhook": "https://oapi.dingtalk.com/robot/send?access_token=****",
         "secret": "SEC****",
+        "keyword": "",
     }
     assert body["source"] == "store" and body["provisioned"] is False
     assert client.get("/api/v1/groups/ops/1", headers=AUTH).json() == body

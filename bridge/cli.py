@@ -240,6 +240,13 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
 
 
 async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
+    """What each target of the alarm's group would receive, request by request, as the channel sends it."""
+    from dataclasses import replace
+
+    import aiohttp
+
+    from bridge.app import senders
+    from bridge.channels.email import Connections
     from bridge.gateway import find_group
     from bridge.model import REQUIRED_FIELDS, Alarm, label
     from bridge.store import open_store
@@ -249,26 +256,29 @@ async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
         return 2
     alarm = Alarm.from_fields(fields)
     store = open_store(settings.store)
+    failed = 0
     try:
         group = await find_group(settings, store, alarm.id, alarm.level)
+        if group is None:
+            print(f"alarm-bridge: no group id={alarm.id!r} level={alarm.level!r}", file=sys.stderr)
+            return 1
+        sending = replace(settings, delivery=replace(settings.delivery, dry_run=False))  # what would really go
+        async with aiohttp.ClientSession() as session:  # never used: nothing is sent
+            channels = senders(sending, session, Connections(), store)
+            for target in group.targets:
+                message, errors = settings.renderer.preview(alarm, group, target.channel)
+                if message is None:  # a shipped template failed: errors says why
+                    print(f"alarm-bridge: {label(target)}: {errors[0]}", file=sys.stderr)
+                    failed += 1
+                    continue
+                bodies = channels[target.channel].preview(target, group, message)
+                print(f"=== {label(target)} ({message.format}, {len(bodies)} message(s)) ===")
+                for i, body in enumerate(bodies, 1):
+                    print(f"--- {i}/{len(bodies)} ---\n{body}" if len(bodies) > 1 else body)
+                for error in errors:
+                    print(f"!!! {error}")
     finally:
         await store.close()
-    if group is None:
-        print(f"alarm-bridge: no group id={alarm.id!r} level={alarm.level!r}", file=sys.stderr)
-        return 1
-    failed = 0
-    for target in group.targets:
-        message, errors = settings.renderer.preview(alarm, group, target.channel)
-        if message is None:  # a shipped template failed: errors says why
-            print(f"alarm-bridge: {label(target)}: {errors[0]}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"=== {label(target)} ({message.format}) ===")
-        print(f"title: {message.title}\n{message.body}")
-        if message.html:
-            print(f"--- html ---\n{message.html}")
-        for error in errors:
-            print(f"!!! {error}")
     return 1 if failed else 0
 
 

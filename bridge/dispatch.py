@@ -34,6 +34,9 @@ class DryRun:
     def parts(self, target: Target, group: Group, message: Message) -> int:
         return 1
 
+    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
+        return [message.body]
+
 
 class Dispatcher:
     def __init__(self, senders: Mapping[Channel, Sender], deadline: float) -> None:
@@ -43,6 +46,9 @@ class Dispatcher:
     def parts(self, target: Target, group: Group, message: Message) -> int:
         """How many messages upstream the target's delivery of this message is: the rate-limit slots it takes."""
         return self._senders[target.channel].parts(target, group, message)
+
+    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
+        return self._senders[target.channel].preview(target, group, message)
 
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         """One target's delivery, bounded by the deadline, so a hanging upstream delays nothing else."""

@@ -22,11 +22,17 @@ def config(tmp_path: Path) -> Path:
     return write_config(tmp_path / "c.yaml", config_data(f"sqlite:///{tmp_path / 's.db'}"))
 
 
-def test_render_prints_each_targets_message(config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_prints_exactly_what_each_target_is_sent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = config_data(f"sqlite:///{tmp_path / 's.db'}")
+    data["groups"][0] |= {"mention": "members", "members": [{"name": "陈敏", "mobile": "13800000000"}]}
+    config = write_config(tmp_path / "c.yaml", data)
     (tmp_path / "alarm.json").write_text(json.dumps(seed_alarm()), encoding="utf-8")
     assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("=== dingtalk-robot …x (text) ===\ntitle: 【高】陈敏测试alert_business\n部门:du-srv\n")
+    heading, shown = capsys.readouterr().out.split("\n", 1)
+    assert heading == "=== dingtalk-robot …x (text, 1 message(s)) ==="
+    body = json.loads(shown)  # the robot's request body: no title (a text robot gets none), the mentions it gets
+    assert body["text"]["content"].startswith("部门:du-srv\n") and body["text"]["content"].endswith("@13800000000")
+    assert body["at"] == {"atMobiles": ["13800000000"], "atUserIds": []} and "title" not in shown
 
 
 def test_render_into_a_pipe_closed_early_ends_quietly(config: Path, tmp_path: Path) -> None:
@@ -58,10 +64,11 @@ def test_render_shows_a_feishu_targets_card_body(tmp_path: Path, capsys: pytest.
     config = write_config(tmp_path / "c.yaml", data)
     (tmp_path / "alarm.json").write_text(json.dumps(seed_alarm()), encoding="utf-8")
     assert cli.main(["render", "--config", str(config), str(tmp_path / "alarm.json")]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith(
-        "=== feishu-robot …t (markdown) ===\ntitle: 【高】陈敏测试alert_business\n**陈敏测试alert_business**"
-    )
+    heading, shown = capsys.readouterr().out.split("\n", 1)
+    assert heading == "=== feishu-robot …t (markdown, 1 message(s)) ==="
+    card = json.loads(shown)["card"]
+    assert card["header"]["title"]["content"] == "【高】陈敏测试alert_business"
+    assert card["elements"][0]["text"]["content"].startswith("**陈敏测试alert_business**")
     assert cli.main(["check-config", str(config)]) == 0
 
 

@@ -124,6 +124,11 @@ def size(body: object) -> int:
     return len(encode(body))
 
 
+def shown(bodies: Sequence[object] | None) -> list[str]:
+    """Request bodies as they are sent, for a person to read: each one's JSON (none if they cannot be made)."""
+    return [json.dumps(body, ensure_ascii=False, indent=2) for body in bodies or ()]
+
+
 def keyworded(text: str, keyword: str, *seen: str) -> str:
     """The text with the robot's keyword on a last line, unless it, or a text sent with it (``seen``), has it
     already (a split message's "(i/n)" stays first)."""

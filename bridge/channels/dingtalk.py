@@ -14,7 +14,20 @@ import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chat, Chats, authorized_post, named_in, without_rejected
-from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, fit, keyworded, late, left, unsent
+from bridge.channels._http import (
+    Failure,
+    Reply,
+    Tokens,
+    at_part,
+    call,
+    checked,
+    fit,
+    keyworded,
+    late,
+    left,
+    shown,
+    unsent,
+)
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
@@ -55,6 +68,9 @@ class Sender:
     def parts(self, target: Target, group: Group, message: Message) -> int:
         bodies = self._bodies(target, group, message)
         return 1 if bodies is None else len(bodies)  # None: send refuses it as a config error
+
+    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
+        return shown(self._bodies(target, group, message))
 
     def _bodies(self, target: Target, group: Group, message: Message) -> list[Body] | None:
         """The request bodies the message is sent as, or None if it cannot be fitted into them."""

@@ -9,7 +9,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from email.errors import HeaderParseError
-from email.header import Header
+from email.header import Header, decode_header, make_header
 from email.headerregistry import Address
 from email.message import Message as MimeMessage
 from email.mime.multipart import MIMEMultipart
@@ -93,6 +93,17 @@ class Sender:
 
     def parts(self, target: Target, group: Group, message: Message) -> int:
         return 1  # a mail is one message, however long
+
+    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
+        """The mail's headers and its parts, decoded (on the wire they are base64)."""
+        recipients, _ = _recipients(group.members, target.to if isinstance(target, Email) else ())
+        try:
+            mail = self._compose(recipients, message)
+        except (ValueError, HeaderParseError) as exc:
+            return [f"(no mail: {exc})"]
+        headers = "\n".join(f"{k}: {make_header(decode_header(v))!s}" for k, v in mail.items() if k != "Date")
+        texts = [bytes(part.get_payload(decode=True)).decode() for part in mail.walk() if not part.is_multipart()]
+        return ["\n\n".join([headers, *texts])]
 
     async def send(self, target: Target, group: Group, message: Message) -> Outcome:
         name = label(target)

@@ -11,7 +11,7 @@ import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chat, Chats, authorized_post, named_in, without_rejected
-from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, late, left, unsent
+from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, late, left, shown, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import (
@@ -79,21 +79,20 @@ class Sender:
         if len(userids) > MAX_RECIPIENTS:
             return _config(name, Code.WECOM_SEND, f"{len(userids)} members; message/send takes {MAX_RECIPIENTS}")
         invalid: dict[str, None] = {}  # ordered, across parts
-        parts, _ = self._texts(target, group, message)
-        for i, part in unsent(parts, message.skip):
+        bodies = self._bodies(target, group, message)
+        for i, body in unsent(bodies, message.skip):
             if late(message, i - message.skip, self._delivery.timeout):
-                return at_part(left(name, Code.WECOM_SEND), i, len(parts))
-            body = {"touser": "|".join(userids), "agentid": app.agentid, **_content(message.format, part)}
+                return at_part(left(name, Code.WECOM_SEND), i, len(bodies))
             reply, raw = await self._post(target.app, app, "/cgi-bin/message/send", body)
             if isinstance(reply, Failure):
                 named = f"; invalid users: {raw.get('invaliduser')}" if raw.get("errcode") == ALL_INVALID else ""
-                return at_part(_failed(name, reply, suffix=named), i, len(parts))
+                return at_part(_failed(name, reply, suffix=named), i, len(bodies))
             invalid |= dict.fromkeys(u for u in str(reply.get("invaliduser", "")).split("|") if u)
         if invalid:
             logger.warning("%s: not delivered to invalid users %s", name, "|".join(invalid))
             detail = f"delivered, except to invalid users: {'|'.join(invalid)}"
-            return Outcome(name, True, detail=detail, truncated=truncated(parts))
-        return Outcome(name, True, truncated=truncated(parts))
+            return Outcome(name, True, detail=detail, truncated=truncated(bodies))
+        return Outcome(name, True, truncated=truncated(bodies))
 
     # -- app group chat --
 
@@ -103,27 +102,26 @@ class Sender:
         if len(userids) < 2:
             return _config(name, Code.WECOM_SEND, "an app chat needs at least 2 members with a wecom_userid")
         key = self._chats.key(target.app, group, userids)
-        parts, _ = self._texts(target, group, message)
+        bodies = self._bodies(target, group, message)
         for attempt in (1, 2):  # the second in a chat made anew, which has none of the message's parts yet
             chat = await self._chat(name, target.app, app, group, userids, key, recreate=attempt == 2)
             if isinstance(chat, Outcome):
                 return chat if attempt == 1 else replace(chat, sent=0)
             chatid = chat.id
             start = message.skip if attempt == 1 and chatid == message.chat else 0
-            for i, part in unsent(parts, start):
+            for i, body in unsent(bodies, start):
                 if late(message, i - start, self._delivery.timeout):
-                    return at_part(left(name, Code.WECOM_SEND), i, len(parts), chatid)
-                body = {"chatid": chatid, "safe": 0, **_content(message.format, part)}
-                reply, raw = await self._post(target.app, app, "/cgi-bin/appchat/send", body)
+                    return at_part(left(name, Code.WECOM_SEND), i, len(bodies), chatid)
+                reply, raw = await self._post(target.app, app, "/cgi-bin/appchat/send", {**body, "chatid": chatid})
                 if not isinstance(reply, Failure):
                     continue
                 if raw.get("errcode") in CHAT_GONE_ERRCODES and attempt == 1:
                     logger.info("%s: chat %s of group %s/%s is gone; creating it again", name, chatid, *group.key)
                     await self._chats.forget(key)
                     break
-                return at_part(_failed(name, reply), i, len(parts), chatid)
+                return at_part(_failed(name, reply), i, len(bodies), chatid)
             else:
-                return Outcome(name, True, detail=chat.detail, truncated=truncated(parts))
+                return Outcome(name, True, detail=chat.detail, truncated=truncated(bodies))
         raise AssertionError("unreachable: the second attempt never recreates")
 
     async def _chat(
@@ -167,25 +165,40 @@ class Sender:
         name = label(target)
         if not URL(target.webhook).absolute:
             return _config(name, Code.WECOM_SEND, "the robot webhook is not an absolute URL")
-        parts, tags = self._texts(target, group, message)
+        tags = self._texts(target, group, message)[1]
         if tags and tags.count("<@") < (members := len(_userids(group))):
             logger.warning("%s: group %s/%s: the mentions of %d of %d members fit in a message",
                            name, *group.key, tags.count("<@"), members)  # fmt: skip
-        for i, part in unsent(parts, message.skip):
+        bodies = self._bodies(target, group, message)
+        for i, body in unsent(bodies, message.skip):
             if late(message, i - message.skip, self._delivery.timeout):
-                return at_part(left(name, Code.WECOM_SEND), i, len(parts))
-            body = _content(message.format, part + tags if i == 1 else part)
-            if i == 1 and message.format is Format.TEXT:
-                body["text"] |= _text_mentions(group, message)
+                return at_part(left(name, Code.WECOM_SEND), i, len(bodies))
             reply = checked(await call(self._session, "POST", target.webhook, self._delivery.timeout, body=body))
             if isinstance(reply, Failure):
-                return at_part(_failed(name, reply), i, len(parts))
-        return Outcome(name, True, truncated=truncated(parts))
+                return at_part(_failed(name, reply), i, len(bodies))
+        return Outcome(name, True, truncated=truncated(bodies))
 
     # -- shared --
 
     def parts(self, target: Target, group: Group, message: Message) -> int:
         return len(self._texts(target, group, message)[0])
+
+    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
+        return shown(self._bodies(target, group, message))
+
+    def _bodies(self, target: Target, group: Group, message: Message) -> list[Body]:
+        """The request bodies the message is sent as; an app chat's without its chat id (added when sent)."""
+        parts, tags = self._texts(target, group, message)
+        if isinstance(target, WeComRobot):  # the mentions with the first part: tags in markdown, lists in text
+            bodies = [_content(message.format, part + tags if i == 0 else part) for i, part in enumerate(parts)]
+            if message.format is Format.TEXT:
+                bodies[0]["text"] |= _text_mentions(group, message)
+            return bodies
+        if isinstance(target, WeComApp):
+            app = self._settings.apps.get(target.app)
+            touser = {"touser": "|".join(_userids(group)), "agentid": app.agentid if app else 0}
+            return [touser | _content(message.format, part) for part in parts]
+        return [{"safe": 0, **_content(message.format, part)} for part in parts]
 
     def _texts(self, target: Target, group: Group, message: Message) -> tuple[list[str], str]:
         """The contents the message is sent as, and the mentions the first one ends with: a robot's markdown

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import aiohttp
 
 from bridge import metrics
-from bridge.model import Message, Outcome, Reason
+from bridge.model import Group, Message, Outcome, Reason, Target
 from bridge.render import split
 from bridge.store import Store, StoreError
 
@@ -124,9 +124,20 @@ def size(body: object) -> int:
     return len(encode(body))
 
 
-def shown(bodies: Sequence[object] | None) -> list[str]:
-    """Request bodies as they are sent, for a person to read: each one's JSON (none if they cannot be made)."""
-    return [json.dumps(body, ensure_ascii=False, indent=2) for body in bodies or ()]
+class BodySender:
+    """What the HTTP channels' senders share: a message is sent as the request bodies ``_bodies`` makes (None
+    when it cannot be fitted into them, which ``send`` refuses as a config error)."""
+
+    def _bodies(self, target: Target, group: Group, message: Message) -> Sequence[Reply] | None:
+        raise NotImplementedError
+
+    def parts(self, target: Target, group: Group, message: Message) -> int:
+        bodies = self._bodies(target, group, message)
+        return 1 if bodies is None else len(bodies)
+
+    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
+        """The bodies as they are sent, for a person to read: each one's JSON."""
+        return [json.dumps(body, ensure_ascii=False, indent=2) for body in self._bodies(target, group, message) or ()]
 
 
 def keyworded(text: str, keyword: str, *seen: str) -> str:

@@ -15,6 +15,7 @@ from yarl import URL
 
 from bridge.channels._chats import Chat, Chats, authorized_post, named_in, without_rejected
 from bridge.channels._http import (
+    BodySender,
     Failure,
     Reply,
     Tokens,
@@ -25,7 +26,6 @@ from bridge.channels._http import (
     keyworded,
     late,
     left,
-    shown,
     unsent,
 )
 from bridge.codes import Code
@@ -48,7 +48,7 @@ MEMBER_REFUSALS = frozenset({60121, 60111, 40003, 40031, 60120, 34006})
 Body = dict[str, Any]
 
 
-class Sender:
+class Sender(BodySender):
     def __init__(
         self, settings: DingTalkSettings, delivery: DeliverySettings, session: aiohttp.ClientSession, store: Store
     ) -> None:
@@ -64,13 +64,6 @@ class Sender:
         if isinstance(target, DingTalkApp):
             return await self._app(target, group, message)
         return _config(label(target), Code.DINGTALK_SEND, f"not a DingTalk target: {target.kind}")
-
-    def parts(self, target: Target, group: Group, message: Message) -> int:
-        bodies = self._bodies(target, group, message)
-        return 1 if bodies is None else len(bodies)  # None: send refuses it as a config error
-
-    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
-        return shown(self._bodies(target, group, message))
 
     def _bodies(self, target: Target, group: Group, message: Message) -> list[Body] | None:
         """The request bodies the message is sent as, or None if it cannot be fitted into them."""

@@ -17,6 +17,7 @@ import aiohttp
 from yarl import URL
 
 from bridge.channels._http import (
+    BodySender,
     Failure,
     Reply,
     Tokens,
@@ -27,7 +28,6 @@ from bridge.channels._http import (
     keyworded,
     late,
     left,
-    shown,
     unsent,
 )
 from bridge.codes import Code
@@ -70,7 +70,7 @@ _SIGNED = {"timestamp": "0" * 10, "sign": "=" * 44}  # the size of a signature: 
 Body = dict[str, Any]
 
 
-class Sender:
+class Sender(BodySender):
     def __init__(
         self, settings: FeishuSettings, delivery: DeliverySettings, session: aiohttp.ClientSession, store: Store
     ) -> None:
@@ -85,13 +85,6 @@ class Sender:
         if isinstance(target, FeishuApp):
             return await self._app(target, group, message)
         return _config(label(target), Code.FEISHU_SEND, f"not a Feishu target: {target.kind}")
-
-    def parts(self, target: Target, group: Group, message: Message) -> int:
-        bodies = self._bodies(target, group, message)
-        return 1 if bodies is None else len(bodies)  # None: send refuses it as a config error
-
-    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
-        return shown(self._bodies(target, group, message))
 
     def _bodies(self, target: Target, group: Group, message: Message) -> list[Body] | None:
         """The request bodies the message is sent as (a robot's with room for its signature), or None if it cannot

@@ -11,7 +11,7 @@ import aiohttp
 from yarl import URL
 
 from bridge.channels._chats import Chat, Chats, authorized_post, named_in, without_rejected
-from bridge.channels._http import Failure, Reply, Tokens, at_part, call, checked, late, left, shown, unsent
+from bridge.channels._http import BodySender, Failure, Reply, Tokens, at_part, call, checked, late, left, unsent
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import (
@@ -47,7 +47,7 @@ MEMBER_REFUSALS = frozenset({86007, 86216, 86005, 40003, 60111, 46004})
 Body = dict[str, Any]
 
 
-class Sender:
+class Sender(BodySender):
     def __init__(
         self, settings: WeComSettings, delivery: DeliverySettings, session: aiohttp.ClientSession, store: Store
     ) -> None:
@@ -179,12 +179,6 @@ class Sender:
         return Outcome(name, True, truncated=truncated(bodies))
 
     # -- shared --
-
-    def parts(self, target: Target, group: Group, message: Message) -> int:
-        return len(self._texts(target, group, message)[0])
-
-    def preview(self, target: Target, group: Group, message: Message) -> list[str]:
-        return shown(self._bodies(target, group, message))
 
     def _bodies(self, target: Target, group: Group, message: Message) -> list[Body]:
         """The request bodies the message is sent as; an app chat's without its chat id (added when sent)."""

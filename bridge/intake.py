@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bridge.model import Alarm, Group, Outcome
 from bridge.store import Admission, Job, Late, Store, StoreError
@@ -42,6 +42,7 @@ class Entry:
     admission: Admission
     wait: float
     deadline: float  # epoch seconds: the caller answers 3000 if the jobs are not written by then
+    behind: bool  # queued while a write was under way: waiting on the store since
     admitted: asyncio.Future[Admitted | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -97,6 +98,7 @@ class Intake:
         self._first_attempt = first_attempt
         self._queued: list[Entry] = []
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False
 
     async def admit(
         self, alarm: Alarm, group: Group, admission: Admission, wait: float, deadline: float
@@ -106,7 +108,7 @@ class Intake:
 
         By ``deadline`` (epoch seconds) the jobs are written or this raises: ``Late`` when they certainly were
         not, another StoreError or TimeoutError when the store may still write them."""
-        entry = Entry(alarm, group, admission, wait, deadline)
+        entry = Entry(alarm, group, admission, wait, deadline, self._writing)
         self._queued.append(entry)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued())
@@ -117,10 +119,20 @@ class Intake:
             while self._queued:
                 batch, self._queued = self._queued, []
                 now = time.time()
-                _fail([e for e in batch if e.deadline <= now], Late("the store did not come to the write in time"))
-                batch = [e for e in batch if e.deadline > now]
+                # Alarms that waited behind a write have waited on the store: past their deadline they are answered
+                # 3000, and not written. The others waited only for this process to come to them (a burst arriving
+                # at once): their time with the store starts now.
+                _fail(
+                    [e for e in batch if e.behind and e.deadline <= now], Late("the store did not come to it in time")
+                )
+                batch = [
+                    e if e.behind else replace(e, deadline=max(e.deadline, now + self._store_timeout))
+                    for e in batch
+                    if not e.behind or e.deadline > now
+                ]
                 if not batch:
                     continue
+                self._writing = True
                 try:
                     await self._write(batch)
                 except (StoreError, TimeoutError) as exc:
@@ -130,6 +142,8 @@ class Intake:
                     if not isinstance(exc, Exception):
                         raise
                     logger.exception("intake: writing accepted alarms failed")
+                finally:
+                    self._writing = False
         finally:
             self._writer = None
 

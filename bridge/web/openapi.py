@@ -7,6 +7,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.model import ALERT_LEVELS, TARGET_TYPES, Member
+from bridge.web.activity import STATES
 
 JSON = "application/json"
 
@@ -136,7 +137,7 @@ SCHEMAS: dict[str, Any] = {
             "created": {"type": "number", "description": "seconds since the epoch"},
             "group": {"type": "object", "properties": {"id": STRING, "level": STRING, "name": STRING}},
             "state": {
-                "enum": ["pending", "done", "dead", "muted"],
+                "enum": list(STATES),
                 "description": "dead if any delivery is, then pending; muted when a mute held it back",
             },
             "storm": {
@@ -239,7 +240,11 @@ def document() -> dict[str, Any]:
                 "parameters": [
                     _query("group", "id or id/level"),
                     _query("code", "alarms with a delivery that has this code", WHOLE),
-                    _query("state", "alarms with a delivery in this state", {"enum": ["pending", "done", "dead"]}),
+                    _query(
+                        "state",
+                        "alarms with a delivery in this state (done: delivered; muted: held back by a mute)",
+                        {"enum": list(STATES)},
+                    ),
                     _query("since", "seconds since the epoch, or ISO 8601", TIME),
                     _query("until", "seconds since the epoch, or ISO 8601", TIME),
                     _query("target", "alarms with a delivery to this target type, e.g. dingtalk-robot"),

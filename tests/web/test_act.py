@@ -100,6 +100,26 @@ def test_a_mute_link_holds_back_the_next_matching_alarm_and_nothing_else(world: 
     assert len(world.robot.robot_messages) == 3  # the muted alarm never reached the robot
 
 
+def test_the_alarm_list_filters_muted_alarms_apart_from_delivered_ones(world: World) -> None:
+    world.alarm(alert_host="db1")
+    confirm(world, world.links(0)["静默 1h"])
+    world.alarm(alert_host="db1", exception_spec="held back")
+    world.alarm(alert_host="db2", exception_spec="sent")
+
+    def listed(state: str) -> list[str]:
+        reply = world.client.get("/api/v1/alarms", params={"state": state}, headers=AUTH)
+        assert reply.status_code == 200, reply.text
+        return sorted(a["alarm"]["exception_spec"] for a in reply.json()["alarms"] if "exception_spec" in a["alarm"])
+
+    assert listed("muted") == ["held back"]
+    assert listed("done") == ["sent", "陈敏测试之异常说明"]  # delivered: the muted one reached nobody
+    login(world.client)
+    page = text_of(world.client.get("/ui/alarms", params={"state": "muted"}).text)
+    assert "held back" in page and "db2" not in page
+    wrong = world.client.get("/api/v1/alarms", params={"state": "silenced"}, headers=AUTH)
+    assert wrong.status_code == 400 and "muted" in wrong.json()["error"]
+
+
 def test_a_get_alone_changes_nothing(world: World) -> None:
     world.alarm()
     for path in world.links(0).values():

@@ -79,8 +79,8 @@ async def acknowledge(store: Store, targets: Sequence[Target], who: str) -> list
 
 
 def stands_alone(alarm_extra: Any) -> bool:
-    """A storm's summary, or the notice of an action (bridge.web.act): sent as a message of its own, and never
-    parked for a summary (a notice in a storm would only be counted in the next one)."""
+    """A storm's summary, or the notice of an action (bridge.web.act): sent as a message of its own, never parked
+    for a summary nor taken by a storm's turn (a notice in a storm would only be counted in the next one)."""
     return isinstance(alarm_extra, dict) and ("summary" in alarm_extra or "notice" in alarm_extra)
 
 

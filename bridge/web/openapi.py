@@ -162,6 +162,19 @@ SCHEMAS: dict[str, Any] = {
             **{k: STRING for k in ("who", "action", "target", "detail")},
         },
     },
+    "Mute": {
+        "type": "object",
+        "description": "native alarms of the group with this business and host are recorded as muted, not sent",
+        "properties": {
+            "id": STRING,
+            "group": {"type": "object", "properties": {"id": STRING, "level": STRING}},
+            "business": {"type": ["string", "null"], "description": "alert_business; null: any (from a digest)"},
+            "host": {"type": ["string", "null"], "description": 'alert_host ("": none); null: any (from a digest)'},
+            "until": {"type": "number", "description": "seconds since the epoch"},
+            "at": {"type": "number"},
+            **{k: STRING for k in ("who", "title")},
+        },
+    },
 }
 
 
@@ -296,7 +309,10 @@ def document() -> dict[str, Any]:
                 "summary": "The mutes in force (from action links), soonest to end first",
                 "operationId": "listMutes",
                 "responses": {
-                    **_ok("the mutes", {"type": "object", "properties": {"mutes": {"type": "array"}}}),
+                    **_ok(
+                        "the mutes",
+                        {"type": "object", "properties": {"mutes": {"type": "array", "items": _ref("Mute")}}},
+                    ),
                     **_errors(),
                 },
             },
@@ -306,7 +322,10 @@ def document() -> dict[str, Any]:
             "delete": {
                 "summary": "Lift a mute now",
                 "operationId": "liftMute",
-                "responses": {**_ok("the mute lifted", {"type": "object"}), **_errors("404")},
+                "responses": {
+                    **_ok("the mute lifted", {"type": "object", "properties": {"lifted": _ref("Mute")}}),
+                    **_errors("404"),
+                },
             },
         },
         "/audit": {

@@ -174,3 +174,12 @@ def test_a_digest_of_alertmanager_notifications_silences_each_of_their_groups() 
     mixed = [*alarms, marked(NATIVE)]
     message, _ = config.renderer.digest(mixed, Group(id="chenmin", level="3"), Channel.DINGTALK, 18000)
     assert [f.kind for f in links_in(message)] == [Kind.ACK]  # neither one mute nor silences would cover them all
+
+
+def test_a_subject_kept_before_digests_had_links_still_reads_back() -> None:
+    kept = ('{"id": "0123456789abcdef01234567", "group": ["chenmin", "3"], "source": "alertmanager", "business": '
+            '"DiskFull", "host": "db1", "alert_level": "高", "title": "【高】DiskFull", "labels": {"alertname": '
+            '"DiskFull"}}')  # fmt: skip
+    subject = actions.Subject.from_json(kept)
+    assert subject.silences == ({"alertname": "DiskFull"},) and subject.members == ()
+    assert actions.Subject.from_json(subject.to_json()) == subject

@@ -43,7 +43,7 @@ class ActionSettings:
 
 
 class Kind(StrEnum):
-    SILENCE = "silence"  # an Alertmanager silence of the alarm's (or group's) labels
+    SILENCE = "silence"  # an Alertmanager silence of the alarm's (or group's) labels; a digest's: one a group
     MUTE = "mute"  # alarm-bridge holds back native alarms like this one
     ACK = "ack"  # someone is on it: recorded, and the storm updates of its group stop
     EXPIRE = "expire"  # end a silence made from a link early (the subject is the silence's id)
@@ -100,7 +100,7 @@ def span(seconds: float) -> str:
 @dataclass(frozen=True)
 class Subject:
     """What a link acts on, as kept in the store: one alarm, one Alertmanager notification (a group), or a digest's
-    alarms (its ``members``). An empty business or host (None) is any: a digest's alarms that do not share it."""
+    alarms (its ``members``). A business or host of None is any: a digest's alarms did not share it."""
 
     id: str
     group: tuple[str, str]  # the alert group's id and level

@@ -186,7 +186,7 @@ class Renderer:
             lines.append(line)
         listed = list(alarms[: len(lines)])
         fmt = Format.MARKDOWN if group.format is Format.MARKDOWN and channel is not Channel.EMAIL else Format.TEXT
-        actions = digest_links(self.actions, digest_subject(listed))
+        actions = digest_links(self.actions, digest_subject(listed) if self.actions else None)
         extra = {"alarms": listed, "lines": lines, "format": fmt.value, "channel": channel.value, "actions": actions}
         title, _ = self.render("native/digest_title.j2", listed[0], group, **extra)
         body, _ = self.render("native/digest.j2", listed[0], group, **extra)  # one digest layout for every source

@@ -100,7 +100,9 @@ def _plan(visit: Visit) -> str:
     if link.kind is Kind.SILENCE:
         count = len(subject.silences)
         each = "; ".join("{" + ", ".join(_matchers(labels)) + "}" for labels in subject.silences)
-        what = "an Alertmanager silence" if count == 1 else f"{count} Alertmanager silences, one a notification group,"
+        what = (
+            "an Alertmanager silence" if count == 1 else f"{count} Alertmanager silences, one per notification group,"
+        )
         return f"Create {what} for {span(link.duration)} (until {until}) of {each}."
     if link.kind is Kind.MUTE:
         business = "any business" if subject.business is None else repr(subject.business)

@@ -273,15 +273,16 @@ def test_a_digests_silence_link_silences_each_notification_group_it_holds(setup:
         data = yaml.safe_load(setup.config.read_text(encoding="utf-8"))
         data["web"] = {"external_url": f"http://127.0.0.1:{port}",
                        "actions": {"key": "e2e-action-key-0123456789", "alertmanagers": [am.url]}}  # fmt: skip
-        # One message every 5 s: the two groups notified after the first wait, and go out in one digest.
-        data["delivery"]["rate_limits"] = {"dingtalk-robot": {"limit": 1, "window": "5s"}}
+        # One message every 15 s: the two groups notified after the first wait (Alertmanager sends them about a
+        # second after they are posted, a few seconds on a busy machine), and go out in one digest.
+        data["delivery"]["rate_limits"] = {"dingtalk-robot": {"limit": 1, "window": "15s"}}
         with gateway_process(write_config(setup.config, data), port=port):
             am.post_alerts(disk_alert(startsAt=now(), endsAt=now(3600)))
             setup.robot.robot_messages.wait_for(1, timeout=20)
             names = ("E2EHighLoad", "E2ESwapFull")
             am.post_alerts(*(disk_alert(startsAt=now(), endsAt=now(3600), labels={**disk_alert()["labels"],
                                         "alertname": name}) for name in names))  # fmt: skip
-            digest = setup.robot.robot_messages.wait_for(2, timeout=30)[1].content
+            digest = setup.robot.robot_messages.wait_for(2, timeout=60)[1].content
             assert digest.startswith("【告警汇总】2 条告警"), digest
             links = dict(re.findall(r"^(.+?): (http://\S+/ui/act/\S+)$", digest, re.MULTILINE))
             assert set(links) == {"静默 1h", "静默 4h", "静默 24h", "认领 2 条 / ack 2"}

@@ -126,8 +126,8 @@ def test_the_alarm_list_filters_muted_alarms_apart_from_delivered_ones(world: Wo
     assert wrong.status_code == 400 and "muted" in wrong.json()["error"]
 
 
-# One message every 2 s: the alarms that come meanwhile wait, and go out together in one digest.
-ONE_A_WINDOW = {"poll": "50ms", "rate_limits": {"dingtalk-robot": {"limit": 1, "window": "2s"}}}
+# One message every 4 s: the alarms that come meanwhile wait, and go out together in one digest.
+ONE_A_WINDOW = {"poll": "50ms", "rate_limits": {"dingtalk-robot": {"limit": 1, "window": "4s"}}}
 
 
 def digest_of(world: World, alarms: list[dict[str, str]]) -> dict[str, str]:
@@ -135,7 +135,7 @@ def digest_of(world: World, alarms: list[dict[str, str]]) -> dict[str, str]:
     world.alarm(exception_spec="the first, alone")
     for changes in alarms:
         world.alarm(**changes)
-    digest = world.robot.robot_messages.wait_for(2, timeout=10)[1].content
+    digest = world.robot.robot_messages.wait_for(2, timeout=30)[1].content
     assert digest.startswith(f"【告警汇总】{len(alarms)} 条告警"), digest
     return world.links(1)
 
@@ -161,7 +161,7 @@ def test_a_digests_mute_link_mutes_what_its_alarms_share_and_no_more(
         assert confirm(world, links["静默 4h"]).status_code == 200
         (mute,) = world.mutes()
         assert (mute["business"], mute["host"]) == muted
-        notice = world.robot.robot_messages.wait_for(3, timeout=10)[2].content
+        notice = world.robot.robot_messages.wait_for(3, timeout=30)[2].content
         assert notice.startswith("已静默 4h: 【告警汇总】2 条告警") and notice.endswith(" by chat link")
         login(world.client)
         row = text_of(world.client.get("/ui/mutes").text)
@@ -177,7 +177,7 @@ def test_a_digests_mute_link_mutes_what_its_alarms_share_and_no_more(
         def later() -> str:
             return "\n".join(m.content for m in world.robot.robot_messages[3:])
 
-        wait_until(lambda: all(spec in later() for spec in sent), timeout=10)  # held by the rate limit a moment
+        wait_until(lambda: all(spec in later() for spec in sent), timeout=30)  # held by the rate limit a moment
         states = {a["alarm"].get("exception_spec"): a["state"] for a in
                   world.client.get("/api/v1/alarms", headers=AUTH).json()["alarms"]}  # fmt: skip
         assert {k: states[k] for k in expected} == expected
@@ -194,7 +194,7 @@ def test_a_digests_ack_link_acknowledges_each_of_its_alarms(tmp_path: Path) -> N
         acked = {a["alarm"]["exception_spec"]: (a["acknowledged"] or {}).get("by") for a in alarms
                  if "exception_spec" in a["alarm"]}  # fmt: skip  # not the notice
         assert acked == {"the first, alone": None, **{f"in the digest {n}": "chat link" for n in range(3)}}
-        notice = world.robot.robot_messages.wait_for(3, timeout=10)[2].content
+        notice = world.robot.robot_messages.wait_for(3, timeout=30)[2].content
         assert notice == "已认领: 【告警汇总】3 条告警: 陈敏测试alert_business by chat link"
 
 

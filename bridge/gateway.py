@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from bridge import metrics
-from bridge.actions import SUBJECT, subject_of
+from bridge.actions import keep, subject_of
 from bridge.codes import Code
 from bridge.config import Settings
 from bridge.intake import jobs_for
@@ -102,9 +102,10 @@ class Gateway:
         subject = subject_of(alarm) if actions is not None else None
         if actions is None or subject is None:
             return alarm
+        expires = int(time.time() + actions.expires)
         async with asyncio.timeout(self.settings.store.timeout):
-            await self.store.put(SUBJECT + subject.id, subject.to_json(), actions.expires + 60)
-        marker = {"subject": subject.id, "expires": int(time.time() + actions.expires), "labels": bool(subject.labels)}
+            await keep(self.store, subject, expires)
+        marker = {"subject": subject.id, "expires": expires, "labels": bool(subject.silences)}
         return replace(alarm, extra={**alarm.extra, "actions": marker})
 
     async def _muted(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from bridge.model import Alarm, Group, Outcome
 from bridge.store import Admission, Job, Late, Store, StoreError
+from bridge.storm import stands_alone
 from bridge.upstreams import rate_key
 
 logger = logging.getLogger(__name__)
@@ -56,13 +57,14 @@ def jobs_for(alarm: Alarm, group: Group, dues: Sequence[float] = ()) -> list[Job
     # random places (half the cost of writing a job to SQLite). No system call per alarm.
     alarm_id = f"{time.time_ns():016x}{random.getrandbits(64):016x}"
     shared = f'{{"alarm": {json.dumps(alarm.__dict__, ensure_ascii=False)}, "group": {group.encoded}}}'
+    alone = stands_alone(alarm.extra)  # in no lane: a storm's turn never takes it to count (see Store.take)
     return [  # the alarm and group are serialized once; each job adds its target's index
         Job(
             id=f"{alarm_id}:{i}",
             payload=f'{{"target": {i}, {shared[1:]}',
             created=now,
             due=dues[i] if dues else 0.0,
-            lane=rate_key(target) or "",
+            lane="" if alone else rate_key(target) or "",
         )
         for i, target in enumerate(group.targets)
     ]

@@ -1,4 +1,5 @@
-"""Native mutes: alarm-bridge holds back native alarms of one id, level, business and host for a while.
+"""Native mutes: alarm-bridge holds back native alarms of one id, level, business and host for a while (a mute from
+a digest's link may hold back any business or host: those its alarms did not share).
 
 There is no Alertmanager behind a native alarm to silence it, so the gateway does it. The mutes live in the store
 as one list under one key (written under a short lock, so two replicas adding at once keep both), and every
@@ -27,8 +28,8 @@ LOCK_TTL = 5.0  # a lock whose holder died frees itself after this long
 class Mute:
     id: str
     group: tuple[str, str]  # the alarm's id and level
-    business: str
-    host: str
+    business: str | None  # None: any
+    host: str | None  # None: any (an empty host is one: the alarms that name none)
     until: float
     who: str
     at: float
@@ -38,8 +39,8 @@ class Mute:
         return (
             now < self.until
             and (alarm.id, alarm.level) == self.group
-            and alarm.alert_business == self.business
-            and alarm.alert_host == self.host
+            and self.business in (None, alarm.alert_business)
+            and self.host in (None, alarm.alert_host)
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -76,7 +77,9 @@ class Mutes:
         now = time.time()
         return next((m for m in await self.active() if m.matches(alarm, now)), None)
 
-    async def add(self, group: tuple[str, str], business: str, host: str, seconds: float, who: str, title: str) -> Mute:
+    async def add(
+        self, group: tuple[str, str], business: str | None, host: str | None, seconds: float, who: str, title: str
+    ) -> Mute:
         now = time.time()
         mute = Mute(secrets.token_hex(6), group, business, host, now + seconds, who, now, title)
         await self._change(lambda mutes: [*mutes, mute])

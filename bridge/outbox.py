@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from bridge import metrics
+from bridge.actions import digest_subject, keep
 from bridge.config import DeliverySettings
 from bridge.dispatch import SEND_CODES, Dispatcher
 from bridge.intake import Admitted, Entry, FirstAttempt, Intake, jobs_for
@@ -272,7 +273,7 @@ class Outbox:
         """The message for the leading jobs, sent: its outcome, how many jobs it carries, and the progress they
         record (see ``progress``); None if a rate limit holds back the further parts of a split message."""
         try:
-            message, count = self._message(work)
+            message, count = await self._message(work)
         except RenderError as exc:  # no retry helps until the template is fixed; then the dead jobs can be retried
             logger.error("outbox: %s", exc)
             code = SEND_CODES[work.target.channel]
@@ -316,7 +317,7 @@ class Outbox:
         # Leased to nobody for a backoff: then due, and the worker sends them.
         await self._store.admit([Admission(again)], lease=self._settings.backoff)
 
-    def _message(self, work: Work) -> tuple[Message, int]:
+    async def _message(self, work: Work) -> tuple[Message, int]:
         group, channel = work.group, work.target.channel
         # A job whose message was delivered in part goes alone: its retry is that message, from the part it failed at.
         # So does a storm's summary.
@@ -327,6 +328,8 @@ class Outbox:
         message, count = self._renderer.digest(work.alarms[:alone], group, channel, budget(work.target, group))
         if count < alone:
             self._limits.packed(work.target, count)
+        if self._renderer.actions and (found := digest_subject(work.alarms[:count])):
+            await keep(self._store, *found)  # what the digest's links act on
         return message, count
 
     async def _hand_back(self, jobs: Iterable[Job]) -> None:

@@ -15,7 +15,7 @@ from jinja2 import Template, TemplateNotFound
 from jinja2.exceptions import SecurityError
 
 from bridge import metrics
-from bridge.actions import ActionSettings, links
+from bridge.actions import ActionSettings, digest_links, digest_subject, links, room
 from bridge.model import ALERT_LEVELS, RESOLVED, STORM, Alarm, Channel, Format, Group, Mention, Message, Target
 from bridge.sandbox import Bounded, Environment, Overrun
 
@@ -182,7 +182,7 @@ class Renderer:
     def digest(self, alarms: Sequence[Alarm], group: Group, channel: Channel, budget: int) -> tuple[Message, int]:
         """One message listing, a line each, the first alarms that fit in ``budget`` UTF-8 bytes (at least one)."""
         lines: list[str] = []
-        size = 100  # the digest's heading
+        size = 100 + room(self.actions)  # the digest's heading and action links
         for alarm in alarms:
             line = self._line(alarm, group)
             size += len(line.encode()) + 8  # numbering and the line break
@@ -191,11 +191,13 @@ class Renderer:
             lines.append(line)
         listed = list(alarms[: len(lines)])
         fmt = Format.MARKDOWN if group.format is Format.MARKDOWN and channel is not Channel.EMAIL else Format.TEXT
-        extra = {"alarms": listed, "lines": lines, "format": fmt.value, "channel": channel.value}
+        actions = digest_links(self.actions, digest_subject(listed) if self.actions else None)
+        extra = {"alarms": listed, "lines": lines, "format": fmt.value, "channel": channel.value, "actions": actions}
         title, _ = self.render("native/digest_title.j2", listed[0], group, **extra)
         body, _ = self.render("native/digest.j2", listed[0], group, **extra)  # one digest layout for every source
         level = min((a.alert_level for a in listed), key=lambda x: ALERT_LEVELS.index(x) if x in ALERT_LEVELS else 9)
-        return Message(title=title, body=body, format=fmt, level=level), len(listed)
+        shown = tuple((a["label"], a["url"]) for a in actions)
+        return Message(title=title, body=body, format=fmt, level=level, actions=shown), len(listed)
 
     def _line(self, alarm: Alarm, group: Group) -> str:
         """An alarm's digest line: the same for every target of its group, so rendered once for all of them.

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from bridge import metrics
-from bridge.actions import SUBJECT, ActionSettings, Subject
+from bridge.actions import ActionSettings, Subject, keep
 from bridge.config import StormSettings
 from bridge.limits import Limits
 from bridge.model import Group, Mention, Target, label
@@ -79,8 +79,8 @@ async def acknowledge(store: Store, targets: Sequence[Target], who: str) -> list
 
 
 def stands_alone(alarm_extra: Any) -> bool:
-    """A storm's summary, or the notice of an action (bridge.web.act): sent as a message of its own, and never
-    parked for a summary (a notice in a storm would only be counted in the next one)."""
+    """A storm's summary, or the notice of an action (bridge.web.act): sent as a message of its own, never parked
+    for a summary nor taken by a storm's turn (a notice in a storm would only be counted in the next one)."""
     return isinstance(alarm_extra, dict) and ("summary" in alarm_extra or "notice" in alarm_extra)
 
 
@@ -274,8 +274,8 @@ class Storms:
         subject = Subject(f"storm{storm.id}", group, str(alarm["source"]), str(alarm["alert_business"]), "",
                           str(alarm["alert_level"]), f"【告警风暴】storm {storm.id} of {'/'.join(group)}",
                           str(alarm["dep"]), str(alarm["env"]))  # fmt: skip
-        await self._store.put(SUBJECT + subject.id, subject.to_json(), actions.expires + 60)
         expires = int(time.time() + actions.expires)
+        await keep(self._store, subject, expires)
         alarm["extra"]["actions"] = {"subject": subject.id, "expires": expires, "labels": False, "only": "ack"}
         return replace(summary, payload=json.dumps(data, ensure_ascii=False))
 

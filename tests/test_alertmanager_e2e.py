@@ -264,3 +264,41 @@ def test_a_silence_link_confirmed_makes_a_silence_and_alertmanager_stops_notifyi
             page = browser.get(early[1], timeout=10)
             assert browser.post(early[1], data={"csrf": _csrf(page.text)}, timeout=10).status_code == 200
             assert _silences(am)[0]["status"]["state"] == "expired"
+
+
+def test_a_digests_silence_link_silences_each_notification_group_it_holds(setup: Setup, tmp_path: Path) -> None:
+    port = free_port()
+    http_config = {"authorization": {"credentials": TOKEN}}
+    with alertmanager(tmp_path / "am", f"http://127.0.0.1:{port}/alertmanager", http_config) as am:
+        data = yaml.safe_load(setup.config.read_text(encoding="utf-8"))
+        data["web"] = {"external_url": f"http://127.0.0.1:{port}",
+                       "actions": {"key": "e2e-action-key-0123456789", "alertmanagers": [am.url]}}  # fmt: skip
+        # One message every 15 s: the two groups notified after the first wait (Alertmanager sends them about a
+        # second after they are posted, a few seconds on a busy machine), and go out in one digest.
+        data["delivery"]["rate_limits"] = {"dingtalk-robot": {"limit": 1, "window": "15s"}}
+        with gateway_process(write_config(setup.config, data), port=port):
+            am.post_alerts(disk_alert(startsAt=now(), endsAt=now(3600)))
+            setup.robot.robot_messages.wait_for(1, timeout=20)
+            names = ("E2EHighLoad", "E2ESwapFull")
+            am.post_alerts(*(disk_alert(startsAt=now(), endsAt=now(3600), labels={**disk_alert()["labels"],
+                                        "alertname": name}) for name in names))  # fmt: skip
+            digest = setup.robot.robot_messages.wait_for(2, timeout=60)[1].content
+            assert digest.startswith("【告警汇总】2 条告警"), digest
+            links = dict(re.findall(r"^(.+?): (http://\S+/ui/act/\S+)$", digest, re.MULTILINE))
+            assert set(links) == {"静默 1h", "静默 4h", "静默 24h", "认领 2 条 / ack 2"}
+            browser = requests.Session()
+            page = browser.get(links["静默 4h"], timeout=10)
+            assert "Create 2 Alertmanager silences" in page.text and _silences(am) == []
+            done = browser.post(links["静默 4h"], data={"csrf": _csrf(page.text)}, timeout=10)
+            assert done.status_code == 200, done.text
+            made = {s["matchers"][0]["value"]: s for s in _silences(am)}
+            assert set(made) == set(names)  # one silence a group: not the first alarm's, not everything critical
+            assert all(len(s["matchers"]) == 1 and s["status"]["state"] == "active" for s in made.values())
+            assert done.text.count("End this silence early") == 2
+            amtool = [shutil.which("amtool") or require_binary("amtool"), f"--alertmanager.url={am.url}"]
+            listed = subprocess.run([*amtool, "silence", "query"], capture_output=True, text=True, check=True)
+            assert all(s["id"] in listed.stdout for s in made.values())
+            alerts = requests.get(f"{am.url}/api/v2/alerts", timeout=10).json()
+            assert {a["labels"]["alertname"]: bool(a["status"]["silencedBy"]) for a in alerts} == {
+                "E2EDiskFull": False, "E2EHighLoad": True, "E2ESwapFull": True
+            }  # fmt: skip

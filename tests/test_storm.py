@@ -272,3 +272,20 @@ def test_acknowledging_a_storm_from_its_summary_stops_its_summaries_and_the_grou
     found = [t for t in summaries(fake) if t != notice]
     assert sum(summarized(t) for t in found) <= 3000  # none of the later 500 reached the group
     assert not any("storm over" in t for t in found)
+
+
+def test_a_notice_held_back_by_the_rate_limit_in_a_storm_is_still_sent_not_counted(
+    robot: tuple[DingTalkFake, str], tmp_path: Path
+) -> None:
+    fake, url = robot
+    data = storm_config(f"sqlite:///{tmp_path / 's.db'}", url)
+    data["delivery"]["storm"] = STORM | {"quiet": "60s"}  # the storm lasts while the test runs
+    notice = Alarm.from_fields(seed_alarm(alert_level="低", alert_business="已认领: 【高】db1 by alice"))
+    notice = replace(notice, extra={"notice": notice.alert_business}, identity="notice:held-back")
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        assert set(post(client, range(3000))) == {0}  # the first digests take every slot of the window
+        assert client.portal is not None
+        assert client.portal.call(gateway_of(client).accept, notice, 0.0).code == 0  # its first attempt waits
+        wait_until(lambda: summaries(fake) and depth(client) == 0, timeout=60)  # the storm's turn took its alarms
+    assert [m.content for m in fake.robot_messages].count(notice.alert_business) == 1
+    assert not any(notice.alert_business in t for t in summaries(fake))  # not counted in a summary either

@@ -8,6 +8,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,14 +98,25 @@ def _plan(visit: Visit) -> str:
     until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() + link.duration))
     group = "/".join(subject.group)
     if link.kind is Kind.SILENCE:
-        matchers = ", ".join(f'{k}="{v}"' for k, v in sorted(subject.labels.items()))
-        return f"Create an Alertmanager silence for {span(link.duration)} (until {until}) of {{{matchers}}}."
+        count = len(subject.silences)
+        each = "; ".join("{" + ", ".join(_matchers(labels)) + "}" for labels in subject.silences)
+        what = (
+            "an Alertmanager silence" if count == 1 else f"{count} Alertmanager silences, one per notification group,"
+        )
+        return f"Create {what} for {span(link.duration)} (until {until}) of {each}."
     if link.kind is Kind.MUTE:
-        return (f"Mute alarms of group {group} for {subject.business!r} on host {subject.host or '(none)'!r} for "
-                f"{span(link.duration)} (until {until}): they are recorded as muted and not sent.")  # fmt: skip
+        business = "any business" if subject.business is None else repr(subject.business)
+        host = "any host" if subject.host is None else f"host {subject.host or '(none)'!r}"
+        return (f"Mute alarms of group {group} for {business} on {host} for {span(link.duration)} (until {until}): "
+                "they are recorded as muted and not sent.")  # fmt: skip
     if link.kind is Kind.ACK:
-        return f"Record that {visit.who} acknowledged it; the storm summaries of group {group} stop."
+        what = f"these {len(subject.members)} alarms" if subject.members else "it"
+        return f"Record that {visit.who} acknowledged {what}; the storm summaries of group {group} stop."
     return f"End the Alertmanager silence {link.subject} now."
+
+
+def _matchers(labels: Mapping[str, str]) -> list[str]:
+    return [f'{k}="{v}"' for k, v in sorted(labels.items())]
 
 
 async def _confirmed(visit: Visit) -> Response:
@@ -142,19 +154,18 @@ async def _perform(visit: Visit) -> tuple[str, str, dict[str, Any]]:
     page; SilenceError if Alertmanager did not take it."""
     gateway, link, subject, settings = visit.gateway, visit.link, visit.subject, visit.settings
     if link.kind is Kind.SILENCE:
-        session: aiohttp.ClientSession = visit.request.app.state.http
-        comment = f"{subject.title}: silenced from a chat link (alarm-bridge, group {'/'.join(subject.group)})"
-        made = await silences.create(session, settings, subject.labels, link.duration, visit.who, comment)
-        await gateway.store.put(SILENCE + made.id, subject.to_json(), made.ends - time.time() + 60)
-        end_early = url(settings, Link(Kind.EXPIRE, 0, made.id, int(made.ends)))
-        extra = {"silence": made, "end_early": end_early}
-        return f"silence {made.id} for {span(link.duration)}", f"已静默 {span(link.duration)}: {subject.title}", extra
+        made = await _silence(visit)
+        ids = ", ".join(m.id for m, _ in made)
+        done = f"silence{'s' if len(made) > 1 else ''} {ids} for {span(link.duration)}"
+        return done, f"已静默 {span(link.duration)}: {subject.title}", {"silences": made}
     if link.kind is Kind.MUTE:
         mute = await gateway.mutes.add(subject.group, subject.business, subject.host, link.duration, visit.who,
                                        subject.title)  # fmt: skip
         return f"mute {mute.id} for {span(link.duration)}", f"已静默 {span(link.duration)}: {subject.title}", {}
     if link.kind is Kind.ACK:
-        await gateway.store.put(ACK + subject.id, json.dumps({"by": visit.who, "at": time.time()}), ACK_TTL)
+        by = json.dumps({"by": visit.who, "at": time.time()})
+        for acknowledged in (subject.id, *subject.members):  # a digest's: each alarm it holds
+            await gateway.store.put(ACK + acknowledged, by, ACK_TTL)
         group = await find_group(gateway.settings, gateway.store, *subject.group)
         storms = await storm.acknowledge(gateway.store, group.targets if group else (), visit.who)
         quiet = f"; storm {', '.join(storms)} sends no more summaries" if storms else ""
@@ -163,6 +174,26 @@ async def _perform(visit: Visit) -> tuple[str, str, dict[str, Any]]:
     await silences.expire(session, settings, link.subject)
     await gateway.store.delete(SILENCE + link.subject)
     return f"silence {link.subject} expired", f"已解除静默: {subject.title}", {}
+
+
+async def _silence(visit: Visit) -> list[tuple[silences.Silence, str]]:
+    """The subject's silences (one each notification group), each with a link that ends it early; if one is not
+    made, those made are ended again (best effort) and nothing was done."""
+    subject, settings, link = visit.subject, visit.settings, visit.link
+    session: aiohttp.ClientSession = visit.request.app.state.http
+    comment = f"{subject.title}: silenced from a chat link (alarm-bridge, group {'/'.join(subject.group)})"
+    made: list[tuple[silences.Silence, str]] = []
+    try:
+        for labels in subject.silences:
+            silence = await silences.create(session, settings, labels, link.duration, visit.who, comment)
+            made.append((silence, url(settings, Link(Kind.EXPIRE, 0, silence.id, int(silence.ends)))))
+            await visit.gateway.store.put(SILENCE + silence.id, subject.to_json(), silence.ends - time.time() + 60)
+    except (silences.SilenceError, StoreError, TimeoutError):
+        for silence, _ in made:
+            with contextlib.suppress(silences.SilenceError):
+                await silences.expire(session, settings, silence.id)
+        raise
+    return made
 
 
 def _notice(subject: Subject, text: str) -> Alarm:

@@ -39,6 +39,11 @@ class Delivery:
     detail: str
     updated: float
 
+    @property
+    def shown(self) -> str:
+        """Its state as the alarm list filters it: a muted delivery is done, yet nobody got it."""
+        return "muted" if self.detail.startswith(MUTED) else self.state.value
+
     def to_dict(self) -> dict[str, object]:
         return {
             "id": self.job,
@@ -72,7 +77,7 @@ class AlarmRecord:
 
     @property
     def state(self) -> str:
-        if self.deliveries and all(d.detail.startswith(MUTED) for d in self.deliveries):
+        if self.deliveries and all(d.shown == "muted" for d in self.deliveries):
             return "muted"
         states = {d.state for d in self.deliveries}
         for state in (State.DEAD, State.PENDING):
@@ -157,7 +162,7 @@ def records(jobs: Iterable[Job]) -> list[AlarmRecord]:
 class Filters:
     group: str = ""  # "id" or "id/level"
     code: int | None = None
-    state: str = ""  # pending | done | dead: an alarm with any delivery in that state
+    state: str = ""  # one of STATES: an alarm with any delivery in that state (done: delivered, not muted)
     since: float | None = None
     until: float | None = None
     target: str = ""  # a delivery's target type (and app), e.g. "dingtalk-robot"
@@ -184,13 +189,14 @@ class Filters:
             return False
         if self.code is not None and all(d.code != self.code for d in record.deliveries):
             return False
-        if self.state and all(d.state.value != self.state for d in record.deliveries):
+        if self.state and all(d.shown != self.state for d in record.deliveries):
             return False
         if self.since is not None and record.created < self.since:
             return False
         return self.until is None or record.created <= self.until
 
 
+STATES = ("pending", "done", "dead", "muted")  # what the alarm list filters by
 TEXT_FILTERS = ("group", "target", "level", "business", "host", "storm")
 
 
@@ -198,7 +204,7 @@ def filters(query: Mapping[str, str], code: int | None, since: float | None, unt
     """The alarm list's filters from a page's or an API call's query (the times and code already read)."""
     state = query.get("state", "")
     texts = {name: query.get(name, "").strip() for name in TEXT_FILTERS}
-    return Filters(code=code, state=state if state in ("pending", "done", "dead") else "", since=since, until=until,
+    return Filters(code=code, state=state if state in STATES else "", since=since, until=until,
                    **texts)  # fmt: skip
 
 

@@ -199,8 +199,8 @@ async def list_alarms(call: Call) -> Response:
     code, limit = call.query("code"), call.query("limit", "100")
     if (code and not code.isdecimal()) or not limit.isdecimal():
         return problem(400, "code and limit are whole numbers")
-    if call.query("state") not in ("", "pending", "done", "dead"):
-        return problem(400, "state is one of pending, done, dead")
+    if call.query("state") not in ("", *activity.STATES):
+        return problem(400, f"state is one of {', '.join(activity.STATES)}")
     try:
         since, until = _time(call.query("since"), call), _time(call.query("until"), call)
     except ValueError:

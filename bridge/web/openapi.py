@@ -7,6 +7,7 @@ from typing import Any
 
 from bridge import __version__
 from bridge.model import ALERT_LEVELS, TARGET_TYPES, Member
+from bridge.web.activity import STATES
 
 JSON = "application/json"
 
@@ -139,7 +140,7 @@ SCHEMAS: dict[str, Any] = {
             "created": {"type": "number", "description": "seconds since the epoch"},
             "group": {"type": "object", "properties": {"id": STRING, "level": STRING, "name": STRING}},
             "state": {
-                "enum": ["pending", "done", "dead", "muted"],
+                "enum": list(STATES),
                 "description": "dead if any delivery is, then pending; muted when a mute held it back",
             },
             "storm": {
@@ -162,6 +163,19 @@ SCHEMAS: dict[str, Any] = {
             "number": {"type": "integer"},
             "at": {"type": "number"},
             **{k: STRING for k in ("who", "action", "target", "detail")},
+        },
+    },
+    "Mute": {
+        "type": "object",
+        "description": "native alarms of the group with this business and host are recorded as muted, not sent",
+        "properties": {
+            "id": STRING,
+            "group": {"type": "object", "properties": {"id": STRING, "level": STRING}},
+            "business": {"type": ["string", "null"], "description": "alert_business; null: any (from a digest)"},
+            "host": {"type": ["string", "null"], "description": 'alert_host ("": none); null: any (from a digest)'},
+            "until": {"type": "number", "description": "seconds since the epoch"},
+            "at": {"type": "number"},
+            **{k: STRING for k in ("who", "title")},
         },
     },
 }
@@ -242,7 +256,11 @@ def document() -> dict[str, Any]:
                 "parameters": [
                     _query("group", "id or id/level"),
                     _query("code", "alarms with a delivery that has this code", WHOLE),
-                    _query("state", "alarms with a delivery in this state", {"enum": ["pending", "done", "dead"]}),
+                    _query(
+                        "state",
+                        "alarms with a delivery in this state (done: delivered; muted: held back by a mute)",
+                        {"enum": list(STATES)},
+                    ),
                     _query("since", "seconds since the epoch, or ISO 8601", TIME),
                     _query("until", "seconds since the epoch, or ISO 8601", TIME),
                     _query("target", "alarms with a delivery to this target type, e.g. dingtalk-robot"),
@@ -294,7 +312,10 @@ def document() -> dict[str, Any]:
                 "summary": "The mutes in force (from action links), soonest to end first",
                 "operationId": "listMutes",
                 "responses": {
-                    **_ok("the mutes", {"type": "object", "properties": {"mutes": {"type": "array"}}}),
+                    **_ok(
+                        "the mutes",
+                        {"type": "object", "properties": {"mutes": {"type": "array", "items": _ref("Mute")}}},
+                    ),
                     **_errors(),
                 },
             },
@@ -304,7 +325,10 @@ def document() -> dict[str, Any]:
             "delete": {
                 "summary": "Lift a mute now",
                 "operationId": "liftMute",
-                "responses": {**_ok("the mute lifted", {"type": "object"}), **_errors("404")},
+                "responses": {
+                    **_ok("the mute lifted", {"type": "object", "properties": {"lifted": _ref("Mute")}}),
+                    **_errors("404"),
+                },
             },
         },
         "/audit": {

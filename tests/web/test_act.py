@@ -21,6 +21,7 @@ from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import REDIS_URL, free_port, seed_alarm, signed
 from tests.ingest.test_alertmanager import payload
 from tests.store.test_contract import redis_prefix
+from tests.test_outbox import wait_until
 from tests.web._web import AUTH, USER, client_for, csrf_of, login, text_of, web_config
 
 KEY = "action-key-0123456789abcdef"
@@ -49,7 +50,11 @@ class World:
 
 @contextmanager
 def world_for(
-    tmp_path: Path, store_url: str = "", top: dict[str, Any] | None = None, **action_settings: Any
+    tmp_path: Path,
+    store_url: str = "",
+    top: dict[str, Any] | None = None,
+    delivery: dict[str, Any] | None = None,
+    **action_settings: Any,
 ) -> Iterator[World]:
     fake = DingTalkFake(robot_rate=1000)
     fake.add_robot(ROBOT)
@@ -57,7 +62,8 @@ def world_for(
         group = {"id": "chenmin", "level": "3", "channels": [
             {"type": "dingtalk-robot", "webhook": f"{server.url}/robot/send?access_token={ROBOT}"}]}  # fmt: skip
         data = web_config(store_url or f"sqlite:///{tmp_path / 's.db'}", groups=[group],
-                          delivery={"dry_run": False, "timeout": "2s", "deadline": "3s", "backoff": "1h"},
+                          delivery={"dry_run": False, "timeout": "2s", "deadline": "3s", "backoff": "1h",
+                                    **(delivery or {})},
                           **(top or {}))  # fmt: skip
         data["web"] |= {"external_url": "https://bridge.example", "actions": {"key": KEY, **action_settings}}
         if store_url:
@@ -98,6 +104,98 @@ def test_a_mute_link_holds_back_the_next_matching_alarm_and_nothing_else(world: 
     states = {a["alarm"].get("exception_spec"): a["state"] for a in listed if a["alarm"].get("alert_host") == "db1"}
     assert states == {"again": "muted", "陈敏测试之异常说明": "done"}
     assert len(world.robot.robot_messages) == 3  # the muted alarm never reached the robot
+
+
+def test_the_alarm_list_filters_muted_alarms_apart_from_delivered_ones(world: World) -> None:
+    world.alarm(alert_host="db1")
+    confirm(world, world.links(0)["静默 1h"])
+    world.alarm(alert_host="db1", exception_spec="held back")
+    world.alarm(alert_host="db2", exception_spec="sent")
+
+    def listed(state: str) -> list[str]:
+        reply = world.client.get("/api/v1/alarms", params={"state": state}, headers=AUTH)
+        assert reply.status_code == 200, reply.text
+        return sorted(a["alarm"]["exception_spec"] for a in reply.json()["alarms"] if "exception_spec" in a["alarm"])
+
+    assert listed("muted") == ["held back"]
+    assert listed("done") == ["sent", "陈敏测试之异常说明"]  # delivered: the muted one reached nobody
+    login(world.client)
+    page = text_of(world.client.get("/ui/alarms", params={"state": "muted"}).text)
+    assert "held back" in page and "db2" not in page
+    wrong = world.client.get("/api/v1/alarms", params={"state": "silenced"}, headers=AUTH)
+    assert wrong.status_code == 400 and "muted" in wrong.json()["error"]
+
+
+# One message every 4 s: the alarms that come meanwhile wait, and go out together in one digest.
+ONE_A_WINDOW = {"poll": "50ms", "rate_limits": {"dingtalk-robot": {"limit": 1, "window": "4s"}}}
+
+
+def digest_of(world: World, alarms: list[dict[str, str]]) -> dict[str, str]:
+    """The links of the digest that carries the alarms (sent after the first alarm, which goes alone)."""
+    world.alarm(exception_spec="the first, alone")
+    for changes in alarms:
+        world.alarm(**changes)
+    digest = world.robot.robot_messages.wait_for(2, timeout=30)[1].content
+    assert digest.startswith(f"【告警汇总】{len(alarms)} 条告警"), digest
+    return world.links(1)
+
+
+@pytest.mark.parametrize(
+    ("hosts", "businesses", "shown", "muted"),
+    [
+        (["db1", "db1"], ["pay", "pay"], "for 'pay' on host 'db1'", ("pay", "db1")),
+        (["db1", "db2"], ["pay", "pay"], "for 'pay' on any host", ("pay", None)),
+        (["db1", "db2"], ["pay", "shop"], "for any business on any host", (None, None)),
+    ],
+)
+def test_a_digests_mute_link_mutes_what_its_alarms_share_and_no_more(
+    tmp_path: Path, hosts: list[str], businesses: list[str], shown: str, muted: tuple[str | None, str | None]
+) -> None:
+    with world_for(tmp_path, delivery=ONE_A_WINDOW) as world:
+        pairs = list(zip(hosts, businesses, strict=True))
+        links = digest_of(world, [{"alert_host": h, "alert_business": b, "exception_spec": f"{b}@{h}#{i}"}
+                                  for i, (h, b) in enumerate(pairs)])  # fmt: skip
+        assert set(links) == {"静默 1h", "静默 4h", "静默 24h", "认领 2 条 / ack 2"}
+        page = text_of(world.client.get(links["静默 4h"]).text)
+        assert f"Mute alarms of group chenmin/3 {shown} for 4h" in page
+        assert confirm(world, links["静默 4h"]).status_code == 200
+        (mute,) = world.mutes()
+        assert (mute["business"], mute["host"]) == muted
+        notice = world.robot.robot_messages.wait_for(3, timeout=30)[2].content
+        assert notice.startswith("已静默 4h: 【告警汇总】2 条告警") and notice.endswith(" by chat link")
+        login(world.client)
+        row = text_of(world.client.get("/ui/mutes").text)
+        assert ("any" in row) is (None in muted)
+
+        world.alarm(alert_business="pay", alert_host="db1", exception_spec="again")  # what it muted
+        world.alarm(alert_business="pay", alert_host="db9", exception_spec="a new host")
+        world.alarm(alert_business="other", alert_host="db1", exception_spec="a new business")
+        expected = {"again": "muted", "a new host": "muted" if muted[1] is None else "done",
+                    "a new business": "muted" if muted[0] is None else "done"}  # fmt: skip
+        sent = [v for v in expected if expected[v] == "done"]
+
+        def later() -> str:
+            return "\n".join(m.content for m in world.robot.robot_messages[3:])
+
+        wait_until(lambda: all(spec in later() for spec in sent), timeout=30)  # held by the rate limit a moment
+        states = {a["alarm"].get("exception_spec"): a["state"] for a in
+                  world.client.get("/api/v1/alarms", headers=AUTH).json()["alarms"]}  # fmt: skip
+        assert {k: states[k] for k in expected} == expected
+        assert "again" not in later()
+
+
+def test_a_digests_ack_link_acknowledges_each_of_its_alarms(tmp_path: Path) -> None:
+    with world_for(tmp_path, delivery=ONE_A_WINDOW) as world:
+        links = digest_of(world, [{"exception_spec": f"in the digest {n}"} for n in range(3)])
+        path = links["认领 3 条 / ack 3"]
+        assert "acknowledged these 3 alarms" in text_of(world.client.get(path).text)
+        assert confirm(world, path).status_code == 200
+        alarms = world.client.get("/api/v1/alarms", headers=AUTH).json()["alarms"]
+        acked = {a["alarm"]["exception_spec"]: (a["acknowledged"] or {}).get("by") for a in alarms
+                 if "exception_spec" in a["alarm"]}  # fmt: skip  # not the notice
+        assert acked == {"the first, alone": None, **{f"in the digest {n}": "chat link" for n in range(3)}}
+        notice = world.robot.robot_messages.wait_for(3, timeout=30)[2].content
+        assert notice == "已认领: 【告警汇总】3 条告警: 陈敏测试alert_business by chat link"
 
 
 def test_a_get_alone_changes_nothing(world: World) -> None:

@@ -175,9 +175,11 @@ def gateway_config(
     channels: Sequence[str] = ("dingtalk", "wecom", "email"),
     rate_limits: dict[str, Any] | None = None,
     ca_file: Path | None = None,
+    store: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """A config file for one gateway run: a fresh store (SQLite file or Redis prefix) and the bench group."""
+    """A config file for one gateway run: a fresh store (SQLite file or Redis prefix, ``store`` adding to that
+    section) and the bench group."""
     folder.mkdir(parents=True, exist_ok=True)
     name = f"gateway-{uuid.uuid4().hex[:8]}"
     if store_url == "sqlite":
@@ -188,7 +190,7 @@ def gateway_config(
     if ca_file is not None:
         delivery["ca_file"] = str(ca_file)
     data: dict[str, Any] = {
-        "store": {"url": store_url, "prefix": f"bench:{name}:"},
+        "store": {"url": store_url, "prefix": f"bench:{name}:", **(store or {})},
         "native": {"departments": {"du-srv": {"secret": SECRET}}},
         "delivery": delivery,
         "templates": str(TEMPLATES),
@@ -247,6 +249,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port}")
 
 
 def pinned(core: int | None, command: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ class Posted:
     codes: Counter[str]  # reply code (or the HTTP status / error name) -> how many
     sent: int
     ok: frozenset[int]  # indexes of the bodies answered with code 0
+    p99_ms: float | None  # of the replies' latencies (None: no reply)
 
     @property
     def accepted(self) -> int:
@@ -37,6 +39,7 @@ async def post_all(
     """POST each body once, ``concurrency`` at a time, at most ``rate`` per second; stop at ``deadline`` seconds."""
     codes: Counter[str] = Counter()
     ok: set[int] = set()
+    latencies: list[float] = []
     sent = 0
     next_index = 0
     started = time.time()
@@ -55,8 +58,10 @@ async def post_all(
                     await asyncio.sleep(delay)
             sent += 1
             try:
+                t0 = time.monotonic()
                 async with session.post(url, data=bodies[index], headers=headers) as response:
                     text = await response.text()
+                latencies.append(time.monotonic() - t0)
                 code = _code(response.status, text)
                 codes[code] += 1
                 if code == "0":
@@ -68,7 +73,8 @@ async def post_all(
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
-    return Posted(started, time.time(), codes, sent, frozenset(ok))
+    p99 = 1000 * statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else None
+    return Posted(started, time.time(), codes, sent, frozenset(ok), p99)
 
 
 def _code(status: int, text: str) -> str:

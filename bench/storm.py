@@ -5,7 +5,8 @@ burst of 1,000 alarms to a fresh gateway, the size a budget may still carry as e
 Measured, nothing projected: the time from the first post to each robot's first message, the most messages a
 robot got in any 60 s, the messages the group got in all, the time from the last post until the outbox is empty,
 how every accepted alarm was accounted for (its text delivered, or counted in a summary, or lost), and the
-gateway's peak RSS (VmHWM).
+gateway's peak RSS (VmHWM). The storm again on plain Redis and on a Sentinel set with store.min_replicas: 1, in
+turn: what the replica's acknowledgement costs the storm's posts (their time and p99), the drain and the count.
 """
 
 from __future__ import annotations
@@ -20,10 +21,23 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-from bench.common import Figure, Section, alarm_fields, gateway_config, new_run, receivers, signed_body, workdir
+from bench.common import (
+    REDIS_URL,
+    Figure,
+    Section,
+    alarm_fields,
+    drop_redis_prefix,
+    gateway_config,
+    new_run,
+    receivers,
+    signed_body,
+    unavailable,
+    workdir,
+)
 from bench.common import start_gateway as start
 from bench.drive import Posted, post_all, stats
 from bench.options import Options
+from bench.sentinel import PLAIN, REPLICATED, redis_stores
 from bridge import config as bridge_config
 from bridge.store import State, open_store
 
@@ -59,6 +73,24 @@ def run(opts: Options) -> Section:
                note=f"texts / summarized: {_each(burst['accounted'], '{0[0]} / {0[1]}')}; messages:"
                f" {_each(burst['messages'], '{}')}; outbox empty {burst['empty_after']} s after the last post"),
     ]  # fmt: skip
+    with workdir(opts.scratch) as tmp, redis_stores(tmp) as (stores, missing):
+        redis = {label: _storm(opts, opts.b3_alarms, opts.b3_send_seconds, f"storm-{label.split(',')[0].lower()}",
+                               store) for label, store in stores.items()}  # fmt: skip
+    section.details["redis"] = redis
+    section.figures += [unavailable("B3", f"storm on {label}", "s", why) for label, why in missing.items()]
+    for label, result in redis.items():
+        # Sentinel's reference is plain Redis: its ratio is what the replica's acknowledgement costs.
+        plain = redis[PLAIN] if label == REPLICATED else {}
+        section.figures += [
+            Figure("B3", f"storm on {label}: time to post", "s", result["post_seconds"], plain.get("post_seconds"),
+                   "plain Redis", better="lower", note=f"{result['accepted']} of {result['alarms']} accepted,"
+                   f" paced to {opts.b3_send_seconds:g} s"),
+            Figure("B3", f"storm on {label}: p99 of the replies", "ms", result["p99_ms"], plain.get("p99_ms"),
+                   "plain Redis", better="lower", note=f"{CONCURRENCY} clients"),
+            Figure("B3", f"storm on {label}: outbox empty after the last post", "s", result["empty_after"],
+                   plain.get("empty_after"), "plain Redis", better="lower"),
+            Figure("B3", f"storm on {label}: alarms lost", "alarms", float(result["lost"]), goal="0", better="lower"),
+        ]  # fmt: skip
     return section
 
 
@@ -66,8 +98,11 @@ def _each(values: dict[str, Any], fmt: str) -> str:
     return ", ".join(f"{robot} {fmt.format(value)}" for robot, value in values.items())
 
 
-def _storm(opts: Options, count: int, seconds: float, name: str) -> dict[str, Any]:
-    """``count`` alarms posted within ``seconds`` to a fresh gateway, watched until its outbox is empty."""
+def _storm(
+    opts: Options, count: int, seconds: float, name: str, store: tuple[str, int] = ("sqlite", 0)
+) -> dict[str, Any]:
+    """``count`` alarms posted within ``seconds`` to a fresh gateway on ``store`` (store.url and min_replicas),
+    watched until its outbox is empty."""
     limits = {kind: {"limit": LIMIT, "window": "62s"} for kind in ("dingtalk-robot", "wecom-robot")}
     with (
         workdir(opts.scratch) as tmp,
@@ -77,9 +112,8 @@ def _storm(opts: Options, count: int, seconds: float, name: str) -> dict[str, An
             ca,
         ),
     ):
-        extra = {"store": {"url": f"sqlite:///{tmp / 'b3.db'}", "history": 10 * count}}
-        path = gateway_config(tmp, "sqlite", dry_run=False, upstreams=upstreams, channels=NEED, rate_limits=limits,
-                              ca_file=ca, extra=extra)  # fmt: skip
+        path = gateway_config(tmp, store[0], dry_run=False, upstreams=upstreams, channels=NEED, rate_limits=limits,
+                              ca_file=ca, store={"history": 10 * count, "min_replicas": store[1]})  # fmt: skip
         run = new_run()
         bodies = [signed_body(alarm_fields(run, i)) for i in range(count)]
         gateway = start(path, opts.logs / f"b3-{name}-gateway.log")
@@ -94,6 +128,8 @@ def _storm(opts: Options, count: int, seconds: float, name: str) -> dict[str, An
             gateway.stop()
         done = stats(upstreams.control, run, list(NEED), indexes=True)
         outbox = asyncio.run(_outbox(path))
+        if store[0] == REDIS_URL:  # a Sentinel set ends with the run
+            drop_redis_prefix(REDIS_URL, f"bench:{path.stem}:")
     arrivals = {r: sorted(done["attempts"].get(r, [])) for r in NEED}
     summarized = {r: outbox["summarized"].get(r, set()) for r in NEED}
     # A summary names some alarms (its examples, the top businesses): those it counted are not texts delivered.
@@ -101,6 +137,7 @@ def _storm(opts: Options, count: int, seconds: float, name: str) -> dict[str, An
     lost = {i for i in posted.ok for r in NEED if i not in texts[r] and i not in summarized[r]}
     return {
         "alarms": count, "accepted": len(posted.ok), "codes": dict(posted.codes), "post_seconds": _took(posted),
+        "p99_ms": posted.p99_ms,
         "first_message_after": {r: a[0] - posted.started for r, a in arrivals.items() if a},
         "busiest": {r: _busiest(a, WINDOW) for r, a in arrivals.items()},
         "messages": {r: len(a) for r, a in arrivals.items()}, "refused": sum(done["rejected"].values()),

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +18,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from bench.common import free_port as free_port  # re-exported: the tests' one way to these two
+from bench.common import wait_for_port as wait_for_port
 from bridge import config
 from bridge.ingest.native import sign
 
@@ -92,12 +92,6 @@ def write_config(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def require_binary(name: str) -> str:
     """The path of a peer binary; without it a test skips on a laptop and fails under CI=true."""
     path = shutil.which(name)
@@ -107,16 +101,6 @@ def require_binary(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def wait_for_port(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on port {port}")
 
 
 def start_gateway(config_path: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:

@@ -14,11 +14,12 @@ import redis
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
+from bench.sentinel import SentinelSet
 from bridge.app import create_app
 from bridge.config import StoreSettings
 from bridge.store import Admission, Store, StoreError, open_store
 from tests.helpers import make_settings
-from tests.store.sentinel import SentinelSet, sentinel_set
+from tests.store.sentinel import sentinel_set
 from tests.store.test_contract import job
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge import metrics, ops, web
 from bridge.channels import Sender, dingtalk, email, feishu, wecom
@@ -27,7 +27,7 @@ from bridge.config import Settings, StoreSettings
 from bridge.dispatch import Dispatcher, DryRun
 from bridge.gateway import Gateway
 from bridge.ingest import alertmanager, native
-from bridge.logs import RequestIdMiddleware
+from bridge.logs import RequestIdMiddleware, with_headers
 from bridge.model import Channel
 from bridge.mutes import Mutes
 from bridge.outbox import Outbox
@@ -61,13 +61,7 @@ class SecurityHeaders:
         added = [(b"x-content-type-options", b"nosniff")]
         if scope.get("scheme") == "https":  # set by uvicorn from a trusted proxy's X-Forwarded-Proto, or TLS
             added.append((b"strict-transport-security", HSTS))
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *added]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+        await self.app(scope, receive, with_headers(send, added))
 
 
 HSTS = b"max-age=31536000"  # a year; no includeSubDomains: the gateway does not speak for its domain's other hosts

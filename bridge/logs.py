@@ -49,6 +49,17 @@ def setup(fmt: str, level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
+def with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """``send`` with ``headers`` added to the reply's start."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *headers]
+        await send(message)
+
+    return sending
+
+
 class RequestIdMiddleware:
     """Gives every request an id (the caller's X-Request-Id, or a new one), in its logs and in the reply."""
 
@@ -67,12 +78,7 @@ class RequestIdMiddleware:
         )
         token = request_id.set(rid)
 
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, with_headers(send, [(b"x-request-id", rid.encode())]))
         finally:
             request_id.reset(token)

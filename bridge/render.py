@@ -216,13 +216,10 @@ class Renderer:
         return line
 
 
-def truncated(parts: Sequence[str] | Sequence[Mapping[str, Any]]) -> bool:
-    """Whether a message went out cut short to one part (``delivery.split`` off): the parts as sent, texts or
-    request bodies."""
-    if len(parts) != 1:
-        return False
-    sent = parts[0] if isinstance(parts[0], str) else json.dumps(parts[0], ensure_ascii=False)
-    return TRUNCATED.strip() in sent
+def truncated(bodies: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a message split off (``delivery.split`` false) went out cut short: its one request body holds the
+    marker."""
+    return len(bodies) == 1 and TRUNCATED.strip() in json.dumps(bodies[0], ensure_ascii=False)
 
 
 def split(text: str, limit: int, numbered: bool = True, most: int = 0) -> list[str]:

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 import aiohttp
 
 from bridge import metrics
+from bridge.config import DeliverySettings
 from bridge.model import Group, Message, Outcome, Reason, Target
-from bridge.render import split
+from bridge.render import split, truncated
 from bridge.store import Store, StoreError
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ class BodySender:
     """What the HTTP channels' senders share: a message is sent as the request bodies ``_bodies`` makes (None
     when it cannot be fitted into them, which ``send`` refuses as a config error)."""
 
+    _delivery: DeliverySettings
+
     def _bodies(self, target: Target, group: Group, message: Message) -> Sequence[Reply] | None:
         raise NotImplementedError
 
@@ -138,6 +141,10 @@ class BodySender:
     def preview(self, target: Target, group: Group, message: Message) -> list[str]:
         """The bodies as they are sent, for a person to read: each one's JSON."""
         return [json.dumps(body, ensure_ascii=False, indent=2) for body in self._bodies(target, group, message) or ()]
+
+    def _delivered(self, name: str, bodies: Sequence[Reply], detail: str = "") -> Outcome:
+        """A message sent whole as ``bodies``; with ``delivery.split`` off, whether it was cut short to one."""
+        return Outcome(name, True, detail=detail, truncated=not self._delivery.split and truncated(bodies))
 
 
 def keyworded(text: str, keyword: str, *seen: str) -> str:

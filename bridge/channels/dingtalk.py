@@ -31,7 +31,6 @@ from bridge.channels._http import (
 from bridge.codes import Code
 from bridge.config import DeliverySettings
 from bridge.model import DingTalkApp, DingTalkRobot, Format, Group, Mention, Message, Outcome, Reason, Target, label
-from bridge.render import truncated
 from bridge.store import Store
 from bridge.upstreams import DingTalkApp as AppSettings
 from bridge.upstreams import DingTalkSettings
@@ -97,7 +96,7 @@ class Sender(BodySender):
             reply = checked(await call(self._session, "POST", url, self._delivery.timeout, params=params, body=body))
             if isinstance(reply, Failure):
                 return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies))
-        return Outcome(name, True, truncated=truncated(bodies))
+        return self._delivered(name, bodies)
 
     # -- enterprise app --
 
@@ -133,7 +132,7 @@ class Sender(BodySender):
                     break
                 return at_part(_failed(name, Code.DINGTALK_SEND, reply), i, len(bodies), chatid)
             else:
-                return Outcome(name, True, detail=chat.detail, truncated=truncated(bodies))
+                return self._delivered(name, bodies, chat.detail)
         raise AssertionError("unreachable: the second attempt never recreates")
 
     async def _chat(

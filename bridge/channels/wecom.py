@@ -27,7 +27,7 @@ from bridge.model import (
     WeComRobot,
     label,
 )
-from bridge.render import WECOM_MENTION_ROOM, split, truncated
+from bridge.render import WECOM_MENTION_ROOM, split
 from bridge.store import Store
 from bridge.upstreams import WeComApp as AppSettings
 from bridge.upstreams import WeComSettings
@@ -91,8 +91,8 @@ class Sender(BodySender):
         if invalid:
             logger.warning("%s: not delivered to invalid users %s", name, "|".join(invalid))
             detail = f"delivered, except to invalid users: {'|'.join(invalid)}"
-            return Outcome(name, True, detail=detail, truncated=truncated(bodies))
-        return Outcome(name, True, truncated=truncated(bodies))
+            return self._delivered(name, bodies, detail)
+        return self._delivered(name, bodies)
 
     # -- app group chat --
 
@@ -121,7 +121,7 @@ class Sender(BodySender):
                     break
                 return at_part(_failed(name, reply), i, len(bodies), chatid)
             else:
-                return Outcome(name, True, detail=chat.detail, truncated=truncated(bodies))
+                return self._delivered(name, bodies, chat.detail)
         raise AssertionError("unreachable: the second attempt never recreates")
 
     async def _chat(
@@ -176,7 +176,7 @@ class Sender(BodySender):
             reply = checked(await call(self._session, "POST", target.webhook, self._delivery.timeout, body=body))
             if isinstance(reply, Failure):
                 return at_part(_failed(name, reply), i, len(bodies))
-        return Outcome(name, True, truncated=truncated(bodies))
+        return self._delivered(name, bodies)
 
     # -- shared --
 

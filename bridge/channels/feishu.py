@@ -163,7 +163,7 @@ class Sender(BodySender):
             reply = await post(body)
             if isinstance(reply, Failure):
                 return at_part(_failed(name, reply), i, len(bodies))
-        return Outcome(name, True)
+        return self._delivered(name, bodies)
 
 
 _ANSWERS = frozenset(range(200, 500))  # Feishu answers refusals (9499, an invalid token) with 4xx and a code

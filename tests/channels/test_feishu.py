@@ -185,9 +185,11 @@ async def test_a_message_is_never_more_than_four_parts(fake: FeishuFake, url: st
     assert len(fake.messages) == 4 and fake.messages[3].text.endswith(TRUNCATED)
 
 
-async def test_split_off_truncates(fake: FeishuFake, url: str, make: Make) -> None:
-    assert (await make(split=False).send(bot(url), GROUP, replace(TEXT, body=long_body(3000)))).ok
-    [sent] = fake.messages
+async def test_split_off_truncates_and_says_so(fake: FeishuFake, url: str, make: Make) -> None:
+    outcome = await make(split=False).send(bot(url), GROUP, replace(TEXT, body=long_body(3000)))
+    assert outcome.ok and outcome.truncated  # the dispatcher records it in the delivery's detail, and counts it
+    assert not (await make(split=False).send(bot(url), GROUP, TEXT)).truncated
+    sent, _ = fake.messages
     assert sent.text.endswith(TRUNCATED)
 
 

@@ -103,8 +103,7 @@ class Gateway:
         if actions is None or subject is None:
             return alarm
         expires = int(time.time() + actions.expires)
-        async with asyncio.timeout(self.settings.store.timeout):
-            await keep(self.store, subject, expires)
+        await keep(self.store, subject, expires)  # within accept's store.timeout
         marker = {"subject": subject.id, "expires": expires, "labels": bool(subject.silences)}
         return replace(alarm, extra={**alarm.extra, "actions": marker})
 

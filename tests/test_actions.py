@@ -14,7 +14,7 @@ from bridge.config import parse
 from bridge.model import Alarm, Channel, Format, Group, Message
 from bridge.render import WECOM_ROBOT_BUDGETS
 from bridge.schema import ConfigError
-from bridge.web.activity import sample_alarm
+from bridge.web.samples import sample_alarm
 from tests.helpers import config_data
 
 KEY = "action-key-0123456789abcdef"

@@ -19,7 +19,7 @@ from bridge.config import parse
 from bridge.gateway import Gateway
 from bridge.model import Alarm, Channel
 from bridge.store import Job, State, Store, StoreError
-from bridge.web.activity import sample_alarm
+from bridge.web.samples import sample_alarm
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import REDIS_URL, config_data, samples, seed_alarm, value

@@ -16,7 +16,7 @@ from bridge import jsontext
 from bridge.gateway import Gateway
 from bridge.model import ALERT_LEVELS, Channel, Group
 from bridge.store import StoreError
-from bridge.web import activity, audit, auth, forms, groups
+from bridge.web import activity, audit, auth, forms, groups, listing, samples
 from bridge.web.openapi import document
 from bridge.web.pages import display_zone
 
@@ -175,8 +175,8 @@ async def test_group(call: Call) -> Response:
     dep = data.get("dep") or next(iter(sorted(settings.native.departments)), "test")
     env = data.get("env") or next(iter(sorted(settings.native.environments)), "dev")
     business = data.get("alert_business", "")
-    alarm = activity.test_alarm(found[0], call.caller, dep, env, level, business, display_zone(call.gateway))
-    result, deliveries = await activity.send_test(call.gateway, alarm)
+    alarm = samples.test_alarm(found[0], call.caller, dep, env, level, business, display_zone(call.gateway))
+    result, deliveries = await samples.send_test(call.gateway, alarm)
     await audit.record(call.gateway.store, call.caller, "test.send", f"{found[0].id}/{found[0].level}",
                        f"code {int(result.code)}")  # fmt: skip
     return reply({"code": int(result.code), "msg": result.detail, "deliveries": [d.to_dict() for d in deliveries]})
@@ -199,19 +199,19 @@ async def list_alarms(call: Call) -> Response:
     code, limit = call.query("code"), call.query("limit", "100")
     if (code and not code.isdecimal()) or not limit.isdecimal():
         return problem(400, "code and limit are whole numbers")
-    if call.query("state") not in ("", *activity.STATES):
-        return problem(400, f"state is one of {', '.join(activity.STATES)}")
+    if call.query("state") not in ("", *listing.STATES):
+        return problem(400, f"state is one of {', '.join(listing.STATES)}")
     try:
         since, until = _time(call.query("since"), call), _time(call.query("until"), call)
     except ValueError:
         return problem(400, "since and until are seconds since the epoch or ISO 8601 times")
     try:
-        before = activity.cursor(call.query("before"))
+        before = listing.cursor(call.query("before"))
     except ValueError:
         return problem(400, "before is the next value of the page before")
-    query = {name: call.query(name) for name in (*activity.TEXT_FILTERS, "state")}
-    filters = activity.filters(query, int(code) if code else None, since, until)
-    found = await activity.page(call.gateway.store, filters, min(int(limit), 1000), before)
+    query = {name: call.query(name) for name in (*listing.TEXT_FILTERS, "state")}
+    filters = listing.filters(query, int(code) if code else None, since, until)
+    found = await listing.page(call.gateway.store, filters, min(int(limit), 1000), before)
     await activity.with_acknowledgements(call.gateway.store, found.alarms)
     next_page = None if found.next is None else repr(found.next)
     return reply({"alarms": [r.to_dict() for r in found.alarms], "next": next_page, "scanned": found.scanned})
@@ -234,9 +234,9 @@ async def preview(call: Call) -> Response:
         return problem(404, "no such group (group=ID/LEVEL)")
     channel = call.query("channel") or (found[0].targets[0].channel.value if found[0].targets else "dingtalk")
     sample = call.query("sample", "seed")
-    if channel not in tuple(Channel) or sample not in activity.SAMPLES:
-        return problem(400, f"channel is one of {', '.join(Channel)}; sample one of {', '.join(activity.SAMPLES)}")
-    alarm = activity.sample_alarm(sample, found[0], call.gateway.settings.delivery.storm)
+    if channel not in tuple(Channel) or sample not in samples.SAMPLES:
+        return problem(400, f"channel is one of {', '.join(Channel)}; sample one of {', '.join(samples.SAMPLES)}")
+    alarm = samples.sample_alarm(sample, found[0], call.gateway.settings.delivery.storm)
     message, errors = call.gateway.settings.renderer.preview(alarm, found[0], Channel(channel))
     data = None
     if message is not None:  # None: a shipped template failed, and errors says why

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 from bridge import __version__
-from bridge.model import ALERT_LEVELS, TARGET_TYPES, Member
-from bridge.web.activity import STATES
+from bridge.model import ALERT_LEVELS
+from bridge.web.listing import STATES
+from bridge.web.openapi_schemas import JSON, SCHEMAS, STRING, ref
 
-JSON = "application/json"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+WHOLE = {"type": "integer", "minimum": 0}
+TIME = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
 
 
 def _ok(description: str, schema: dict[str, Any] | None = None, status: str = "200") -> dict[str, Any]:
@@ -34,9 +31,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
         "422": "the group is not valid; `fields` names each wrong field",
         "503": "the store is unavailable",
     }
-    return {
-        s: {"description": text[s], "content": {JSON: {"schema": _ref("Error")}}} for s in ("401", *statuses, "503")
-    }
+    return {s: {"description": text[s], "content": {JSON: {"schema": ref("Error")}}} for s in ("401", *statuses, "503")}
 
 
 def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -53,136 +48,11 @@ KEY_PARAMETERS = [
     {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
     for name, description in (("id", "the owner's mail prefix"), ("level", "the group number"))
 ]
-GROUP_BODY = {"required": True, "content": {JSON: {"schema": _ref("Group")}}}
-
-STRING = {"type": "string"}
-WHOLE = {"type": "integer", "minimum": 0}
-TIME = {"anyOf": [{"type": "number"}, {"type": "string", "format": "date-time"}]}
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": STRING,
-            "fields": {
-                "type": "object",
-                "additionalProperties": STRING,
-                "description": "field path (e.g. channels[0].webhook) -> what is wrong",
-            },
-        },
-    },
-    "Member": {
-        "type": "object",
-        "required": ["name"],
-        "properties": {f.name: STRING for f in fields(Member)},
-        "additionalProperties": False,
-    },
-    "Channel": {
-        "type": "object",
-        "required": ["type"],
-        "description": (
-            "A target. `webhook` (robots) and `secret` (dingtalk-robot, feishu-robot) are write-only: replies show "
-            "them masked (`...?access_token=****`, `SEC****`). On PUT, a masked or missing value keeps the value "
-            "of the channel at the same position with the same type; an empty `secret` removes it."
-        ),
-        "properties": {
-            "type": {"enum": list(TARGET_TYPES)},
-            "name": {"type": "string", "description": "what deliveries, logs and metrics call it (optional)"},
-            "webhook": STRING,
-            "secret": STRING,
-            "keyword": {
-                "type": "string",
-                "description": "dingtalk-robot, feishu-robot: one of its keywords, added where missing",
-            },
-            "app": {"type": "string", "description": "an app under dingtalk.apps, wecom.apps or feishu.apps"},
-            "chat_id": {"type": "string", "description": "feishu-app: the chat it sends to (oc_...)"},
-            "to": {"type": "array", "items": STRING, "description": "email: addresses besides the members' mail"},
-        },
-        "additionalProperties": False,
-    },
-    "Group": {
-        "type": "object",
-        "required": ["id", "level"],
-        "properties": {
-            "id": {"type": "string", "minLength": 1},
-            "level": {"type": "string", "minLength": 1},
-            "name": STRING,
-            "members": {"type": "array", "items": _ref("Member")},
-            "channels": {"type": "array", "items": _ref("Channel")},
-            "format": {"enum": ["text", "markdown"]},
-            "mention": {"enum": ["none", "members", "all"]},
-            "dedup_window": {"type": ["number", "string"], "description": "seconds, or 30s, 5m, 1h; absent: global"},
-            "templates": {
-                "type": "object",
-                "additionalProperties": STRING,
-                "description": "template name (native/text.j2) -> Jinja2 override",
-            },
-            "source": {"type": "string", "readOnly": True, "description": "where the group comes from"},
-            "provisioned": {"type": "boolean", "readOnly": True, "description": "from the config file: read-only"},
-        },
-    },
-    "Delivery": {
-        "type": "object",
-        "properties": {
-            "id": STRING,
-            "target": {"type": "string", "description": "the target's type and app (never its webhook)"},
-            "state": {"enum": ["pending", "done", "dead"]},
-            "attempts": {"type": "integer"},
-            "code": {"type": ["integer", "null"], "description": "0 delivered, 4000..4007 failed, null not tried"},
-            "detail": STRING,
-            "updated": {"type": "number"},
-        },
-    },
-    "Alarm": {
-        "type": "object",
-        "properties": {
-            "id": STRING,
-            "created": {"type": "number", "description": "seconds since the epoch"},
-            "group": {"type": "object", "properties": {"id": STRING, "level": STRING, "name": STRING}},
-            "state": {
-                "enum": list(STATES),
-                "description": "dead if any delivery is, then pending; muted when a mute held it back",
-            },
-            "storm": {
-                "type": ["object", "null"],
-                "description": "the storm whose summary counted the alarm instead of sending its text",
-                "properties": {"id": STRING, "message": {"type": "integer"}},
-            },
-            "alarm": {"type": "object", "additionalProperties": STRING, "description": "the native fields"},
-            "acknowledged": {
-                "type": ["object", "null"],
-                "description": "who acknowledged it from an action link, and when",
-                "properties": {"by": STRING, "at": {"type": "number"}},
-            },
-            "deliveries": {"type": "array", "items": _ref("Delivery")},
-        },
-    },
-    "AuditEntry": {
-        "type": "object",
-        "properties": {
-            "number": {"type": "integer"},
-            "at": {"type": "number"},
-            **{k: STRING for k in ("who", "action", "target", "detail")},
-        },
-    },
-    "Mute": {
-        "type": "object",
-        "description": "native alarms of the group with this business and host are recorded as muted, not sent",
-        "properties": {
-            "id": STRING,
-            "group": {"type": "object", "properties": {"id": STRING, "level": STRING}},
-            "business": {"type": ["string", "null"], "description": "alert_business; null: any (from a digest)"},
-            "host": {"type": ["string", "null"], "description": 'alert_host ("": none); null: any (from a digest)'},
-            "until": {"type": "number", "description": "seconds since the epoch"},
-            "at": {"type": "number"},
-            **{k: STRING for k in ("who", "title")},
-        },
-    },
-}
+GROUP_BODY = {"required": True, "content": {JSON: {"schema": ref("Group")}}}
 
 
 def document() -> dict[str, Any]:
-    group_list = {"type": "object", "properties": {"groups": {"type": "array", "items": _ref("Group")}}}
+    group_list = {"type": "object", "properties": {"groups": {"type": "array", "items": ref("Group")}}}
     test_body = {
         "type": "object",
         "properties": {
@@ -196,7 +66,7 @@ def document() -> dict[str, Any]:
         "properties": {
             "code": {"type": "integer"},
             "msg": STRING,
-            "deliveries": {"type": "array", "items": _ref("Delivery")},
+            "deliveries": {"type": "array", "items": ref("Delivery")},
         },
     }
     paths: dict[str, Any] = {
@@ -211,7 +81,7 @@ def document() -> dict[str, Any]:
                 "summary": "Create a group",
                 "operationId": "createGroup",
                 "requestBody": GROUP_BODY,
-                "responses": {**_ok("created", _ref("Group"), "201"), **_errors("400", "409", "413", "422")},
+                "responses": {**_ok("created", ref("Group"), "201"), **_errors("400", "409", "413", "422")},
             },
         },
         "/groups/{id}/{level}": {
@@ -219,15 +89,15 @@ def document() -> dict[str, Any]:
             "get": {
                 "summary": "One group",
                 "operationId": "getGroup",
-                "responses": {**_ok("the group", _ref("Group")), **_errors("404")},
+                "responses": {**_ok("the group", ref("Group")), **_errors("404")},
             },
             "put": {
                 "summary": "Create or replace a group",
                 "operationId": "putGroup",
                 "requestBody": GROUP_BODY,
                 "responses": {
-                    **_ok("replaced", _ref("Group")),
-                    **_ok("created", _ref("Group"), "201"),
+                    **_ok("replaced", ref("Group")),
+                    **_ok("created", ref("Group"), "201"),
                     **_errors("400", "403", "409", "413", "422"),
                 },
             },
@@ -277,7 +147,7 @@ def document() -> dict[str, Any]:
                         {
                             "type": "object",
                             "properties": {
-                                "alarms": {"type": "array", "items": _ref("Alarm")},
+                                "alarms": {"type": "array", "items": ref("Alarm")},
                                 "next": {"type": ["string", "null"]},
                                 "scanned": {"type": "integer"},
                             },
@@ -314,7 +184,7 @@ def document() -> dict[str, Any]:
                 "responses": {
                     **_ok(
                         "the mutes",
-                        {"type": "object", "properties": {"mutes": {"type": "array", "items": _ref("Mute")}}},
+                        {"type": "object", "properties": {"mutes": {"type": "array", "items": ref("Mute")}}},
                     ),
                     **_errors(),
                 },
@@ -326,7 +196,7 @@ def document() -> dict[str, Any]:
                 "summary": "Lift a mute now",
                 "operationId": "liftMute",
                 "responses": {
-                    **_ok("the mute lifted", {"type": "object", "properties": {"lifted": _ref("Mute")}}),
+                    **_ok("the mute lifted", {"type": "object", "properties": {"lifted": ref("Mute")}}),
                     **_errors("404"),
                 },
             },
@@ -342,7 +212,7 @@ def document() -> dict[str, Any]:
                 "responses": {
                     **_ok(
                         "the entries",
-                        {"type": "object", "properties": {"entries": {"type": "array", "items": _ref("AuditEntry")}}},
+                        {"type": "object", "properties": {"entries": {"type": "array", "items": ref("AuditEntry")}}},
                     ),
                     **_errors("400"),
                 },

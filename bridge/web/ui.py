@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from bridge.codes import Code
 from bridge.model import ALERT_LEVELS, Channel, Group
-from bridge.web import activity, audit, forms, groups
+from bridge.web import activity, audit, forms, groups, listing, samples
 from bridge.web.login import login, logout, stylesheet
 from bridge.web.pages import Page, display_zone, page, see_other
 
@@ -28,7 +28,7 @@ async def home(p: Page) -> Response:
 async def group_list(p: Page) -> Response:
     query = p.query("q").strip().lower()
     rows = []
-    last = activity.last_alarms(await activity.recent(p.gateway.store, limit=activity.SCANNED))
+    last = activity.last_alarms(await listing.recent(p.gateway.store, limit=listing.SCANNED))
     for group, provisioned in await groups.everything(p.gateway):
         text = " ".join([group.id, group.level, group.name, *(m.name for m in group.members)]).lower()
         if query and query not in text:
@@ -90,7 +90,7 @@ def _url(group: Group) -> str:
 async def _page_context(p: Page, group: Group, provisioned: bool) -> dict[str, Any]:
     form = forms.from_group(group, groups.version(group), blank_rows=not provisioned)
     context = _group_context(p, form, group, provisioned)
-    recent = await activity.recent(p.gateway.store, activity.Filters(group=f"{group.id}/{group.level}"), limit=500)
+    recent = await listing.recent(p.gateway.store, listing.Filters(group=f"{group.id}/{group.level}"), limit=500)
     rejected = activity.rejected_userids(recent, group, display_zone(p.gateway))
     return context | {"rejected": rejected, "recent": recent[:5]}
 
@@ -154,11 +154,11 @@ async def group_test(p: Page) -> Response:
         return found
     group, _ = found
     level = p.value("alert_level", "低")
-    alarm = activity.test_alarm(
+    alarm = samples.test_alarm(
         group, p.session.user, p.value("dep", "test"), p.value("env", "dev"),
         level if level in ALERT_LEVELS else "低", p.value("alert_business").strip(), display_zone(p.gateway),
     )  # fmt: skip
-    result, deliveries = await activity.send_test(p.gateway, alarm)
+    result, deliveries = await samples.send_test(p.gateway, alarm)
     await audit.record(p.gateway.store, p.session.user, "test.send", f"{group.id}/{group.level}",
                        f"code {int(result.code)}")  # fmt: skip
     return p.render("test_result.html", group=group, result=result, meaning=result.code.meaning,
@@ -172,13 +172,13 @@ async def preview(p: Page) -> Response:
     group = next((g for g, _ in everything if f"{g.id}/{g.level}" == choice), None)
     default_channel = group.targets[0].channel.value if group and group.targets else Channel.DINGTALK.value
     channel = p.query("channel") or default_channel
-    sample = p.query("sample") if p.query("sample") in activity.SAMPLES else "seed"
+    sample = p.query("sample") if p.query("sample") in samples.SAMPLES else "seed"
     message, errors, alarm = None, list[str](), None
     if group is not None and channel in tuple(Channel):
-        alarm = activity.sample_alarm(sample, group, p.gateway.settings.delivery.storm)
+        alarm = samples.sample_alarm(sample, group, p.gateway.settings.delivery.storm)
         message, errors = p.gateway.settings.renderer.preview(alarm, group, Channel(channel))
     return p.render("preview.html", groups=[g for g, _ in everything], choice=choice, group=group, channel=channel,
-                    channels=[c.value for c in Channel], sample=sample, samples=activity.SAMPLE_NAMES,
+                    channels=[c.value for c in Channel], sample=sample, samples=samples.SAMPLE_NAMES,
                     message=message, errors=errors, alarm=alarm)  # fmt: skip
 
 
@@ -199,13 +199,13 @@ async def alarm_list(p: Page) -> Response:
     if code_text and not code_text.isdecimal():
         problems.append("a code is a number such as 0 or 4001")
     try:
-        before = activity.cursor(p.query("before"))
+        before = listing.cursor(p.query("before"))
     except ValueError:
         before = None
         problems.append("that page link is damaged: showing the newest alarms")
-    query = {name: p.query(name) for name in (*activity.TEXT_FILTERS, "state")}
-    filters = activity.filters(query, int(code_text) if code_text.isdecimal() else None, since, until)
-    found = await activity.page(p.gateway.store, filters, PAGE_SIZE, before)
+    query = {name: p.query(name) for name in (*listing.TEXT_FILTERS, "state")}
+    filters = listing.filters(query, int(code_text) if code_text.isdecimal() else None, since, until)
+    found = await listing.page(p.gateway.store, filters, PAGE_SIZE, before)
     await activity.with_acknowledgements(p.gateway.store, found.alarms)
     codes = {int(c): c.meaning for c in Code if c >= Code.DINGTALK_TOKEN or c is Code.OK}
     link = p.request.url.include_query_params(before=repr(found.next))

@@ -1,5 +1,5 @@
 """The Redis store's Lua scripts: each runs atomically on the server, so that replicas never both take a claim,
-a lease or a rate-limit slot. Their keys are named in bridge.store.redis."""
+a lease or a rate-limit slot. Their keys are named in bridge.store.redis_records."""
 
 from __future__ import annotations
 

@@ -1,25 +1,19 @@
-"""What only the Redis store has: records written by the first layout (each job one JSON document), and the
-warnings about a Redis set up to lose what it holds."""
+"""What only the Redis store has: records written by the first layout (each job one JSON document), and damaged
+ones."""
 
 from __future__ import annotations
 
 import json
-import logging
-import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import redis
-from starlette.testclient import TestClient
 
-from bridge.app import create_app
 from bridge.store import Admission, Job, State
-from bridge.store.redis import CREATED, DUE, JOBS, RedisStore
-from tests.helpers import REDIS_URL, free_port, make_settings, require_binary, wait_for_port
+from bridge.store.redis import RedisStore
+from bridge.store.redis_records import CREATED, DUE, JOBS
+from tests.helpers import REDIS_URL
 from tests.store.test_contract import redis_prefix
 
 pytestmark = pytest.mark.anyio
@@ -65,62 +59,6 @@ async def test_a_record_written_before_progress_or_with_a_damaged_one_reads_with
         await store.close()
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
-
-
-@contextmanager
-def redis_server(folder: Path, *options: str) -> Iterator[str]:
-    """A Redis of its own, set up as the options say (the shared test Redis is left as it is)."""
-    port = free_port()
-    command = [require_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-               "--dir", str(folder), *options]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-@pytest.mark.parametrize(
-    ("options", "warned"),
-    [
-        (("--appendonly", "yes", "--maxmemory", "64mb", "--maxmemory-policy", "noeviction"), []),
-        (("--appendonly", "yes", "--maxmemory", "0", "--maxmemory-policy", "allkeys-lru"), []),  # never full
-        (("--appendonly", "no"), ["without appendonly"]),
-        (("--appendonly", "yes", "--appendfsync", "no"), ["without fsync"]),
-        (("--appendonly", "yes", "--appendfsync", "no", "--rename-command", "CONFIG", ""), []),  # cannot be seen
-        (("--appendonly", "yes", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"), ["evicts any key"]),
-        (
-            ("--appendonly", "no", "--maxmemory", "64mb", "--maxmemory-policy", "volatile-ttl"),
-            ["evicts keys that expire", "without appendonly"],
-        ),
-    ],
-)
-async def test_a_redis_that_can_lose_jobs_or_claims_is_named_as_a_risk(
-    options: tuple[str, ...], warned: list[str], tmp_path: Path
-) -> None:
-    with redis_server(tmp_path, *options) as url:
-        store = RedisStore(url, "test:", timeout=2.0, history=100)
-        try:
-            risks = await store.risks()
-        finally:
-            await store.close()
-    assert len(risks) == len(warned) and all(w in r for w, r in zip(warned, risks, strict=True)), risks
-
-
-def test_the_gateway_warns_at_start_of_a_redis_that_can_lose_jobs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    with (
-        redis_server(tmp_path, "--appendonly", "no") as url,
-        caplog.at_level(logging.WARNING, "bridge.app"),
-        TestClient(create_app(make_settings(url))),
-    ):
-        deadline = time.monotonic() + 10
-        while "without appendonly" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.05)
-    assert "store: Redis runs without appendonly" in caplog.text
 
 
 async def test_a_damaged_record_is_leased_without_its_payload_and_holds_back_no_other() -> None:

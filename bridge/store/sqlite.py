@@ -1,28 +1,17 @@
-"""The embedded store: one SQLite file, used from one worker thread so the event loop never blocks.
-
-The thread commits in groups: the calls that queue up while it works run together in one transaction (each
-in a savepoint of its own, so one failing call fails alone), and none is answered before that commit.
-"""
+"""The embedded store: one SQLite file, its calls run in the worker thread (bridge.store.sqlite_worker)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from bridge.model import Group
-from bridge.store.base import Admission, Job, Late, State, StoreError, dump_group, load_group
-from bridge.store.sqlite_file import BUSY, prepare
-
-T = TypeVar("T")
+from bridge.store.base import Admission, Job, Late, State, dump_group, load_group
+from bridge.store.sqlite_worker import Worker
 
 # A job is a row of deliveries, rewritten by every settle, and its payload, written once: the rows a settle
 # rewrites stay small, so a commit writes few pages.
@@ -42,97 +31,24 @@ _TAKE = (
 _LEASED = f"SELECT {_COLUMNS} FROM {_JOINED} WHERE d.id IN (SELECT value FROM json_each(?))"  # noqa: S608
 _GROUP = "SELECT data FROM groups WHERE id=? AND level=?"
 _PURGE_EVERY = 60.0
-_GROUP_COMMIT = 256  # calls at most in one transaction
-Call = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 class SqliteStore:
     def __init__(self, path: str, history: int) -> None:
-        self._path = path
         self._history = history
-        self._conn: sqlite3.Connection | None = None
         self._next_purge = 0.0
         self._done_since_trim = 0
-        self._calls: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="sqlite-store", daemon=True)
-        self._thread.start()
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._calls.put((work, loop, future))
-        try:
-            return await future
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"sqlite {self._path}: {exc}") from exc
-
-    def _serve(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [self._calls.get()]
-            while len(batch) < _GROUP_COMMIT:
-                try:
-                    batch.append(self._calls.get_nowait())
-                except queue.Empty:
-                    break
-            calls = [call for call in batch if call is not None]
-            stopping = len(calls) < len(batch)  # close() put None
-            ready = [call for call in calls if not call[2].cancelled()]  # a caller that gave up is skipped
-            if ready:
-                self._commit(ready)
-
-    def _commit(self, batch: list[Call]) -> None:
-        results: list[tuple[asyncio.Future[Any], object, BaseException | None]] = []
-        try:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")  # one writer at a time, across processes too
-            for work, _, future in batch:
-                conn.execute("SAVEPOINT call")
-                try:
-                    results.append((future, work(conn), None))
-                    conn.execute("RELEASE call")
-                except Exception as exc:  # the call fails alone; the thread goes on serving the others
-                    conn.execute("ROLLBACK TO call")
-                    conn.execute("RELEASE call")
-                    results.append((future, None, exc))
-            conn.execute("COMMIT")
-        except (sqlite3.Error, OSError) as exc:
-            self._disconnect()
-            results = [(future, None, exc) for _, _, future in batch]
-        # Answered only once committed, with one wake-up of each event loop for the whole group.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], object, BaseException | None]]] = {}
-        for (_, loop, _), result in zip(batch, results, strict=True):
-            by_loop.setdefault(loop, []).append(result)
-        for loop, answers in by_loop.items():
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
-                loop.call_soon_threadsafe(_answer, answers)
-
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is None:  # connect lazily, so a store that comes back is picked up by itself
-            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=BUSY)
-            try:
-                prepare(conn)
-            except sqlite3.Error:
-                conn.close()
-                raise
-            self._conn = conn
-        return self._conn
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._worker = Worker(path)
 
     async def ping(self) -> None:
-        await self._run(lambda c: c.execute("SELECT 1").fetchone())
+        await self._worker.run(lambda c: c.execute("SELECT 1").fetchone())
 
     async def get_group(self, id: str, level: str) -> Group | None:
-        row = await self._run(lambda c: c.execute(_GROUP, (id, level)).fetchone())
+        row = await self._worker.run(lambda c: c.execute(_GROUP, (id, level)).fetchone())
         return None if row is None else load_group(row[0])
 
     async def put_group(self, group: Group, replacing: Group | None) -> bool:
-        return await self._run(lambda c: self._put_group(c, group, replacing))
+        return await self._worker.run(lambda c: self._put_group(c, group, replacing))
 
     def _put_group(self, conn: sqlite3.Connection, group: Group, replacing: Group | None) -> bool:
         row = conn.execute(_GROUP, group.key).fetchone()
@@ -142,21 +58,21 @@ class SqliteStore:
         return True
 
     async def delete_group(self, id: str, level: str) -> bool:
-        cursor = await self._run(lambda c: c.execute("DELETE FROM groups WHERE id=? AND level=?", (id, level)))
+        cursor = await self._worker.run(lambda c: c.execute("DELETE FROM groups WHERE id=? AND level=?", (id, level)))
         return cursor.rowcount > 0
 
     async def list_groups(self) -> list[Group]:
-        rows = await self._run(lambda c: c.execute("SELECT data FROM groups ORDER BY id, level").fetchall())
+        rows = await self._worker.run(lambda c: c.execute("SELECT data FROM groups ORDER BY id, level").fetchall())
         return [load_group(row[0]) for row in rows]
 
     async def get(self, key: str) -> str | None:
-        row = await self._run(
+        row = await self._worker.run(
             lambda c: c.execute("SELECT value FROM kv WHERE key=? AND expires>?", (key, time.time())).fetchone()
         )
         return None if row is None else str(row[0])
 
     async def put(self, key: str, value: str, ttl: float) -> None:
-        await self._run(
+        await self._worker.run(
             lambda c: c.execute(
                 "INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)",
                 (key, value, time.time() + ttl),
@@ -164,7 +80,7 @@ class SqliteStore:
         )
 
     async def put_new(self, key: str, value: str, ttl: float) -> bool:
-        return await self._run(lambda c: self._put_new(c, key, value, ttl))
+        return await self._worker.run(lambda c: self._put_new(c, key, value, ttl))
 
     def _put_new(self, conn: sqlite3.Connection, key: str, value: str, ttl: float) -> bool:
         now = time.time()
@@ -179,7 +95,7 @@ class SqliteStore:
         return cursor.rowcount == 1
 
     async def delete(self, key: str) -> None:
-        await self._run(lambda c: c.execute("DELETE FROM kv WHERE key=?", (key,)))
+        await self._worker.run(lambda c: c.execute("DELETE FROM kv WHERE key=?", (key,)))
 
     async def admit(self, admissions: Sequence[Admission], lease: float, before: float = math.inf) -> list[bool]:
         due = time.time() + lease
@@ -189,7 +105,7 @@ class SqliteStore:
                 raise Late("the write came after the deadline")
             return [self._admit(conn, a, due) for a in admissions]
 
-        return await self._run(admit)
+        return await self._worker.run(admit)
 
     def _admit(self, conn: sqlite3.Connection, admission: Admission, due: float) -> bool:
         if admission.stale and all(self._present(conn, key) for key in admission.stale):
@@ -218,7 +134,7 @@ class SqliteStore:
 
     async def lease(self, limit: int, lease: float) -> list[Job]:
         now = time.time()
-        return await self._run(lambda c: self._lease(c, (now + lease, now, limit)))
+        return await self._worker.run(lambda c: self._lease(c, (now + lease, now, limit)))
 
     def _lease(self, conn: sqlite3.Connection, args: tuple[object, ...], statement: str = _LEASE) -> list[Job]:
         ids = [row[0] for row in conn.execute(statement, args).fetchall()]
@@ -226,12 +142,12 @@ class SqliteStore:
 
     async def held(self, lane: str) -> int:
         sql = "SELECT count(*) FROM deliveries INDEXED BY deliveries_lane WHERE state = 'pending' AND lane = ?"
-        row = await self._run(lambda c: c.execute(sql, (lane,)).fetchone())
+        row = await self._worker.run(lambda c: c.execute(sql, (lane,)).fetchone())
         return int(row[0])
 
     async def take(self, lane: str, limit: int, lease: float) -> list[Job]:
         now = time.time()
-        return await self._run(lambda c: self._lease(c, (now + lease, lane, now, limit), _TAKE))
+        return await self._worker.run(lambda c: self._lease(c, (now + lease, lane, now, limit), _TAKE))
 
     async def summarize(self, absorbed: Sequence[Job], summary: Job, key: str, value: str, ttl: float) -> None:
         def write(conn: sqlite3.Connection) -> None:
@@ -241,10 +157,10 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)", (key, value, time.time() + ttl)
             )
 
-        await self._run(write)
+        await self._worker.run(write)
 
     async def settle(self, jobs: Sequence[Job]) -> None:
-        await self._run(lambda c: self._settle(c, jobs))
+        await self._worker.run(lambda c: self._settle(c, jobs))
 
     def _settle(self, conn: sqlite3.Connection, jobs: Sequence[Job]) -> None:
         rows = [(j.state.value, j.due, j.attempts, j.detail, j.updated, j.code, j.progress, j.id) for j in jobs]
@@ -263,21 +179,24 @@ class SqliteStore:
             self._done_since_trim = 0
 
     async def job(self, id: str) -> Job | None:
-        row = await self._run(lambda c: c.execute(f"SELECT {_COLUMNS} FROM {_JOINED} WHERE id = ?", (id,)).fetchone())  # noqa: S608
+        sql = f"SELECT {_COLUMNS} FROM {_JOINED} WHERE id = ?"  # noqa: S608
+        row = await self._worker.run(lambda c: c.execute(sql, (id,)).fetchone())
         return None if row is None else _job(row)
 
     async def jobs(self, state: State | None, limit: int, before: float | None = None) -> list[Job]:
         where = " AND ".join(["created < ?"] + (["state = ?"] if state else []))
         args = (float("inf") if before is None else before, *([state.value] if state else []), limit)
         sql = f"SELECT {_COLUMNS} FROM {_JOINED} WHERE {where} ORDER BY created DESC LIMIT ?"  # noqa: S608
-        return [_job(row) for row in await self._run(lambda c: c.execute(sql, args).fetchall())]
+        return [_job(row) for row in await self._worker.run(lambda c: c.execute(sql, args).fetchall())]
 
     async def depth(self) -> int:
-        row = await self._run(lambda c: c.execute("SELECT count(*) FROM deliveries WHERE state = 'pending'").fetchone())
+        row = await self._worker.run(
+            lambda c: c.execute("SELECT count(*) FROM deliveries WHERE state = 'pending'").fetchone()
+        )
         return int(row[0])
 
     async def acquire(self, key: str, limit: int, window: float) -> float:
-        return await self._run(lambda c: self._acquire(c, key, limit, window))
+        return await self._worker.run(lambda c: self._acquire(c, key, limit, window))
 
     def _acquire(self, conn: sqlite3.Connection, key: str, limit: int, window: float) -> float:
         now = time.time()
@@ -292,21 +211,9 @@ class SqliteStore:
         return []  # every accepted alarm is committed to the file before its reply
 
     async def close(self) -> None:
-        self._calls.put(None)
-        await asyncio.to_thread(self._thread.join)
-        self._disconnect()
+        await self._worker.close()
 
 
 def _job(row: Sequence[Any]) -> Job:
     id, state, due, created, attempts, detail, updated, code, progress, lane, payload = row
     return Job(id, payload, created, due, State(state), attempts, detail, updated, code, progress, lane)
-
-
-def _answer(answers: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
-    for future, result, error in answers:
-        if future.cancelled():
-            continue
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error)

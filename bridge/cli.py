@@ -15,7 +15,7 @@ import urllib.error
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, config, logs
+from bridge import __version__, config, config_file, logs
 from bridge.schema import ConfigError
 from bridge.store import StoreError
 
@@ -132,7 +132,7 @@ def _hash_password() -> int:
 
 def _load(path: Path) -> config.Settings | None:
     try:
-        return config.load(path)
+        return config_file.load(path)
     except ConfigError as exc:
         print(f"alarm-bridge: {exc}", file=sys.stderr)
         return None

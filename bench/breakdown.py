@@ -171,7 +171,7 @@ def _app(stage: str, tmp: Path, storm: bool) -> Starlette:
 
         return floor(tmp / "floor.db")
     from bridge.app import create_app
-    from bridge.config import load
+    from bridge.config_file import load
 
     # A storm's shape, as B3's: the two robots, held by their limits all the while (the first message apart).
     limits = all_limits({"limit": 1, "window": "1h"} if storm else {"limit": 10**9, "window": "1s"})

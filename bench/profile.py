@@ -37,7 +37,7 @@ AREAS = [
     ("thread hand-off (executor, futures, GIL)", r"^concurrent/futures|^threading\.py|^asyncio/futures\.py|^queue\.py"),
     ("HTTP server (uvicorn, Starlette)", r"^uvicorn/|^starlette/|httptools|^h11/"),
     ("dataclasses (asdict, replace, __init__)", r"^dataclasses\.py|<string>"),
-    ("config parsing (groups from job payloads)", r"^bridge/config\.py"),
+    ("config parsing (groups from job payloads)", r"^bridge/config(_file|_sections)?\.py"),
     ("asyncio loop and tasks", r"^asyncio/|uvloop"),
     ("uuid, hashlib, random", r"^uuid\.py|hashlib|^random\.py"),
     ("email composition (stdlib email)", r"^email/"),

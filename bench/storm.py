@@ -38,7 +38,7 @@ from bench.common import start_gateway as start
 from bench.drive import Posted, post_all, stats
 from bench.options import Options
 from bench.sentinel import PLAIN, REPLICATED, redis_stores
-from bridge import config as bridge_config
+from bridge import config_file
 from bridge.store import State, open_store
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def _busiest(times: list[float], window: float) -> int:
 async def _outbox(path: Path) -> dict[str, Any]:
     """What the stopped gateway's store says: per robot, the alarms (by index) that a summary counted; the jobs
     still pending, and the dead."""
-    settings = bridge_config.load(path)
+    settings = config_file.load(path)
     store = open_store(settings.store)
     names = {"dingtalk-robot": "dingtalk", "wecom-robot": "wecom"}
     summarized: dict[str, set[int]] = {}

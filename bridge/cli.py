@@ -1,4 +1,4 @@
-"""alarm-bridge serve | check-config | send."""
+"""alarm-bridge serve | check-config | send | render | deliveries | rules test | hash-password."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import json
 import logging
 import os
 import sys
-import time
 import urllib.error
 from pathlib import Path
 from typing import Any
 
-from bridge import __version__, config, logs
+from bridge import __version__, config, config_file, logs
 from bridge.schema import ConfigError
 from bridge.store import StoreError
 
@@ -54,11 +53,11 @@ def _main(argv: list[str] | None) -> int:
     render.add_argument("--config", **config_option)
     render.add_argument("alarm", type=Path, help="a JSON file with the alarm's fields")
 
-    deliveries = commands.add_parser("deliveries", help="list deliveries, or `deliveries retry ID` to re-send one")
-    deliveries.add_argument("--config", **config_option)
-    deliveries.add_argument("--failed", action="store_true", help="only the dead-lettered ones")
-    deliveries.add_argument("--limit", type=int, default=50)
-    deliveries.add_argument("retry", nargs="*", metavar="retry ID", help="put a delivery back in the outbox")
+    jobs = commands.add_parser("deliveries", help="list deliveries, or `deliveries retry ID` to re-send one")
+    jobs.add_argument("--config", **config_option)
+    jobs.add_argument("--failed", action="store_true", help="only the dead-lettered ones")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("retry", nargs="*", metavar="retry ID", help="put a delivery back in the outbox")
 
     rules = commands.add_parser("rules", help="`rules test FILE label=value ...`: an alert's routes and alarm")
     rules.add_argument("action", choices=["test"])
@@ -84,11 +83,13 @@ def _main(argv: list[str] | None) -> int:
     settings = _load(args.config)
     if settings is None:
         return 2
+    from bridge import deliveries
+
     try:
         if args.command == "render":
             fields = _fields_file(args.alarm)
-            return 2 if fields is None else asyncio.run(_render(settings, fields))
-        return asyncio.run(_deliveries(settings, args.failed, args.limit, args.retry))
+            return 2 if fields is None else asyncio.run(deliveries.render(settings, fields))
+        return asyncio.run(deliveries.listing(settings, args.failed, args.limit, args.retry))
     except (StoreError, TimeoutError) as exc:
         print(f"alarm-bridge: the store is unavailable: {exc or 'timed out'}", file=sys.stderr)
         return 1
@@ -132,7 +133,7 @@ def _hash_password() -> int:
 
 def _load(path: Path) -> config.Settings | None:
     try:
-        return config.load(path)
+        return config_file.load(path)
     except ConfigError as exc:
         print(f"alarm-bridge: {exc}", file=sys.stderr)
         return None
@@ -237,72 +238,3 @@ def _rules_test(path: Path, labels: list[str], annotations: list[str], resolved:
         return 2
     print(explained)
     return 0
-
-
-async def _render(settings: config.Settings, fields: dict[str, str]) -> int:
-    """What each target of the alarm's group would receive, request by request, as the channel sends it."""
-    from dataclasses import replace
-
-    import aiohttp
-
-    from bridge.app import senders
-    from bridge.channels.email import Connections
-    from bridge.gateway import find_group
-    from bridge.model import REQUIRED_FIELDS, Alarm, label
-    from bridge.store import open_store
-
-    if missing := [k for k in REQUIRED_FIELDS if k not in fields and k != "sign"]:
-        print(f"alarm-bridge: the alarm lacks {', '.join(missing)}", file=sys.stderr)
-        return 2
-    alarm = Alarm.from_fields(fields)
-    store = open_store(settings.store)
-    failed = 0
-    try:
-        group = await find_group(settings, store, alarm.id, alarm.level)
-        if group is None:
-            print(f"alarm-bridge: no group id={alarm.id!r} level={alarm.level!r}", file=sys.stderr)
-            return 1
-        sending = replace(settings, delivery=replace(settings.delivery, dry_run=False))  # what would really go
-        async with aiohttp.ClientSession() as session:  # never used: nothing is sent
-            channels = senders(sending, session, Connections(), store)
-            for target in group.targets:
-                message, errors = settings.renderer.preview(alarm, group, target.channel)
-                if message is None:  # a shipped template failed: errors says why
-                    print(f"alarm-bridge: {label(target)}: {errors[0]}", file=sys.stderr)
-                    failed += 1
-                    continue
-                bodies = channels[target.channel].preview(target, group, message)
-                print(f"=== {label(target)} ({message.format}, {len(bodies)} message(s)) ===")
-                for i, body in enumerate(bodies, 1):
-                    print(f"--- {i}/{len(bodies)} ---\n{body}" if len(bodies) > 1 else body)
-                for error in errors:
-                    print(f"!!! {error}")
-    finally:
-        await store.close()
-    return 1 if failed else 0
-
-
-async def _deliveries(settings: config.Settings, failed: bool, limit: int, words: list[str]) -> int:
-    from bridge.store import State, open_store
-    from bridge.web import activity
-
-    store = open_store(settings.store)
-    try:
-        if words:
-            if len(words) != 2 or words[0] != "retry":
-                print("alarm-bridge: expected `deliveries retry ID`", file=sys.stderr)
-                return 2
-            job = await activity.retry(store, words[1])
-            if job is None:  # a done or pending delivery is not sent again: that would be a duplicate
-                print(f"alarm-bridge: no dead delivery {words[1]!r}", file=sys.stderr)
-                return 1
-            print(f"{job.id}: back in the outbox; a running gateway delivers it")
-            return 0
-        for job in await store.jobs(State.DEAD if failed else None, limit):
-            read = activity.read(job)
-            where = f"{read.group[0]}/{read.group[1]} {read.target}"
-            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created))
-            print(f"{job.id}  {job.state:<7} {created}  attempts={job.attempts}  {where}  {job.detail}")
-        return 0
-    finally:
-        await store.close()

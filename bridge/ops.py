@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from bridge import config, metrics
+from bridge import config, config_file, metrics
 from bridge.gateway import Gateway
 from bridge.ingest import alertmanager
 from bridge.schema import ConfigError
@@ -70,7 +70,7 @@ def _from_a_browser(request: Request) -> bool:
 async def reload(current: config.Settings, apply: Callable[[config.Settings], None]) -> str:
     """Read the config file again and apply it; an invalid one is refused, the old one stays. The error, or ''."""
     try:
-        settings = await asyncio.to_thread(config.load, current.path)
+        settings = await asyncio.to_thread(config_file.load, current.path)
         if settings.store != current.store:
             raise ConfigError(f"{current.path}: store: changing the store needs a restart")
         await asyncio.to_thread(alertmanager.check, settings)  # broken rules refuse the reload too

@@ -20,8 +20,9 @@ from starlette.testclient import TestClient
 
 from bench.common import free_port as free_port  # re-exported: the tests' one way to these two
 from bench.common import wait_for_port as wait_for_port
-from bridge import config
+from bridge import config, config_file
 from bridge.ingest.native import sign
+from bridge.schema import ConfigError
 
 SECRET = "YYLmfY6IRdjZMQ1"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -84,7 +85,14 @@ def config_data(store_url: str, **top: Any) -> dict[str, Any]:
 
 
 def make_settings(store_url: str, **top: Any) -> config.Settings:
-    return config.parse(config_data(store_url, **top), "test.yaml")
+    return config_file.parse(config_data(store_url, **top), "test.yaml")
+
+
+def config_error(data: Any, file: Path = Path("site.yaml")) -> str:
+    """What the config file's reader refuses ``data`` with."""
+    with pytest.raises(ConfigError) as info:
+        config_file.parse(data, str(file))
+    return str(info.value)
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:

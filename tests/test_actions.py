@@ -10,7 +10,7 @@ import pytest
 
 from bridge import actions
 from bridge.actions import Kind, Link
-from bridge.config import parse
+from bridge.config_file import parse
 from bridge.model import Alarm, Channel, Format, Group, Message
 from bridge.render import WECOM_ROBOT_BUDGETS
 from bridge.schema import ConfigError

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.config import parse
+from bridge.config_file import parse
 from bridge.store import Job, State, open_store
 from bridge.web import activity
 from tests.fakes._server import FakeServer

@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.config import parse
+from bridge.config_file import parse
 from bridge.model import Alarm
 from bridge.render import TRUNCATED
 from bridge.store import Job, State

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from bridge import config
+from bridge import config, config_file
 from bridge.model import FeishuRobot
 from bridge.schema import ConfigError
 from tests.helpers import TEMPLATES, require_binary
@@ -324,7 +324,7 @@ def parse_rendered_config(objects: Objects) -> config.Settings:
     repository's, which the image copies."""
     data = yaml.safe_load(objects[("ConfigMap", "ab-alarm-bridge")]["data"]["config.yaml"])
     assert data["templates"] == "/app/templates"
-    return config.parse({**data, "templates": str(TEMPLATES)}, "/etc/alarm-bridge/config.yaml")
+    return config_file.parse({**data, "templates": str(TEMPLATES)}, "/etc/alarm-bridge/config.yaml")
 
 
 def container(objects: Objects) -> dict[str, Any]:

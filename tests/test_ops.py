@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.config import load, parse
+from bridge.config_file import load, parse
 from bridge.logs import JsonFormatter
 from bridge.schema import ConfigError
 from tests.fakes._server import FakeServer

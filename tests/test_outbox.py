@@ -21,7 +21,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.config import parse
+from bridge.config_file import parse
 from bridge.gateway import Gateway
 from bridge.model import Alarm
 from bridge.store import Admission, Job, State

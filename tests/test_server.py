@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from bridge.config import parse
+from bridge.config_file import parse
 from bridge.schema import ConfigError
 from tests.helpers import REDIS_URL, config_data, gateway_process, seed_alarm, signed, write_config
 

@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.config import parse
+from bridge.config_file import parse
 from bridge.gateway import Gateway
 from bridge.model import Alarm, Channel
 from bridge.store import Job, State, Store, StoreError

@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from bridge import config
+from bridge import config, config_file
 from bridge.channels import Sender
 from bridge.model import Group, Message, Target
 from bridge.store import Store, open_store
@@ -47,7 +47,7 @@ def logged(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 # The loader's defaults, so that tests keep up with settings added later.
-DEFAULTS = config.parse({}, "test.yaml")
+DEFAULTS = config_file.parse({}, "test.yaml")
 
 
 def delivery(timeout: float = 5.0, split: bool = True) -> config.DeliverySettings:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from bridge import config
+from bridge import config_file
 from bridge.channels import email as email_channel
 from bridge.codes import Code
 from bridge.model import Email, Format, Group, Member, Message, Outcome, Reason
@@ -87,7 +87,7 @@ def sender(port: int, timeout: float = 5.0, **options: Any) -> email_channel.Sen
     """A sender with settings read the way the config file is read, so new settings keep their defaults."""
     defaults = {"host": "127.0.0.1", "port": port, "security": "plain", "sender": SENDER, "validate_certs": False}
     options = defaults | options
-    settings = config.parse({"email": options, "delivery": {"timeout": timeout}}, "test.yaml")
+    settings = config_file.parse({"email": options, "delivery": {"timeout": timeout}}, "test.yaml")
     _connections.append(email_channel.Connections())
     return email_channel.Sender(settings.email, settings.delivery, _connections[-1])
 

@@ -18,7 +18,7 @@ import yaml
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.config import parse
+from bridge.config_file import parse
 from bridge.ingest import alertmanager
 from bridge.schema import ConfigError
 from tests.fakes._server import FakeServer

@@ -12,7 +12,8 @@ from typing import Any
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
-from bridge.config import Settings, parse
+from bridge.config import Settings
+from bridge.config_file import parse
 from bridge.web.auth import hash_password
 from tests.helpers import config_data
 

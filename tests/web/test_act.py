@@ -15,7 +15,8 @@ from starlette.testclient import TestClient
 
 from bridge import actions
 from bridge.actions import Kind, Link
-from bridge.config import Settings, parse
+from bridge.config import Settings
+from bridge.config_file import parse
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import REDIS_URL, free_port, seed_alarm, signed

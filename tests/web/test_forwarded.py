@@ -8,7 +8,7 @@ from pathlib import Path
 
 import requests
 
-from bridge.config import parse
+from bridge.config_file import parse
 from bridge.schema import ConfigError
 from tests.helpers import REDIS_URL, gateway_process, write_config
 from tests.web._web import PASSWORD, USER, csrf_of, web_config

@@ -1,35 +1,25 @@
-"""Config: typed settings from one YAML file, ${ENV} secrets, and errors that name the file and the key."""
+"""Reading the config file: typed settings from one YAML file, ${ENV} secrets, and errors that name the file and the
+key."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge import config
-from bridge.model import Alarm, DingTalkRobot, Email, FeishuRobot, Format
-from bridge.schema import ConfigError
+from bridge import config_file
+from bridge.model import DingTalkRobot, Email, FeishuRobot, Format
 from bridge.upstreams import RateLimit
-from bridge.web.auth import hash_password
-from tests.helpers import config_data, seed_alarm, write_config
+from tests.helpers import config_data, config_error, write_config
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "alarm-bridge.example.yaml"
-SEED_ALARM = Alarm.from_fields({k: v for k, v in seed_alarm().items() if k != "sign"})
-
-
-def error_of(data: Any, file: Path = Path("site.yaml")) -> str:
-    with pytest.raises(ConfigError) as info:
-        config.parse(data, str(file))
-    return str(info.value)
+EXAMPLE = Path(__file__).resolve().parent.parent / "alarm-bridge.example.yaml"
 
 
 def test_the_example_config_is_the_seeds_setup() -> None:
-    settings = config.load(EXAMPLE)
+    settings = config_file.load(EXAMPLE)
     assert settings.native.departments == dict.fromkeys(("du-srv", "du-op", "du-fe", "du-da"), "YYLmfY6IRdjZMQ1")
     assert settings.native.environments == {"prod", "pre", "dev"}
     assert settings.delivery.dry_run is True
@@ -41,14 +31,14 @@ def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("OP_SECRET", "s3cr3t")
     data = config_data("sqlite:///x.db")
     data["native"]["departments"] = {"du-op": {"secret": "${OP_SECRET}"}, "du-fe": {"secret": "${FE:-fallback}"}}
-    settings = config.parse(data, "site.yaml")
+    settings = config_file.parse(data, "site.yaml")
     assert settings.native.departments == {"du-op": "s3cr3t", "du-fe": "fallback"}
 
 
 def test_a_missing_environment_variable_is_named_with_its_key() -> None:
     data = config_data("sqlite:///x.db")
     data["native"]["departments"] = {"du-op": {"secret": "${NO_SUCH_VARIABLE_HERE}"}}
-    message = error_of(data)
+    message = config_error(data)
     assert message.startswith("site.yaml: native.departments.du-op.secret:")
     assert "NO_SUCH_VARIABLE_HERE" in message
 
@@ -85,71 +75,14 @@ def test_errors_name_the_file_the_key_and_what_is_expected(change: dict[str, Any
     data = config_data("sqlite:///x.db")
     for key, value in change.items():
         data[key] = {**data[key], **value} if isinstance(value, dict) and key in data else value
-    message = error_of(data)
+    message = config_error(data)
     assert message.startswith(f"site.yaml: {where}:"), message
     assert expected in message
 
 
-def test_templates_that_cannot_render_every_message_are_refused(tmp_path: Path) -> None:
-    assert error_of(config_data("sqlite:///x.db", templates=str(tmp_path / "none"))) == (
-        f"site.yaml: templates: {tmp_path / 'none'} is not a directory"
-    )
-    (tmp_path / "t" / "alertmanager").mkdir(parents=True)
-    (tmp_path / "t" / "alertmanager" / "title.j2").write_text("{{ alarm.id ", encoding="utf-8")
-    message = error_of(config_data("sqlite:///x.db", templates=str(tmp_path / "t")))
-    assert message.startswith(f"site.yaml: templates: {tmp_path / 't'}: alertmanager/title.j2: TemplateSyntaxError")
-
-
-def test_a_config_anywhere_uses_the_shipped_templates_and_rules_under_its_own(tmp_path: Path) -> None:
-    """An installed package has no checkout beside the config: the templates and rules it ships are used, and a
-    templates folder beside the config overrides them file by file."""
-    data = config_data("sqlite:///x.db")
-    del data["templates"]
-    elsewhere = tmp_path / "etc"
-    elsewhere.mkdir()
-    settings = config.parse(data, str(elsewhere / "site.yaml"))
-    assert settings.renderer.directories == (config.SHIPPED_TEMPLATES,)
-    assert settings.alertmanager.rules == config.SHIPPED_RULES and (config.SHIPPED_RULES / "default.yaml").is_file()
-    group = settings.groups[0]
-    shipped = settings.renderer.message(SEED_ALARM, group, group.targets[0].channel)[0]
-    (elsewhere / "templates" / "native").mkdir(parents=True)
-    (elsewhere / "templates" / "native" / "text.j2").write_text("本地模板 {{ alarm.alert_business }}", encoding="utf-8")
-    local = config.parse(data, str(elsewhere / "site.yaml"))
-    assert local.renderer.directories == (elsewhere / "templates", config.SHIPPED_TEMPLATES)
-    message = local.renderer.message(SEED_ALARM, group, group.targets[0].channel)[0]
-    assert message.body == "本地模板 陈敏测试alert_business" and message.title == shipped.title  # the rest shipped
-
-
-def test_the_built_package_carries_the_templates_and_rules(tmp_path: Path) -> None:
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stderr
-    (wheel,) = tmp_path.glob("alarm_bridge-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {f"bridge/defaults/{p.relative_to(ROOT).as_posix()}" for p in ROOT.glob("templates/*/*.j2")}
-    assert shipped and shipped <= names and "bridge/defaults/rules/default.yaml" in names
-
-
-def test_ca_certificates_that_do_not_load_are_refused(tmp_path: Path) -> None:
-    (tmp_path / "ca.pem").write_text("not a certificate", encoding="utf-8")
-    for name, why in (("none.pem", "No such file"), ("ca.pem", "no certificate")):
-        message = error_of(config_data("sqlite:///x.db", delivery={"ca_file": name}), tmp_path / "site.yaml")
-        assert message.startswith(f"{tmp_path / 'site.yaml'}: delivery.ca_file: cannot load {tmp_path / name} ")
-        assert why in message
-
-
-def test_a_rules_folder_that_is_named_must_exist(tmp_path: Path) -> None:
-    data = config_data("sqlite:///x.db", alertmanager={"rules": "none"})
-    message = error_of(data, tmp_path / "site.yaml")
-    assert message == f"{tmp_path / 'site.yaml'}: alertmanager.rules: {tmp_path / 'none'} is not a directory"
-    assert config.parse(config_data("sqlite:///x.db"), str(tmp_path / "site.yaml")).alertmanager.rules.name == "rules"
-
-
 def test_duplicate_groups_are_refused() -> None:
     data = config_data("sqlite:///x.db", groups=[{"id": "a", "level": 1}, {"id": "a", "level": "1"}])
-    assert "duplicate group id='a' level='1'" in error_of(data)
+    assert "duplicate group id='a' level='1'" in config_error(data)
 
 
 def test_groups_read_every_part() -> None:
@@ -161,7 +94,7 @@ def test_groups_read_every_part() -> None:
         "channels": [{"type": "dingtalk-robot", "webhook": "https://r/x", "secret": "SEC"}, {"type": "email"}],
         "templates": {"native/text.j2": "{{ alarm.id }}"},
     }
-    (parsed,) = config.parse(config_data("sqlite:///x.db", groups=[group]), "site.yaml").groups
+    (parsed,) = config_file.parse(config_data("sqlite:///x.db", groups=[group]), "site.yaml").groups
     assert parsed.level == "3"
     assert parsed.format is Format.MARKDOWN
     assert parsed.dedup_window == 600.0
@@ -170,7 +103,7 @@ def test_groups_read_every_part() -> None:
 
 
 def test_the_example_config_for_the_local_fakes_is_valid() -> None:
-    settings = config.load(EXAMPLE.with_name("alarm-bridge.fakes.yaml"))
+    settings = config_file.load(EXAMPLE.with_name("alarm-bridge.fakes.yaml"))
     assert settings.delivery.dry_run is False
     assert {t.kind for t in settings.groups[0].targets} == {
         "dingtalk-robot", "dingtalk-app", "wecom-app", "wecom-appchat", "wecom-robot", "feishu-robot", "feishu-app",
@@ -201,7 +134,7 @@ def test_rate_limits_are_one_window_or_several_and_replace_the_types_defaults() 
     data = config_data("sqlite:///x.db")
     app = [{"limit": 5, "window": "1m"}, {"limit": 100, "window": "1h"}]
     data["delivery"] = {"rate_limits": {"dingtalk-robot": {"limit": 10}, "wecom-app": app}}
-    limits = config.parse(data, "site.yaml").delivery.rate_limits
+    limits = config_file.parse(data, "site.yaml").delivery.rate_limits
     assert limits["dingtalk-robot"] == (RateLimit(10, 62.0),)  # the default window
     assert limits["wecom-app"] == (RateLimit(5, 60.0), RateLimit(100, 3600.0))
     # WeCom drops what an app sends a member beyond 30 a minute and 1,000 an hour (an app chat: 200 and 10,000 a day)
@@ -212,12 +145,12 @@ def test_a_channel_naming_an_app_that_does_not_exist_is_refused_at_load() -> Non
     data = config_data("sqlite:///s.db")
     data["wecom"] = {"apps": {"ops": {"corpid": "c", "corpsecret": "s", "agentid": 1}}}
     data["groups"][0]["channels"] = [{"type": "wecom-appchat", "app": "opz"}]
-    message = error_of(data)
+    message = config_error(data)
     assert message == "site.yaml: groups[0].channels[0].app: no wecom app named 'opz' (known: ops)"
     data["groups"][0]["channels"] = [{"type": "dingtalk-app", "app": "corp"}]
-    assert error_of(data).endswith("no dingtalk app named 'corp' (known: none: add it under dingtalk.apps)")
+    assert config_error(data).endswith("no dingtalk app named 'corp' (known: none: add it under dingtalk.apps)")
     data["groups"][0]["channels"] = [{"type": "feishu-app", "app": "corp", "chat_id": "oc_1"}]
-    assert error_of(data).endswith("no feishu app named 'corp' (known: none: add it under feishu.apps)")
+    assert config_error(data).endswith("no feishu app named 'corp' (known: none: add it under feishu.apps)")
 
 
 def test_feishu_bots_on_feishu_or_lark_and_apps_load_with_their_settings() -> None:
@@ -230,22 +163,12 @@ def test_feishu_bots_on_feishu_or_lark_and_apps_load_with_their_settings() -> No
         {"type": "feishu-robot", "webhook": lark, "secret": "s"},
         {"type": "feishu-app", "app": "ops", "chat_id": "oc_1"},
     ]
-    settings = config.parse(data, "site.yaml")
+    settings = config_file.parse(data, "site.yaml")
     assert settings.feishu.base_url == "https://open.larksuite.com"
     assert settings.feishu.apps["ops"].app_secret == "s"
     assert settings.groups[0].targets[1] == FeishuRobot(webhook=lark, secret="s")
     assert settings.delivery.rate_limits["feishu-robot"] == (RateLimit(5, 3.0), RateLimit(100, 62.0))
     data["groups"][0]["channels"] = [{"type": "feishu-app", "app": "ops"}]
-    assert error_of(data) == "site.yaml: groups[0].channels[0].chat_id: is required"
+    assert config_error(data) == "site.yaml: groups[0].channels[0].chat_id: is required"
     data["groups"][0]["channels"] = [{"type": "feishu-robot", "webhook": lark, "keywords": ["a"]}]
-    assert "groups[0].channels[0].keywords: unknown key" in error_of(data)
-
-
-def test_a_password_written_as_it_is_in_web_users_is_refused() -> None:
-    data = config_data("sqlite:///s.db")
-    data["web"] = {"users": {"alice": "correct horse"}}
-    assert error_of(data) == (
-        "site.yaml: web.users.alice: not a password hash: write what `alarm-bridge hash-password` prints (scrypt$...)"
-    )
-    data["web"] = {"users": {"alice": hash_password("correct horse", n=2**10)}}
-    assert config.parse(data, "site.yaml").web.users["alice"].startswith("scrypt$1024$")
+    assert "groups[0].channels[0].keywords: unknown key" in config_error(data)

@@ -27,11 +27,10 @@ from bench.common import (
     workdir,
 )
 from bench.options import Options
-from bridge.config import StoreSettings
 from bridge.intake import jobs_for
 from bridge.model import Alarm
 from bridge.schema import Node, parse_group
-from bridge.store import Admission, State, open_store
+from bridge.store import Admission, State, StoreSettings, open_store
 
 logger = logging.getLogger(__name__)
 BATCH = 64  # alarms a store call, as the outbox batches them under the B1 load

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bridge import metrics, ops, web
 from bridge.channels import Sender, dingtalk, email, feishu, wecom
 from bridge.codes import Code
-from bridge.config import Settings, StoreSettings
+from bridge.config import Settings
 from bridge.dispatch import Dispatcher, DryRun
 from bridge.gateway import Gateway
 from bridge.ingest import alertmanager, native
@@ -32,7 +32,7 @@ from bridge.model import Channel
 from bridge.mutes import Mutes
 from bridge.outbox import Outbox
 from bridge.server import Drained
-from bridge.store import Store, StoreError, open_store
+from bridge.store import Store, StoreError, StoreSettings, open_store
 
 logger = logging.getLogger(__name__)
 

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from bridge.actions import ActionSettings
 from bridge.model import Group
 from bridge.render import Renderer
+from bridge.store import StoreSettings
 from bridge.upstreams import DingTalkSettings, EmailSettings, FeishuSettings, RateLimit, WeComSettings
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    url: str
-    timeout: float
-    prefix: str
-    history: int  # finished deliveries kept for listing (dead ones are always kept)
-    sentinel_username: str = ""  # the Sentinels' own credentials (the servers' are in the URL)
-    sentinel_password: str = field(default="", repr=False)
-    min_replicas: int = 0  # replicas that must acknowledge an accepted alarm's outbox write (WAIT) before the reply
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from bridge.config import DeliverySettings, NativeSettings, Settings, StoreSettings, vendor_apps
+from bridge.config import DeliverySettings, NativeSettings, Settings, vendor_apps
 from bridge.config_sections import (
     alertmanager_settings,
     ca_file,
@@ -20,6 +20,7 @@ from bridge.config_sections import (
 )
 from bridge.model import Group
 from bridge.schema import ConfigError, Node, parse_group
+from bridge.store import StoreSettings
 from bridge.upstreams import (
     DingTalkApp,
     DingTalkSettings,

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.config import StoreSettings
-from bridge.store.base import Admission, FailingOver, Job, Late, State, Store, StoreError
+from bridge.store.base import Admission, FailingOver, Job, Late, State, Store, StoreError, StoreSettings
 
 
 def open_store(settings: StoreSettings) -> Store:
@@ -23,4 +22,4 @@ def open_store(settings: StoreSettings) -> Store:
     )
 
 
-__all__ = ["Admission", "FailingOver", "Job", "Late", "State", "Store", "StoreError", "open_store"]
+__all__ = ["Admission", "FailingOver", "Job", "Late", "State", "Store", "StoreError", "StoreSettings", "open_store"]

@@ -5,12 +5,23 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
 from bridge.model import Group
 from bridge.schema import Node, parse_group
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    url: str
+    timeout: float
+    prefix: str
+    history: int  # finished deliveries kept for listing (dead ones are always kept)
+    sentinel_username: str = ""  # the Sentinels' own credentials (the servers' are in the URL)
+    sentinel_password: str = field(default="", repr=False)
+    min_replicas: int = 0  # replicas that must acknowledge an accepted alarm's outbox write (WAIT) before the reply
 
 
 class StoreError(Exception):

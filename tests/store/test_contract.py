@@ -13,9 +13,8 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bridge.config import StoreSettings
 from bridge.model import DingTalkRobot, Email, Format, Group, Member, Mention
-from bridge.store import Admission, Job, State, Store, open_store
+from bridge.store import Admission, Job, State, Store, StoreSettings, open_store
 from bridge.web import activity
 from tests.helpers import REDIS_URL, key_prefix
 

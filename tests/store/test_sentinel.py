@@ -16,8 +16,7 @@ from starlette.testclient import TestClient
 
 from bench.sentinel import SentinelSet
 from bridge.app import create_app
-from bridge.config import StoreSettings
-from bridge.store import Admission, Store, StoreError, open_store
+from bridge.store import Admission, Store, StoreError, StoreSettings, open_store
 from tests.helpers import make_settings
 from tests.store.sentinel import sentinel_set
 from tests.store.test_contract import job

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bridge.config import StoreSettings
-from bridge.store import Store, open_store
+from bridge.store import Store, StoreSettings, open_store
 from bridge.web import audit
 from tests.helpers import REDIS_URL
 from tests.store.test_contract import redis_prefix

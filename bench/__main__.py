@@ -7,20 +7,18 @@ Results go to bench/results/ (gitignored): bench-<time>.json, latest.json, lates
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
 import sys
 import time
-import traceback
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import burst, fanout, footprint, ingest, profile, storage, storm
-from bench.common import LOAD_CORE, ROOT, Figure, Section, machine, machine_line
-from bench.options import Options
+from bench import burst, fanout, footprint, ingest, profile, report, storage, storm
+from bench.harness import LOAD_CORE, ROOT, Figure, Options, Section
 
 logger = logging.getLogger("bench")
 BENCHES: dict[str, tuple[str, Callable[[Options], Section]]] = {
@@ -42,19 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     chosen = [b.strip().upper() for b in args.only.split(",") if b.strip()]
-    unknown = [b for b in chosen if b not in BENCHES]
-    if unknown:
+    if unknown := [b for b in chosen if b not in BENCHES]:
         parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
     if (os.cpu_count() or 1) > LOAD_CORE + 1:  # the orchestrator and its drivers stay off the server's core
         os.sched_setaffinity(0, {LOAD_CORE})
     out: Path = args.out
-    logs, scratch = out / "logs", out / "tmp"
-    logs.mkdir(parents=True, exist_ok=True)
-    make = Options.quick_run if args.quick else Options
-    opts = make(scratch=scratch, logs=logs)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    opts = Options.make(out / "tmp", out / "logs", args.quick)
 
-    the_machine = machine()
-    logger.info("machine: %s", machine_line(the_machine))
+    the_machine = report.machine()
+    line = report.machine_line(the_machine)
+    logger.info("machine: %s", line)
     started = time.time()
     figures: list[Figure] = []
     details: dict[str, Any] = {}
@@ -67,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             section = bench(opts)
         except Exception as exc:  # one broken benchmark must not cost the others their figures
             failed = True
-            logger.error("%s failed:\n%s", key, traceback.format_exc())
+            logger.exception("%s failed", key)
             section = Section([Figure(key, title, "", None, note=f"error: {type(exc).__name__}: {exc}"[:200])])
         figures += section.figures
         details[key] = {**section.details, "seconds": time.monotonic() - t0}
@@ -77,64 +73,25 @@ def main(argv: list[str] | None = None) -> int:
             details["profile"] = profile.run(opts).details
         except Exception:
             failed = True
-            logger.error("the profile failed:\n%s", traceback.format_exc())
-    shutil.rmtree(scratch, ignore_errors=True)
+            logger.exception("the profile failed")
+    shutil.rmtree(opts.scratch, ignore_errors=True)
 
-    table = render_table(figures)
-    line = machine_line(the_machine)
-    print(f"\n{line}\n\n{table}")
-    if "profile" in details and details["profile"].get("areas"):
-        print("\n" + render_profile(details["profile"]))
+    text = report.table(figures)
+    print(f"\n{line}\n\n{text}")
+    if details.get("profile", {}).get("areas"):
+        print("\n" + profile.render(details["profile"]))
     results = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": time.time() - started,
         "quick": args.quick,
         "machine": the_machine,
         "machine_line": line,
-        "options": {k: str(v) for k, v in opts.__dict__.items()},
+        "options": asdict(opts),
         "figures": [f.to_dict() for f in figures],
         "details": details,
     }
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
-    text = json.dumps(results, indent=2, ensure_ascii=False, default=str)
-    (out / f"bench-{stamp}.json").write_text(text, encoding="utf-8")
-    (out / "latest.json").write_text(text, encoding="utf-8")
-    (out / "latest.md").write_text(f"{line}\n\n{table}\n", encoding="utf-8")
-    print(f"\nresults: {out / f'bench-{stamp}.json'}")
+    print(f"\nresults: {report.write(out, started, results, line, text)}")
     return 1 if failed else 0
-
-
-def _number(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit in ("req/s", "alarms", "msgs") or abs(value) >= 1000:
-        return f"{value:,.0f} {unit}"
-    if abs(value) >= 100:
-        return f"{value:.0f} {unit}"
-    if abs(value) >= 10:
-        return f"{value:.1f} {unit}"
-    return f"{value:.2f} {unit}"
-
-
-def render_table(figures: list[Figure]) -> str:
-    """A Markdown table: figure, ours, reference, ratio, goal, note."""
-    rows = [["", "figure", "ours", "reference", "ratio", "goal", "note"]]
-    for f in figures:
-        reference = f"{_number(f.reference, f.unit)} ({f.reference_name})" if f.reference is not None else "—"
-        ratio = f"{f.ratio:.2f}×" if f.ratio is not None else "—"
-        rows.append([f.bench, f.name, _number(f.ours, f.unit), reference, ratio, f.goal or "—", f.note])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
-
-
-def render_profile(profile_details: dict[str, Any], top: int = 12) -> str:
-    lines = [f"B1 hot path, py-spy ({profile_details['samples']} samples, both threads): own time by area"]
-    lines += [f"  {a['share']:6.1%}  {a['name']}" for a in profile_details["areas"]]
-    lines.append("functions with the most own time")
-    lines += [f"  {a['share']:6.1%}  {a['name']}" for a in profile_details["own"][:top]]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

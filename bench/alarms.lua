@@ -1,6 +1,6 @@
 -- wrk script: POST pre-generated bodies (one per line of the file given after --), each once in turn,
 -- count replies that are not {"code": 0, ...}, and print the results as one JSON line.
--- Usage: wrk -t1 -c64 -d10s -s bench/alarms.lua http://127.0.0.1:PORT -- BODIES_FILE [PATH]
+-- Usage: wrk -t1 -c64 -d10s -s bench/alarms.lua http://127.0.0.1:PORT -- BODIES_FILE
 
 local threads = {}
 
@@ -9,12 +9,11 @@ function setup(thread)
 end
 
 function init(args)
-  local path = args[2] or "/alarm_v2"
   local headers = { ["Content-Type"] = "application/json" }
   requests, count, index, not_ok, sample = {}, 0, 0, 0, ""
   for line in io.lines(args[1]) do
     count = count + 1
-    requests[count] = wrk.format("POST", path, headers, line)
+    requests[count] = wrk.format("POST", "/alarm_v2", headers, line)
   end
 end
 

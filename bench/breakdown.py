@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,19 +32,8 @@ from unittest import mock
 
 from starlette.applications import Starlette
 
-from bench.common import (
-    SERVER_CORE,
-    Figure,
-    Section,
-    alarm_fields,
-    all_limits,
-    gateway_config,
-    median,
-    new_run,
-    pinned,
-    signed_body,
-)
-from bench.options import Options
+from bench.harness import SERVER_CORE, Figure, Options, Section, median, rounds, run_json
+from bench.peers import bodies, gateway_config, rate_limits
 
 logger = logging.getLogger(__name__)
 STAGES = ("ceiling", "floor", "request path", "+ delivery", "gateway")
@@ -64,16 +52,15 @@ def run(opts: Options) -> Section:
         for stage in STAGES:
             logger.info("B1 in process, round %d/%d: %s", round_ + 1, opts.b1_rounds, stage)
             command = [sys.executable, "-m", "bench.breakdown", stage, str(opts.b1_breakdown_alarms)]
-            done = subprocess.run(pinned(SERVER_CORE, command), capture_output=True, text=True, timeout=600, check=True)
-            runs[stage].append(json.loads(done.stdout.splitlines()[-1]))
+            runs[stage].append(run_json(command, SERVER_CORE, 600))
     bare = median(runs["ceiling"], "cpu_us")
-    rounds = f"median of {opts.b1_rounds} rounds" if opts.b1_rounds > 1 else "1 round"
     section = Section(details={"alarms": opts.b1_breakdown_alarms, "runs": runs})
     for stage in STAGES[1:]:
         bad = sum(r["not_ok"] for r in runs[stage])
-        note = f"{rounds}, {opts.b1_breakdown_alarms} alarms each" + (f"; {bad} replies not code 0" if bad else "")
+        note = f"{rounds(opts.b1_rounds)}, {opts.b1_breakdown_alarms} alarms each"
+        note += f"; {bad} replies not code 0" if bad else ""
         section.figures.append(Figure("B1", f"in process: CPU per alarm, {stage}", "µs", median(runs[stage], "cpu_us"),
-                                      bare, "bare endpoint", better="lower", note=note))  # fmt: skip
+                                      bare, "bare endpoint", note=note))  # fmt: skip
     return section
 
 
@@ -150,14 +137,14 @@ async def _stage(
 ) -> dict[str, Any]:
     """One stage, measured: its CPU and wall time an alarm. ``given``: signed bodies to take instead of signing them
     here (enough for ``alarms`` and ``warm_up``)."""
-    run, count = new_run(), alarms + warm_up
-    bodies = given[:count] if given else [signed_body(alarm_fields(run, i)) for i in range(count)]
-    warm, bodies = bodies[alarms:], bodies[:alarms]
+    count = alarms + warm_up
+    signed = given[:count] if given else bodies(count)
+    warm, measured = signed[alarms:], signed[:alarms]
     with tempfile.TemporaryDirectory() as tmp, _stubbed(stage):
         app = _app(stage, Path(tmp), storm)
         async with app.router.lifespan_context(app):
             await _measure(app, warm)
-            cpu, wall, not_ok = await _measure(app, bodies)
+            cpu, wall, not_ok = await _measure(app, measured)
     return {"cpu_us": 1e6 * cpu / alarms, "wall_us": 1e6 * wall / alarms, "not_ok": not_ok}
 
 
@@ -174,9 +161,10 @@ def _app(stage: str, tmp: Path, storm: bool) -> Starlette:
     from bridge.config_file import load
 
     # A storm's shape, as B3's: the two robots, held by their limits all the while (the first message apart).
-    limits = all_limits({"limit": 1, "window": "1h"} if storm else {"limit": 10**9, "window": "1s"})
-    channels = ("dingtalk", "wecom") if storm else ("dingtalk", "wecom", "email")
-    return create_app(load(gateway_config(tmp, "sqlite", dry_run=True, channels=channels, rate_limits=limits)))
+    if not storm:
+        return create_app(load(gateway_config(tmp)))
+    held = rate_limits(1, "1h")
+    return create_app(load(gateway_config(tmp, channels=("dingtalk", "wecom"), rate_limits=held)))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,25 +18,14 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bench.common import (
-    GROUP_ID,
-    GROUP_LEVEL,
-    UNLIMITED,
-    Figure,
-    Section,
-    all_limits,
-    gateway_config,
-    new_run,
-    receivers,
-    start_gateway,
-    unavailable,
-    workdir,
-)
-from bench.drive import wait_complete
-from bench.options import Options
+from bench.constants import GROUP_ID, GROUP_LEVEL
+from bench.harness import Figure, Options, Section, gateway, unavailable, workdir
+from bench.peers import new_run, receivers
 
 logger = logging.getLogger(__name__)
 NEED = ("dingtalk", "wecom", "email")
+ALERTS = 1000
+REPLY, EVERYWHERE = f"alertmanager: {ALERTS:,} alerts, time to 2xx", "alertmanager: until every channel has it"
 TOKEN = "bench-alertmanager-token"  # noqa: S105  (a throwaway credential for a loopback run)
 
 
@@ -75,42 +64,33 @@ def payload(run: str, count: int) -> dict[str, Any]:
 
 
 def run(opts: Options) -> Section:
-    section = Section()
-    with workdir(opts.scratch) as tmp, receivers(tmp, opts.logs / "b4-receivers.log") as (upstreams, _, ca):
+    with workdir(opts.scratch) as tmp, receivers(tmp, opts.logs / "b4-receivers.log") as peers:
         rules = tmp / "rules"
         rules.mkdir()
         fallback = {"name": "bench", "target": {"id": GROUP_ID, "level": GROUP_LEVEL, "dep": "du-srv", "env": "prod"}}
         (rules / "default.yaml").write_text(yaml.safe_dump({"fallback": fallback}), encoding="utf-8")
-        extra = {"alertmanager": {"bearer_token": TOKEN, "rules": str(rules)}}
-        path = gateway_config(tmp, "sqlite", dry_run=False, upstreams=upstreams, rate_limits=all_limits(UNLIMITED),
-                              ca_file=ca, extra=extra)  # fmt: skip
+        config = peers.config(extra={"alertmanager": {"bearer_token": TOKEN, "rules": str(rules)}})
+        burst = new_run()
+        body = json.dumps(payload(burst, ALERTS)).encode()
         try:
-            gateway = start_gateway(path, opts.logs / "b4-gateway.log")
+            with gateway(config, opts.logs / "b4-gateway.log") as server:
+                started = time.time()
+                status, text, replied = asyncio.run(_post(f"{server.url}/alertmanager", body))
+                if status in (404, 405):
+                    return _not_available(f"POST /alertmanager answered {status}: {text[:120]}")
+                done = peers.wait(burst, NEED, 1, opts.b4_timeout)
         except RuntimeError as exc:  # an older gateway refuses the alertmanager config section
-            return _not_available(section, f"the gateway does not start with an alertmanager section: {exc}"[:300])
-        try:
-            burst = new_run()
-            body = json.dumps(payload(burst, opts.b4_alerts)).encode()
-            started = time.time()
-            status, text, replied = asyncio.run(_post(f"{gateway.url}/alertmanager", body))
-            if status == 404 or status == 405:
-                return _not_available(section, f"POST /alertmanager answered {status}: {text[:120]}")
-            done = wait_complete(upstreams.control, burst, NEED, 1, opts.b4_timeout)
-        finally:
-            gateway.stop()
+            return _not_available(f"the gateway does not start with an alertmanager section: {exc}"[:300])
     everywhere = (done["last"] - started) if done["complete"] else None
-    section.details = {
-        "alerts": opts.b4_alerts, "body_bytes": len(body), "status": status, "reply": text[:300],
-        "reply_seconds": replied - started, "every_channel_seconds": everywhere, "per_receiver": done["alarms"],
-    }  # fmt: skip
     ok = 200 <= status < 300
-    section.figures += [
-        Figure("B4", "alertmanager: 1,000 alerts, time to 2xx", "s", (replied - started) if ok else None,
-               goal="< 1 s", better="lower", note="" if ok else f"answered {status}: {text[:100]}"),
-        Figure("B4", "alertmanager: until every channel has it", "s", everywhere, better="lower",
-               note="" if everywhere is not None else f"not at every channel within {opts.b4_timeout:g}s"),
-    ]  # fmt: skip
-    return section
+    return Section(
+        [Figure("B4", REPLY, "s", (replied - started) if ok else None, goal="< 1 s",
+                note="" if ok else f"answered {status}: {text[:100]}"),
+         Figure("B4", EVERYWHERE, "s", everywhere,
+                note="" if everywhere is not None else f"not at every channel within {opts.b4_timeout:g}s")],
+        {"alerts": ALERTS, "body_bytes": len(body), "status": status, "reply": text[:300],
+         "reply_seconds": replied - started, "every_channel_seconds": everywhere, "per_receiver": done["alarms"]},
+    )  # fmt: skip
 
 
 async def _post(url: str, body: bytes) -> tuple[int, str, float]:
@@ -120,15 +100,10 @@ async def _post(url: str, body: bytes) -> tuple[int, str, float]:
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
         session.post(url, data=body, headers=headers) as response,
     ):
-        text = await response.text()
-        return response.status, text, time.time()
+        return response.status, await response.text(), time.time()
 
 
-def _not_available(section: Section, why: str) -> Section:
+def _not_available(why: str) -> Section:
     logger.warning("B4: %s", why)
-    section.figures += [
-        unavailable("B4", "alertmanager: 1,000 alerts, time to 2xx", "s", why, "< 1 s"),
-        unavailable("B4", "alertmanager: until every channel has it", "s", why),
-    ]
-    section.details["not_available"] = why
-    return section
+    figures = [unavailable("B4", REPLY, "s", why, "< 1 s"), unavailable("B4", EVERYWHERE, "s", why)]
+    return Section(figures, {"not_available": why})

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bench.common import SECRET
+from bench.constants import SECRET
 from bridge.codes import Code
 from bridge.ingest.native import reply, sign
 

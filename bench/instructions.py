@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.breakdown import STAGES
-from bench.common import Figure, Section, alarm_fields, new_run, signed_body, unavailable
-from bench.options import Options
+from bench.harness import Figure, Options, Section, unavailable
+from bench.peers import write_bodies
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ def per_alarm(stage: str, small: int, storm: bool) -> tuple[float, dict[str, Any
     """Instructions an alarm of the stage, from a run of ``small`` alarms and one of three times as many at once."""
     sizes = (small, 3 * small)
     with tempfile.TemporaryDirectory() as tmp:  # signed here: the stage's count is its own work alone
-        bodies = Path(tmp) / "bodies"
-        run = new_run()
-        bodies.write_bytes(b"\n".join(signed_body(alarm_fields(run, i)) for i in range(sizes[1] + WARM)))
+        bodies = write_bodies(Path(tmp) / "bodies", sizes[1] + WARM)
         with ThreadPoolExecutor(len(sizes)) as pool:  # one run a core
             counts = list(pool.map(lambda n: count(stage, n, storm, bodies), sizes))
     return (counts[1] - counts[0]) / (sizes[1] - sizes[0]), {"alarms": sizes, "instructions": counts}
@@ -77,13 +75,13 @@ def run(opts: Options) -> Section:
     note = f"callgrind, {opts.b1_counted_alarms} alarms and 3× as many"
     section.figures += [
         Figure("B1", "in process: instructions per alarm, floor", "instr", floor, ceiling, "bare endpoint",
-               better="lower", note=note),
+               note=note),
         Figure("B1", "in process: instructions per alarm, gateway", "instr", section.details["gateway"][0], ceiling,
-               "bare endpoint", better="lower", note=note),
+               "bare endpoint", note=note),
         Figure("B1", "in process: instructions per alarm, B3's shape", "instr", section.details["storm"][0], ceiling,
-               "bare endpoint", better="lower", note=f"{note}; the two robots held by their rate limits"),
+               "bare endpoint", note=f"{note}; the two robots held by their rate limits"),
         Figure("B1", "in process: instructions per alarm, gateway against the floor", "instr",
-               section.details["gateway"][0], floor, "the least work", better="lower", note=note),
+               section.details["gateway"][0], floor, "the least work", note=note),
     ]  # fmt: skip
     return section
 

@@ -18,9 +18,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import wrk
-from bench.common import Section, all_limits, gateway_config, new_run, start_gateway, workdir, write_bodies
-from bench.options import Options
+from bench.harness import Options, Section, gateway, workdir
+from bench.load import Load, wrk, wrk_available
+from bench.peers import gateway_config, write_bodies
 
 logger = logging.getLogger(__name__)
 # Leaf frames of threads blocked on their queues: the SQLite store's (its own code is a loop around the queue's
@@ -53,25 +53,21 @@ AREAS = [
 def run(opts: Options) -> Section:
     section = Section()
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-    if spy is None or not wrk.available():
+    if spy is None or not wrk_available():
         section.details["not_available"] = "py-spy or wrk is not installed (make bench installs both)"
         return section
     out = opts.logs.parent / "profile-b1.txt"
+    seconds = opts.profile_seconds
+    load: list[Load] = []
     with workdir(opts.scratch) as tmp:
-        bodies = write_bodies(tmp / "bodies.txt", new_run(), opts.b1_pool)
-        path = gateway_config(tmp, "sqlite", dry_run=True, rate_limits=all_limits({"limit": 10**9, "window": "1s"}))
-        gateway = start_gateway(path, opts.logs / "profile-gateway.log")
-        try:
-            seconds = opts.profile_seconds
-            load: list[wrk.Load] = []
-            thread = threading.Thread(target=lambda: load.append(wrk.run(gateway.url, bodies, seconds + 2, 64)))
+        bodies = write_bodies(tmp / "bodies.txt", opts.b1_pool)
+        with gateway(gateway_config(tmp), opts.logs / "profile-gateway.log") as server:
+            thread = threading.Thread(target=lambda: load.append(wrk(server.url, bodies, seconds + 2)))
             thread.start()
-            command = [spy, "record", "--pid", str(gateway.pid), "--duration", str(round(seconds)), "--rate", "250",
-                       "--format", "raw", "--output", str(out), "--threads"]  # fmt: skip
+            command = [spy, "record", "--pid", str(server.process.pid), "--duration", str(round(seconds)), "--rate",
+                       "250", "--format", "raw", "--output", str(out), "--threads"]  # fmt: skip
             recorded = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
             thread.join(timeout=seconds + 120)
-        finally:
-            gateway.stop()
     if recorded.returncode != 0 or not out.exists():
         section.details["not_available"] = f"py-spy failed: {recorded.stderr[-300:]}"
         return section
@@ -79,6 +75,15 @@ def run(opts: Options) -> Section:
     section.details["stacks_file"] = str(out)
     section.details["rps_while_sampled"] = load[0].rps if load else None
     return section
+
+
+def render(details: dict[str, Any], top: int = 12) -> str:
+    """The profile's summary for the terminal: own time by area, and the functions with the most."""
+    lines = [f"B1 hot path, py-spy ({details['samples']} samples, both threads): own time by area"]
+    lines += [f"  {a['share']:6.1%}  {a['name']}" for a in details["areas"]]
+    lines.append("functions with the most own time")
+    lines += [f"  {a['share']:6.1%}  {a['name']}" for a in details["own"][:top]]
+    return "\n".join(lines)
 
 
 def _frame(text: str) -> tuple[str, str]:

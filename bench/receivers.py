@@ -26,28 +26,27 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from bench.common import MARKER_RE
+from bench.constants import (
+    DINGTALK_PLAIN_TOKEN,
+    DINGTALK_SECRET,
+    DINGTALK_TOKEN,
+    FEISHU_PLAIN_TOKEN,
+    FEISHU_SECRET,
+    FEISHU_TOKEN,
+    MARKER_RE,
+    WECOM_KEY,
+)
 from tests.fakes._server import FakeServer, Records
 from tests.fakes.dingtalk import DingTalkFake
 from tests.fakes.feishu import FeishuFake
 from tests.fakes.smtp import Recorder, smtp_server
 from tests.fakes.wecom import WeComFake
 
-# Throwaway credentials of the local fakes.
-DINGTALK_TOKEN = "benchrobot"  # noqa: S105
-DINGTALK_SECRET = "SECbench0123456789abcdef"  # noqa: S105
-DINGTALK_PLAIN_TOKEN = "benchplain"  # noqa: S105  (an unsigned robot, keyword or IP security, for Apprise)
-WECOM_KEY = "benchkey"
-FEISHU_TOKEN = "benchhook"  # noqa: S105
-FEISHU_SECRET = "benchfeishu0123456789"  # noqa: S105
-FEISHU_PLAIN_TOKEN = "benchplainhook"  # noqa: S105  (unsigned, for Apprise, which does not sign)
-
 
 @dataclass
 class _Run:
     seen: dict[int, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))  # index -> receiver -> t
     messages: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # receiver -> arrivals
-    sizes: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # receiver -> alarms per message
 
 
 class Tracker:
@@ -65,7 +64,6 @@ class Tracker:
         with self._lock:
             for run in {r for r, _ in found}:
                 self._runs[run].messages[receiver].append(now)
-                self._runs[run].sizes[receiver].append(sum(1 for r, _ in found if r == run))
             for run, index in found:
                 self._runs[run].seen[index].setdefault(receiver, now)
 
@@ -77,11 +75,9 @@ class Tracker:
             return {
                 "indexes": found,
                 "complete": len(complete),
-                "first": min(complete, default=None),
                 "last": max(complete, default=None),
                 "alarms": {r: sum(1 for by in data.seen.values() if r in by) for r in need},
                 "messages": {r: list(times) for r, times in data.messages.items()},
-                "sizes": {r: list(sizes) for r, sizes in data.sizes.items()},
                 "rejected": dict(self.rejected),
                 "attempts": {r: list(times) for r, times in self.attempts.items()} if indexes else {},
             }

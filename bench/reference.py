@@ -24,8 +24,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import MAIL_TO, TEMPLATES, Upstreams, alarm_fields
-from bench.receivers import DINGTALK_PLAIN_TOKEN, DINGTALK_SECRET, DINGTALK_TOKEN, FEISHU_PLAIN_TOKEN, WECOM_KEY
+from bench.constants import (
+    DINGTALK_PLAIN_TOKEN,
+    DINGTALK_SECRET,
+    DINGTALK_TOKEN,
+    FEISHU_PLAIN_TOKEN,
+    GROUP_ID,
+    GROUP_LEVEL,
+    MAIL_TO,
+    WECOM_KEY,
+)
+from bench.peers import TEMPLATES, Upstreams, alarm_fields
 from bridge.model import Alarm, Channel, Group
 from bridge.render import Renderer
 
@@ -58,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from apprise.plugins.feishu import NotifyFeishu
     from apprise.plugins.wecombot import NotifyWeComBot
 
-    upstreams = Upstreams.from_dict(json.loads(args.upstreams))
+    upstreams = Upstreams(**json.loads(args.upstreams))
     NotifyDingTalk.notify_url = f"{upstreams.dingtalk}/robot/send?access_token={{token}}"
     NotifyWeComBot.notify_url = f"{upstreams.wecom}/cgi-bin/webhook/send?key={{key}}"
     NotifyFeishu.notify_url = f"{upstreams.feishu}/open-apis/bot/v2/hook/{{token}}"
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The same text the gateway sends (its default templates), rendered before the clock starts.
     renderer = Renderer([TEMPLATES])
-    group = Group(id="bench", level="1", name="bench")
+    group = Group(id=GROUP_ID, level=GROUP_LEVEL, name="bench")
     messages = []
     for i in range(args.count):
         message, _ = renderer.message(Alarm.from_fields(alarm_fields(args.run, i)), group, Channel.DINGTALK)

@@ -15,7 +15,8 @@ from typing import Any
 
 import redis
 
-from bench.common import REDIS_URL, free_port, make_cert, redis_answers, wait_for_port
+from bench.harness import free_port, wait_for_port
+from bench.peers import REDIS_URL, make_cert, redis_answers
 
 SERVICE = "mymaster"
 PLAIN, REPLICATED = "Redis", "Sentinel, min_replicas 1"  # the Redis stores the benchmarks compare

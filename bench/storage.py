@@ -14,19 +14,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bench.common import (
-    REDIS_URL,
-    Figure,
-    Section,
-    alarm_fields,
-    bench_group,
-    drop_redis_prefix,
-    new_run,
-    redis_answers,
-    unavailable,
-    workdir,
-)
-from bench.options import Options
+from bench.harness import Figure, Options, Section, unavailable, workdir
+from bench.peers import CHANNELS, REDIS_URL, alarm_fields, bench_group, drop_redis_prefix, new_run, redis_answers
 from bridge.intake import jobs_for
 from bridge.model import Alarm
 from bridge.schema import Node, parse_group
@@ -50,19 +39,17 @@ def run(opts: Options) -> Section:
             try:
                 result = asyncio.run(_measure(StoreSettings(url, 5.0, prefix, 10_000), opts.b6_alarms))
             finally:
-                if url.startswith("redis"):
-                    drop_redis_prefix(url, prefix)
+                drop_redis_prefix(url, prefix)
             section.details[label] = result
             note = f"admit {result['admit_cpu_us']:.0f} µs + settle {result['settle_cpu_us']:.0f} µs"
             note += f"; wall {result['wall_us']:.0f} µs an alarm, {BATCH} alarms a call"
             total = result["admit_cpu_us"] + result["settle_cpu_us"]
-            section.figures.append(Figure("B6", f"store CPU per alarm, {label}", "µs", total, better="lower",
-                                          note=note))  # fmt: skip
+            section.figures.append(Figure("B6", f"store CPU per alarm, {label}", "µs", total, note=note))
     return section
 
 
 async def _measure(settings: StoreSettings, count: int) -> dict[str, Any]:
-    group = parse_group(Node("bench", "group", bench_group(None, ("dingtalk", "wecom", "email"))), source="bench")
+    group = parse_group(Node("bench", "group", bench_group(None, CHANNELS)), source="bench")
     run = new_run()
     store = open_store(settings)
     admit = settle = 0.0

@@ -21,22 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-from bench.common import (
-    REDIS_URL,
-    Figure,
-    Section,
-    alarm_fields,
-    drop_redis_prefix,
-    gateway_config,
-    new_run,
-    receivers,
-    signed_body,
-    unavailable,
-    workdir,
-)
-from bench.common import start_gateway as start
-from bench.drive import Posted, post_all, stats
-from bench.options import Options
+from bench.harness import Figure, Options, Section, gateway, unavailable, workdir
+from bench.load import post_all
+from bench.peers import bodies, drop_redis_prefix, new_run, receivers
 from bench.sentinel import PLAIN, REPLICATED, redis_stores
 from bridge import config_file
 from bridge.store import State, open_store
@@ -56,18 +43,18 @@ def run(opts: Options) -> Section:
     first = max(storm["first_message_after"].values(), default=None)
     section.figures += [
         Figure("B3", "storm: first message per robot after the first post", "s", first, goal="≤ 10 s",
-               better="lower", note=_each(storm["first_message_after"], "{:.1f} s")),
+               note=_each(storm["first_message_after"], "{:.1f} s")),
         Figure("B3", "storm: most messages a robot got in any 60 s", "msgs", float(max(storm["busiest"].values())),
-               goal="≤ 20", better="lower", note=f"{storm['refused']} sends refused by the robots as too fast"),
+               goal="≤ 20", note=f"{storm['refused']} sends refused by the robots as too fast"),
         Figure("B3", "storm: outbox empty after the last post", "s", storm["empty_after"], goal="≤ 120 s",
-               better="lower", note=f"the closing messages sent {storm['storms_over_after']} s after it (quiet"
+               note=f"the closing messages sent {storm['storms_over_after']} s after it (quiet"
                f" 90 s); watched for at most {opts.b3_drain_cap:g} s"),
         Figure("B3", "storm: messages per robot, whole storm", "msgs", float(max(storm["messages"].values())),
-               goal="≤ 20", better="lower", note=_each(storm["messages"], "{}")),
-        Figure("B3", "storm: alarms lost", "alarms", float(storm["lost"]), goal="0", better="lower",
+               goal="≤ 20", note=_each(storm["messages"], "{}")),
+        Figure("B3", "storm: alarms lost", "alarms", float(storm["lost"]), goal="0",
                note=f"{storm['accepted']} accepted in {storm['post_seconds']:.1f} s; per robot, texts delivered /"
                f" summarized: {_each(storm['accounted'], '{0[0]} / {0[1]}')}"),
-        Figure("B3", "storm: gateway peak RSS", "MB", storm["memory_mb"]["peak"], better="lower"),
+        Figure("B3", "storm: gateway peak RSS", "MB", storm["memory_mb"]["peak"]),
         Figure("B3", f"burst of {opts.b3_burst}: alarm texts delivered to the DingTalk robot", "alarms",
                float(burst["accounted"]["dingtalk"][0]), goal=f"{opts.b3_burst}",
                note=f"texts / summarized: {_each(burst['accounted'], '{0[0]} / {0[1]}')}; messages:"
@@ -83,13 +70,13 @@ def run(opts: Options) -> Section:
         plain = redis[PLAIN] if label == REPLICATED else {}
         section.figures += [
             Figure("B3", f"storm on {label}: time to post", "s", result["post_seconds"], plain.get("post_seconds"),
-                   "plain Redis", better="lower", note=f"{result['accepted']} of {result['alarms']} accepted,"
+                   "plain Redis", note=f"{result['accepted']} of {result['alarms']} accepted,"
                    f" paced to {opts.b3_send_seconds:g} s"),
             Figure("B3", f"storm on {label}: p99 of the replies", "ms", result["p99_ms"], plain.get("p99_ms"),
-                   "plain Redis", better="lower", note=f"{CONCURRENCY} clients"),
+                   "plain Redis", note=f"{CONCURRENCY} clients"),
             Figure("B3", f"storm on {label}: outbox empty after the last post", "s", result["empty_after"],
-                   plain.get("empty_after"), "plain Redis", better="lower"),
-            Figure("B3", f"storm on {label}: alarms lost", "alarms", float(result["lost"]), goal="0", better="lower"),
+                   plain.get("empty_after"), "plain Redis"),
+            Figure("B3", f"storm on {label}: alarms lost", "alarms", float(result["lost"]), goal="0"),
         ]  # fmt: skip
     return section
 
@@ -104,39 +91,28 @@ def _storm(
     """``count`` alarms posted within ``seconds`` to a fresh gateway on ``store`` (store.url and min_replicas),
     watched until its outbox is empty."""
     limits = {kind: {"limit": LIMIT, "window": "62s"} for kind in ("dingtalk-robot", "wecom-robot")}
-    with (
-        workdir(opts.scratch) as tmp,
-        receivers(tmp, opts.logs / f"b3-{name}-receivers.log", LIMIT, WINDOW) as (
-            upstreams,
-            _,
-            ca,
-        ),
-    ):
-        path = gateway_config(tmp, store[0], dry_run=False, upstreams=upstreams, channels=NEED, rate_limits=limits,
-                              ca_file=ca, store={"history": 10 * count, "min_replicas": store[1]})  # fmt: skip
+    with workdir(opts.scratch) as tmp, receivers(tmp, opts.logs / f"b3-{name}-receivers.log", LIMIT, WINDOW) as peers:
+        path = peers.config(store[0], channels=NEED, rate_limits=limits,
+                            store={"history": 10 * count, "min_replicas": store[1]})  # fmt: skip
         run = new_run()
-        bodies = [signed_body(alarm_fields(run, i)) for i in range(count)]
-        gateway = start(path, opts.logs / f"b3-{name}-gateway.log")
-        try:
+        signed = bodies(count, run)
+        with gateway(path, opts.logs / f"b3-{name}-gateway.log") as server:
             logger.info("B3 %s: %d alarms, paced to %gs", name, count, seconds)
-            posted = asyncio.run(post_all(f"{gateway.url}/alarm_v2", bodies, CONCURRENCY, 10 * seconds + 600,
+            posted = asyncio.run(post_all(f"{server.url}/alarm_v2", signed, CONCURRENCY, 10 * seconds + 600,
                                           count / seconds))  # fmt: skip
-            empty, over = _watch(gateway.url, opts.b3_drain_cap)
+            empty, over = _watch(server.url, opts.b3_drain_cap)
             empty_after, over_after = (None if t is None else round(t - posted.finished, 1) for t in (empty, over))
-            memory = gateway.memory_mb()
-        finally:
-            gateway.stop()
-        done = stats(upstreams.control, run, list(NEED), indexes=True)
+            memory = server.memory_mb()
+        done = peers.stats(run, NEED, indexes=True)
         outbox = asyncio.run(_outbox(path))
-        if store[0] == REDIS_URL:  # a Sentinel set ends with the run
-            drop_redis_prefix(REDIS_URL, f"bench:{path.stem}:")
+        drop_redis_prefix(store[0], f"bench:{path.stem}:")
     arrivals = {r: sorted(done["attempts"].get(r, [])) for r in NEED}
     summarized = {r: outbox["summarized"].get(r, set()) for r in NEED}
     # A summary names some alarms (its examples, the top businesses): those it counted are not texts delivered.
     texts = {r: {int(i) for i in done["indexes"].get(r, [])} - summarized[r] for r in NEED}
     lost = {i for i in posted.ok for r in NEED if i not in texts[r] and i not in summarized[r]}
     return {
-        "alarms": count, "accepted": len(posted.ok), "codes": dict(posted.codes), "post_seconds": _took(posted),
+        "alarms": count, "accepted": len(posted.ok), "codes": dict(posted.codes), "post_seconds": posted.seconds,
         "p99_ms": posted.p99_ms,
         "first_message_after": {r: a[0] - posted.started for r, a in arrivals.items() if a},
         "busiest": {r: _busiest(a, WINDOW) for r, a in arrivals.items()},
@@ -145,10 +121,6 @@ def _storm(
         "accounted": {r: (len(texts[r]), len(summarized[r])) for r in NEED},
         "lost": len(lost), "pending": outbox["pending"], "dead": outbox["dead"], "memory_mb": memory,
     }  # fmt: skip
-
-
-def _took(posted: Posted) -> float:
-    return posted.finished - posted.started
 
 
 def _watch(url: str, cap: float) -> tuple[float | None, float | None]:

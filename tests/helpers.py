@@ -18,8 +18,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from bench.common import free_port as free_port  # re-exported: the tests' one way to these two
-from bench.common import wait_for_port as wait_for_port
+from bench.harness import free_port as free_port  # re-exported: the tests' one way to these two
+from bench.harness import wait_for_port as wait_for_port
 from bridge import config, config_file
 from bridge.ingest.native import sign
 from bridge.schema import ConfigError

@@ -25,15 +25,15 @@ from bench.peers import gateway_config, write_bodies
 logger = logging.getLogger(__name__)
 # Leaf frames of threads blocked on their queues: the SQLite store's (its own code is a loop around the queue's
 # get) and the default executor's.
-_QUEUE_WAITS = {"SqliteStore._serve (bridge/store/sqlite.py)", "_worker (concurrent/futures/thread.py)"}
+_QUEUE_WAITS = {"Worker._serve (bridge/store/sqlite_worker.py)", "_worker (concurrent/futures/thread.py)"}
 _FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*?)(?::\d+)?\)$")
 # Own time is put in the first area whose pattern its file matches.
 AREAS = [
     ("Jinja2 rendering", r"^jinja2/|\.j2$|^markupsafe/"),
     ("template up-to-date checks (os.stat)", r"genericpath|posixpath"),
     ("JSON encode/decode", r"^json/"),
-    ("SQLite store (worker thread)", r"^bridge/store/sqlite\.py|sqlite3"),
-    ("Redis client", r"^redis/|^bridge/store/redis\.py"),
+    ("SQLite store (worker thread)", r"^bridge/store/sqlite|sqlite3"),
+    ("Redis client", r"^redis/|^bridge/store/redis"),
     ("thread hand-off (executor, futures, GIL)", r"^concurrent/futures|^threading\.py|^asyncio/futures\.py|^queue\.py"),
     ("HTTP server (uvicorn, Starlette)", r"^uvicorn/|^starlette/|httptools|^h11/"),
     ("dataclasses (asdict, replace, __init__)", r"^dataclasses\.py|<string>"),

@@ -15,19 +15,22 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 from bridge import metrics
-from bridge.actions import ActionSettings, Subject, keep
+from bridge.actions import ActionSettings
 from bridge.config import StormSettings
 from bridge.limits import Limits
-from bridge.model import Group, Mention, Target, label
+from bridge.model import Group, Target, label
 from bridge.render import budget
 from bridge.schema import load_target
 from bridge.store import Job, State, Store, StoreError
+from bridge.tally import Storm as Storm  # re-exported, with Tally and summary_alarm: bridge.web imports them here
+from bridge.tally import Tally as Tally
+from bridge.tally import lasted, read, summary_job, with_ack_link
+from bridge.tally import summary_alarm as summary_alarm
 from bridge.upstreams import rate_key
 
 logger = logging.getLogger(__name__)
@@ -36,23 +39,7 @@ TICK = 1.0  # how often a replica looks whether a storm it knows of is due a tur
 CACHED = 1.0  # how long a replica trusts what it read of a lane's storm
 LINE_BYTES = 150  # what a digest line takes, about: for how many alarms a message carries before one was full
 TAKEN = 5000  # jobs taken from the store at a time
-SLIM = ("alert_level", "alert_business", "alert_host", "alert_ip", "alert_time", "alert_function", "exception_spec",
-        "source")  # fmt: skip  # what a summary reads of each alarm
 ENDED_TTL = 5.0  # a storm's ended state is kept this long, then a new storm may start on the lane
-
-
-@dataclass(frozen=True)
-class Storm:
-    """A storm's state, as stored under ``storm:LANE``."""
-
-    id: str
-    started: float
-    last: float  # the newest alarm summarized
-    total: int  # alarms summarized so far
-    sent: int  # summaries written so far
-    next: float  # when the next turn is due
-    base: str  # a parked job's payload: its target and group, for the closing message when no alarm is left
-    ended: bool = False
 
 
 def _key(lane: str) -> str:
@@ -212,7 +199,7 @@ class Storms:
         payload = ""
         while len(taken) < settings.gather:  # a chunk at a time: a storm's payloads are not all held at once
             chunk = await self._store.take(lane, min(TAKEN, settings.gather - len(taken)), self._lease())
-            first = await _read(chunk, tally)  # every chunk read: not short-circuited once a payload is known
+            first = await read(chunk, tally)  # every chunk read: not short-circuited once a payload is known
             payload = payload or first
             taken += [replace(j, payload="") for j in chunk]  # a settle writes no payload
             if len(chunk) < TAKEN:
@@ -236,7 +223,8 @@ class Storms:
             ended=ending,
         )
         still = await self._store.held(lane) - len(taken)  # the taken are pending until summarize settles them
-        summary = await self._with_ack_link(after, self._summary(after, settings, payload or storm.base, tally, still))
+        summary = summary_job(after, settings, payload or storm.base, tally, still)
+        summary = await with_ack_link(self._store, self._actions(), after, summary)
         detail = f"summarized in storm {storm.id} message {number}"
         acknowledged = await self._store.get(_ack_key(lane, storm.id))
         if acknowledged is not None:  # counted as usual, and no message: someone is on it
@@ -255,125 +243,9 @@ class Storms:
         if ending:
             metrics.STORMS_ENDED.labels(channel=target.channel, target=label(target)).inc()
             logger.warning("storm %s: %s leaves summary mode: %d alarms in %s", storm.id, label(target), after.total,
-                           _lasted(after.last - after.started))  # fmt: skip
+                           lasted(after.last - after.started))  # fmt: skip
 
     async def _unsent(self, storm: Storm) -> bool:
         """Whether the storm's last summary is still waiting: its closing message would overtake it."""
         last = await self._store.job(f"storm:{storm.id}:{storm.sent}") if storm.sent else None
         return last is not None and last.state is State.PENDING
-
-    async def _with_ack_link(self, storm: Storm, summary: Job) -> Job:
-        """The summary with a link that acknowledges the storm (the storm is its subject: see bridge.actions), when
-        action links are on and the storm goes on."""
-        actions = self._actions()
-        if actions is None or storm.ended:
-            return summary
-        data = json.loads(summary.payload)
-        alarm = data["alarm"]
-        group = (str(alarm["id"]), str(alarm["level"]))
-        subject = Subject(f"storm{storm.id}", group, str(alarm["source"]), str(alarm["alert_business"]), "",
-                          str(alarm["alert_level"]), f"【告警风暴】storm {storm.id} of {'/'.join(group)}",
-                          str(alarm["dep"]), str(alarm["env"]))  # fmt: skip
-        expires = int(time.time() + actions.expires)
-        await keep(self._store, subject, expires)
-        alarm["extra"]["actions"] = {"subject": subject.id, "expires": expires, "labels": False, "only": "ack"}
-        return replace(summary, payload=json.dumps(data, ensure_ascii=False))
-
-    def _summary(self, storm: Storm, settings: StormSettings, payload: str, tally: Tally, held: int) -> Job:
-        """The summary's job: the group and target of the storm's jobs, and a summary alarm in place of theirs."""
-        data = json.loads(payload)
-        if storm.sent > 1:  # only the first summary of a storm mentions the members
-            data["group"]["mention"] = Mention.NONE.value
-        data["alarm"] = summary_alarm(storm, settings, data["alarm"], tally, held)
-        now = time.time()
-        return Job(f"storm:{storm.id}:{storm.sent}", json.dumps(data, ensure_ascii=False), now, due=now)
-
-
-def summary_alarm(
-    storm: Storm, settings: StormSettings, first: dict[str, Any], tally: Tally, held: int
-) -> dict[str, Any]:
-    """A summary as an alarm's fields (those of the storm's ``first`` alarm, for its group and source), the counts
-    of the tally in its ``extra``, for the templates (see templates/native/summary.j2)."""
-    summary = tally.breakdown(settings.top) | {
-        "storm": storm.id,
-        "number": storm.sent,
-        "kind": "end" if storm.ended else ("start" if storm.sent == 1 else "update"),
-        "new": tally.count,
-        "total": storm.total,
-        "still_held": held,
-        "first_time": tally.first_time,
-        "last_time": tally.last_time,
-        "lasted": _lasted(storm.last - storm.started),
-        "examples": tally.shown,
-        "link": f"{settings.external_url}/ui/alarms?storm={storm.id}" if settings.external_url else "",
-    }
-    levels = [lvl for lvl, _ in summary["levels"]]
-    return {
-        "id": first["id"], "level": first["level"], "dep": first.get("dep", ""), "env": first.get("env", ""),
-        "alert_level": next((lvl for lvl in ("高", "中", "低") if lvl in levels), first.get("alert_level", "中")),
-        "alert_time": time.strftime("%Y-%m-%d %H:%M:%S"), "alert_business": "告警风暴 / alarm storm",
-        "source": tally.source or first.get("source", "native"), "extra": {"summary": summary},
-        "identity": f"storm:{storm.id}:{storm.sent}",
-    }  # fmt: skip
-
-
-def _lasted(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _fields(alarm: dict[str, Any]) -> dict[str, str]:
-    return {k: v for k, v in alarm.items() if isinstance(v, str) and v and k not in ("source", "identity")}
-
-
-@dataclass
-class Tally:
-    """What a summary says of the alarms it counts, added up one alarm at a time (none of them is kept)."""
-
-    examples: int  # alarms kept in full, the first ones
-    count: int = 0
-    levels: Counter[str] = field(default_factory=Counter)
-    businesses: Counter[str] = field(default_factory=Counter)
-    hosts: Counter[str] = field(default_factory=Counter)
-    shown: list[dict[str, str]] = field(default_factory=list)
-    first_time: str = ""
-    last_time: str = ""
-    source: str = ""
-
-    def add(self, alarm: dict[str, Any]) -> None:
-        """One alarm's fields ({} for one that cannot be read: it counts, with no fields)."""
-        self.count += 1
-        self.levels[str(alarm.get("alert_level") or "—")] += 1
-        self.businesses[str(alarm.get("alert_business") or "—")] += 1
-        self.hosts[str(alarm.get("alert_host") or alarm.get("alert_ip") or "—")] += 1
-        if len(self.shown) < self.examples:
-            self.shown.append(_fields(alarm))
-        self.first_time = self.first_time or str(alarm.get("alert_time", ""))
-        self.last_time = str(alarm.get("alert_time", self.last_time))
-        self.source = self.source or str(alarm.get("source", ""))
-
-    def breakdown(self, top: int) -> dict[str, Any]:
-        """Counts by level, business and host, the largest first: the ``top`` of each by name, the rest as
-        "more" (alarms) and "other" (names)."""
-        found: dict[str, Any] = {"levels": [[k, v] for k, v in self.levels.most_common()], "more_levels": 0}
-        for name, counts in (("businesses", self.businesses), ("hosts", self.hosts)):
-            ranked = counts.most_common()
-            found[name] = [[k, v] for k, v in ranked[:top]]
-            found[f"more_{name}"] = sum(v for _, v in ranked[top:])
-            found[f"other_{name}"] = max(0, len(ranked) - top)
-        return found
-
-
-async def _read(jobs: Sequence[Job], tally: Tally) -> str:
-    """The taken jobs' alarms added to the tally; one payload to take the group and target from ("" if none can
-    be read). The event loop gets a turn every thousand."""
-    payload = ""
-    for i, job in enumerate(jobs):
-        if i % 1000 == 999:
-            await asyncio.sleep(0)
-        try:
-            alarm = json.loads(job.payload)["alarm"]
-            tally.add({k: alarm[k] for k in SLIM if k in alarm})
-            payload = payload or job.payload
-        except (ValueError, KeyError, TypeError):
-            tally.add({})
-    return payload

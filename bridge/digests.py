@@ -1,0 +1,100 @@
+"""The message for a work's leading jobs: parked instead while their target is in a storm, held back while a rate
+limit has no slot for it, merged into a digest where several alarms share the target, then sent."""
+
+from __future__ import annotations
+
+import logging
+
+from bridge.actions import digest_subject, keep
+from bridge.config import DeliverySettings
+from bridge.dispatch import SEND_CODES, Dispatcher
+from bridge.ledger import Ledger
+from bridge.limits import Limits
+from bridge.model import Message, Outcome, Reason, label
+from bridge.render import Renderer, RenderError, budget
+from bridge.store import Store, StoreError
+from bridge.storm import Storms, stands_alone
+from bridge.work import Work, progress, resumed
+
+logger = logging.getLogger(__name__)
+
+
+class Composer:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        limits: Limits,
+        storms: Storms,
+        dispatcher: Dispatcher,
+        renderer: Renderer,
+        settings: DeliverySettings,
+    ) -> None:
+        self._store = store
+        self._ledger = ledger
+        self._limits = limits
+        self._storms = storms
+        self._dispatcher = dispatcher
+        self._renderer = renderer
+        self._settings = settings
+
+    def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
+        self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
+
+    async def parked(self, work: Work) -> bool:
+        """If the work's target is in a storm, its alarms (not the summaries) are parked for the next summary."""
+        try:
+            if await self._storms.storm(work.target) is None:
+                return False
+        except StoreError:  # delivered as usual: a storm is what the store says, and it cannot say now
+            return False
+        parked = [j for j, a in zip(work.jobs, work.alarms, strict=True) if not stands_alone(a.extra)]
+        await self._ledger.settle(self._storms.park(parked))
+        return True
+
+    async def send(self, work: Work) -> tuple[Outcome, int, str] | None:
+        """The message for the leading jobs, sent: its outcome, how many jobs it carries, and the progress they
+        record (see ``progress``); None if a rate limit holds the jobs back (they are put back until a slot is
+        free)."""
+        if not await self._take_slots(work, 1):
+            return None
+        try:
+            message, count = await self._message(work)
+        except RenderError as exc:  # no retry helps until the template is fixed; then the dead jobs can be retried
+            logger.error("outbox: %s", exc)
+            code = SEND_CODES[work.target.channel]
+            return Outcome(label(work.target), False, code, False, Reason.CONFIG, str(exc)), 0, ""  # none made
+        parts = self._dispatcher.parts(work.target, work.group, message)
+        if count == 1:
+            message = resumed(message, work.jobs[0].progress, parts)
+        if parts - message.skip > 1 and not await self._take_slots(work, parts - message.skip - 1):
+            return None  # each part is a message upstream
+        outcome = await self._dispatcher.send(work.target, work.group, message)
+        return outcome, count, progress(message, outcome, parts) if count == 1 else ""
+
+    async def _take_slots(self, work: Work, count: int) -> bool:
+        """Take rate-limit slots for the target (ordinary messages leave a storm summary's reserve); if one is not
+        free, put the jobs back until it is, and see whether the target's backlog makes a storm."""
+        summary = stands_alone(work.alarms[0].extra)
+        reserve = 0 if summary or self._settings.storm is None else self._settings.storm.reserve
+        held = await self._limits.take(work.target, count, reserve)
+        if held is not None:
+            await self._ledger.settle(self._limits.hold(work.target, work.jobs, *held))
+            if not summary:
+                self._storms.watch(work.group, work.target, work.jobs[0].payload)
+        return held is None
+
+    async def _message(self, work: Work) -> tuple[Message, int]:
+        group, channel = work.group, work.target.channel
+        # A job whose message was delivered in part goes alone: its retry is that message, from the part it failed at.
+        # So does a storm's summary.
+        pairs = enumerate(zip(work.jobs, work.alarms, strict=True))
+        alone = next((i for i, (job, alarm) in pairs if job.progress or stands_alone(alarm.extra)), len(work.jobs))
+        if alone <= 1:
+            return self._renderer.message(work.alarms[0], group, channel)[0], 1
+        message, count = self._renderer.digest(work.alarms[:alone], group, channel, budget(work.target, group))
+        if count < alone:
+            self._limits.packed(work.target, count)
+        if self._renderer.actions and (found := digest_subject(work.alarms[:count])):
+            await keep(self._store, *found)  # what the digest's links act on
+        return message, count

@@ -23,6 +23,7 @@ from bench.harness import wait_for_port as wait_for_port
 from bridge import config, config_file
 from bridge.ingest.native import sign
 from bridge.schema import ConfigError
+from bridge.web.samples import SAMPLES
 
 SECRET = "YYLmfY6IRdjZMQ1"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -39,19 +40,7 @@ def key_prefix() -> str:
 
 def seed_alarm(**changes: str) -> dict[str, str]:
     """The seed's example alarm, addressed to the seed's example group chenmin/3."""
-    fields = {
-        "id": "chenmin",
-        "level": "3",
-        "dep": "du-srv",
-        "env": "prod",
-        "alert_level": "高",
-        "alert_time": "2018-01-1 01:01:01",
-        "alert_business": "陈敏测试alert_business",
-        "alert_function": "陈敏测试alert_function",
-        "exception_spec": "陈敏测试之异常说明",
-    }
-    fields.update(changes)
-    return fields
+    return {"id": "chenmin", "level": "3", **SAMPLES["seed"], **changes}
 
 
 def signed(fields: dict[str, str], secret: str = SECRET) -> dict[str, str]:

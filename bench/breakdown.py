@@ -66,7 +66,7 @@ def run(opts: Options) -> Section:
 
 def _stubbed(stage: str) -> ExitStack:
     """The parts of the gateway that ``stage`` leaves out, replaced by ones that do nothing."""
-    from bridge.outbox import Outbox
+    from bridge.lanes import Lanes
     from bridge.store.sqlite import SqliteStore
 
     async def admit(self: SqliteStore, admissions: Sequence[Any], lease: float) -> list[bool]:
@@ -78,14 +78,14 @@ def _stubbed(stage: str) -> ExitStack:
     async def acquire(self: SqliteStore, key: str, limit: int, window: float) -> float:
         return 0.0
 
-    def first_attempt(self: Outbox, entries: Sequence[Any], leased_until: float) -> asyncio.Future[dict[str, Any]]:
+    def first_attempt(self: Lanes, entries: Sequence[Any], leased_until: float) -> asyncio.Future[dict[str, Any]]:
         done: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         done.set_result({})
         return done
 
     stack = ExitStack()
     if stage == "request path":
-        stack.enter_context(mock.patch.object(Outbox, "_first_attempt", first_attempt))
+        stack.enter_context(mock.patch.object(Lanes, "first_attempt", first_attempt))
     if stage in ("request path", "+ delivery"):
         for name, stub in (("admit", admit), ("settle", settle), ("acquire", acquire)):
             stack.enter_context(mock.patch.object(SqliteStore, name, stub))

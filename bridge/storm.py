@@ -27,10 +27,7 @@ from bridge.model import Group, Target, label
 from bridge.render import budget
 from bridge.schema import load_target
 from bridge.store import Job, State, Store, StoreError
-from bridge.tally import Storm as Storm  # re-exported, with Tally and summary_alarm: bridge.web imports them here
-from bridge.tally import Tally as Tally
-from bridge.tally import lasted, read, summary_job, with_ack_link
-from bridge.tally import summary_alarm as summary_alarm
+from bridge.tally import Storm, Tally, lasted, read, summary_job, with_ack_link
 from bridge.upstreams import rate_key
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from datetime import datetime, tzinfo
 from bridge.config import StormSettings
 from bridge.gateway import Gateway, Result
 from bridge.model import Alarm, Group
-from bridge.storm import Storm, Tally, summary_alarm
+from bridge.tally import Storm, Tally, summary_alarm
 from bridge.web.activity import Delivery, read, records
 
 

@@ -4,6 +4,7 @@ limit has no slot for it, merged into a digest where several alarms share the ta
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from bridge.actions import digest_subject, keep
 from bridge.config import DeliverySettings
@@ -41,16 +42,18 @@ class Composer:
     def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
         self._dispatcher, self._renderer, self._settings = dispatcher, renderer, settings
 
-    async def parked(self, work: Work) -> bool:
-        """If the work's target is in a storm, its alarms (not the summaries) are parked for the next summary."""
+    async def park(self, work: Work) -> Work | None:
+        """If the work's target is in a storm, its alarms are parked for the next summary and what goes now (the
+        summaries) is returned; None outside a storm."""
         try:
             if await self._storms.storm(work.target) is None:
-                return False
+                return None
         except StoreError:  # delivered as usual: a storm is what the store says, and it cannot say now
-            return False
-        parked = [j for j, a in zip(work.jobs, work.alarms, strict=True) if not stands_alone(a.extra)]
-        await self._ledger.settle(self._storms.park(parked))
-        return True
+            return None
+        pairs = list(zip(work.jobs, work.alarms, strict=True))
+        await self._ledger.settle(self._storms.park([j for j, a in pairs if not stands_alone(a.extra)]))
+        kept = [(j, a) for j, a in pairs if stands_alone(a.extra)]
+        return replace(work, jobs=[j for j, _ in kept], alarms=[a for _, a in kept])
 
     async def send(self, work: Work) -> tuple[Outcome, int, str] | None:
         """The message for the leading jobs, sent: its outcome, how many jobs it carries, and the progress they

@@ -103,11 +103,9 @@ class Outbox:
     async def _deliver(self, work: Work) -> Results:
         """Messages for the work's jobs until each job is in one; the rest waits when a rate limit says so, or for
         its storm's next summary."""
-        if not await self._composer.parked(work):
+        if (summaries := await self._composer.park(work)) is None:
             return await self._send_all(work)
-        kept = [(j, a) for j, a in zip(work.jobs, work.alarms, strict=True) if stands_alone(a.extra)]
-        waiting = dict.fromkeys((j.id for j in work.jobs), None)
-        return waiting | await self._send_all(replace(work, jobs=[j for j, _ in kept], alarms=[a for _, a in kept]))
+        return dict.fromkeys((j.id for j in work.jobs), None) | await self._send_all(summaries)
 
     async def _send_all(self, work: Work) -> Results:
         results: Results = {}

@@ -41,6 +41,7 @@ def storm_config(store_url: str, robot_url: str, **delivery: Any) -> dict[str, A
     settings = {"timeout": "1s", "deadline": "2s", "poll": "50ms", "backoff": "100ms", "storm": STORM,
                 "rate_limits": {"dingtalk-robot": {"limit": 20, "window": "3.2s"}}}  # fmt: skip
     data = config_data(store_url, groups=[group], delivery=settings | delivery)
+    data["store"]["timeout"] = "10s"  # 3000 alarms arrive in the same instant: their admits queue behind each other
     data["web"] = {"external_url": "https://bridge.example"}
     if store_url.startswith("redis"):
         data["store"]["prefix"] = redis_prefix()

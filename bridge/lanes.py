@@ -36,19 +36,20 @@ def _merged(results: Iterable[Results]) -> Results:
 
 class Lanes:
     def __init__(
-        self, store: Store, ledger: Ledger, settings: DeliverySettings, deliver: Callable[[Work], Awaitable[Results]]
+        self,
+        store: Store,
+        ledger: Ledger,
+        settings: Callable[[], DeliverySettings],
+        deliver: Callable[[Work], Awaitable[Results]],
     ) -> None:
         self._store = store
         self._ledger = ledger
-        self._settings = settings
+        self._settings = settings  # the settings in force
         self._deliver = deliver  # messages for a work's jobs until each is in one, or waits
         self._lanes: dict[Lane, list[tuple[Work, asyncio.Future[Results]]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
-
-    def reconfigure(self, settings: DeliverySettings) -> None:
-        self._settings = settings
 
     def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.create_task(work)
@@ -105,9 +106,9 @@ class Lanes:
             if len(self._tasks) >= PARALLEL:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
                 continue
-            lease, started = self._settings.lease, time.monotonic()
+            lease, started = self._settings().lease, time.monotonic()
             try:
-                jobs = await self._store.lease(self._settings.batch, lease=lease)
+                jobs = await self._store.lease(self._settings().batch, lease=lease)
             except StoreError as exc:
                 metrics.STORE_ERRORS.inc()
                 logger.warning("outbox: cannot lease jobs: %s", exc)
@@ -120,14 +121,14 @@ class Lanes:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.poll)
+                await asyncio.wait_for(self._wake.wait(), self._settings().poll)
 
     async def stop(self) -> None:
         """Stop leasing, let in-flight deliveries finish up to the shutdown deadline, hand back the rest."""
         self._stopping = True
         self._wake.set()
         if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=self._settings.shutdown)
+            _, late = await asyncio.wait(set(self._tasks), timeout=self._settings().shutdown)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)

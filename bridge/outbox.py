@@ -25,7 +25,7 @@ from bridge.model import Alarm, Group, Outcome, label
 from bridge.render import Renderer
 from bridge.store import Admission, Job, State, Store, StoreError
 from bridge.storm import Storms, stands_alone
-from bridge.work import Work, attempted
+from bridge.work import InForce, Work, attempted
 
 logger = logging.getLogger(__name__)
 
@@ -44,24 +44,22 @@ class Outbox:
         self, store: Store, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings, store_timeout: float
     ) -> None:
         self._store_timeout = store_timeout
-        self._renderer = renderer
-        self._settings = settings
+        self._in_force = InForce(dispatcher, renderer, settings)
         self._ledger = Ledger(store, store_timeout)
         self._limits = Limits(store, settings.rate_limits, settings.blocks)
-        self._storms = Storms(
-            store, self._limits, settings.storm, lambda: self._settings.lease, lambda: self._renderer.actions
-        )
-        self._composer = Composer(store, self._ledger, self._limits, self._storms, dispatcher, renderer, settings)
-        self._lanes = Lanes(store, self._ledger, settings, self._deliver)
+        self._storms = Storms(store, self._limits, lambda: self._in_force)
+        self._composer = Composer(store, self._ledger, self._limits, self._storms, lambda: self._in_force)
+        self._lanes = Lanes(store, self._ledger, lambda: self._settings, self._deliver)
         self._intake = Intake(store, store_timeout, lambda: self._settings.lease, self._lanes.first_attempt)
+
+    @property
+    def _settings(self) -> DeliverySettings:
+        return self._in_force.settings
 
     def reconfigure(self, dispatcher: Dispatcher, renderer: Renderer, settings: DeliverySettings) -> None:
         """A reloaded config: deliveries from now on use the new senders, templates and settings."""
-        self._renderer, self._settings = renderer, settings
+        self._in_force = InForce(dispatcher, renderer, settings)
         self._limits.reconfigure(settings.rate_limits, settings.blocks)
-        self._storms.reconfigure(settings.storm)
-        self._composer.reconfigure(dispatcher, renderer, settings)
-        self._lanes.reconfigure(settings)
 
     async def admit(
         self, alarm: Alarm, group: Group, admission: Admission, wait: float, deadline: float
@@ -80,7 +78,7 @@ class Outbox:
 
     def attempt(self, alarm: Alarm, group: Group, admitted: Admitted) -> Attempt:
         """How far the first attempt at an admitted alarm got when its caller stopped waiting."""
-        warnings = self._renderer.override_errors(alarm, group)
+        warnings = self._in_force.renderer.override_errors(alarm, group)
         if not admitted.attempt.done() or admitted.attempt.cancelled():  # cancelled: the gateway is stopping
             return Attempt([], len(admitted.jobs), warnings)
         results = admitted.attempt.result()

@@ -20,7 +20,6 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from bridge import metrics
-from bridge.actions import ActionSettings
 from bridge.config import StormSettings
 from bridge.limits import Limits
 from bridge.model import Group, Target, label
@@ -29,6 +28,7 @@ from bridge.schema import load_target
 from bridge.store import Job, State, Store, StoreError
 from bridge.tally import Storm, Tally, lasted, read, summary_job, with_ack_link
 from bridge.upstreams import rate_key
+from bridge.work import InForce
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +50,17 @@ def _ack_key(lane: str, storm: str) -> str:
 ACK_TTL = 7 * 86400.0  # an acknowledgement outlives any storm
 
 
+async def _read(store: Store, lane: str) -> Storm | None:
+    """The lane's storm as the store has it (an ended one too, until ENDED_TTL)."""
+    value = await store.get(_key(lane))
+    return Storm(**json.loads(value)) if value else None
+
+
 async def acknowledge(store: Store, targets: Sequence[Target], who: str) -> list[str]:
     """The storms the targets are in send no more summaries (their alarms are still counted): the storms' ids."""
     found = []
     for lane in {lane for t in targets if (lane := rate_key(t))}:
-        value = await store.get(_key(lane))
-        storm = Storm(**json.loads(value)) if value else None
+        storm = await _read(store, lane)
         if storm is not None and not storm.ended:
             await store.put(_ack_key(lane, storm.id), who, ACK_TTL)
             found.append(storm.id)
@@ -73,21 +78,21 @@ class Storms:
         self,
         store: Store,
         limits: Limits,
-        settings: StormSettings | None,
-        lease: Callable[[], float],
-        actions: Callable[[], ActionSettings | None] = lambda: None,
+        in_force: Callable[[], InForce],
     ) -> None:
         self._store = store
         self._limits = limits
-        self._settings = settings
-        self._lease = lease
-        self._actions = actions  # the action links in force: a summary carries one that acknowledges the storm
+        self._in_force = in_force
         self._known: dict[str, tuple[Storm | None, float]] = {}  # lane -> what was read, and when
         self._checked: dict[str, float] = {}  # lane -> when its backlog was last counted
         self._checks: set[asyncio.Task[None]] = set()
 
-    def reconfigure(self, settings: StormSettings | None) -> None:
-        self._settings = settings
+    @property
+    def _settings(self) -> StormSettings | None:
+        return self._in_force().settings.storm
+
+    def _lease(self) -> float:
+        return self._in_force().settings.lease
 
     def parked(self, targets: Sequence[Target], dues: list[float]) -> list[float]:
         """Per target of an alarm being admitted, its ``dues`` (see ``Limits.held_at_admission``), with those of
@@ -115,8 +120,7 @@ class Storms:
             return None
         storm, read = self._known.get(lane, (None, 0.0))
         if time.monotonic() - read > CACHED:
-            value = await self._store.get(_key(lane))
-            storm = Storm(**json.loads(value)) if value else None
+            storm = await _read(self._store, lane)
             self._known[lane] = (storm, time.monotonic())
         return storm if storm is not None and not storm.ended else None
 
@@ -184,8 +188,7 @@ class Storms:
         settings = self._settings
         if settings is None:
             return
-        value = await self._store.get(_key(lane))
-        storm = Storm(**json.loads(value)) if value else None
+        storm = await _read(self._store, lane)
         self._known[lane] = (storm, time.monotonic())
         if storm is None or storm.ended or time.time() < storm.next:
             return
@@ -221,7 +224,7 @@ class Storms:
         )
         still = await self._store.held(lane) - len(taken)  # the taken are pending until summarize settles them
         summary = summary_job(after, settings, payload or storm.base, tally, still)
-        summary = await with_ack_link(self._store, self._actions(), after, summary)
+        summary = await with_ack_link(self._store, self._in_force().renderer.actions, after, summary)  # its ack link
         detail = f"summarized in storm {storm.id} message {number}"
         acknowledged = await self._store.get(_ack_key(lane, storm.id))
         if acknowledged is not None:  # counted as usual, and no message: someone is on it

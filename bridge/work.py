@@ -12,12 +12,24 @@ from typing import Any
 
 from bridge import metrics
 from bridge.config import DeliverySettings
+from bridge.dispatch import Dispatcher
 from bridge.model import Alarm, Channel, Group, Message, Outcome, Target
+from bridge.render import Renderer
 from bridge.schema import ConfigError, Node, parse_group
 from bridge.store import Job, State
 
 # What reading a job's payload raises when it is not what this version writes (ValueError covers bad JSON).
 _UNREADABLE = (ValueError, KeyError, IndexError, TypeError, ConfigError)
+
+
+@dataclass(frozen=True)
+class InForce:
+    """What a reload replaces: the senders, the templates and the delivery settings. The outbox holds the one in
+    force; its parts ask it for what is in force now, so a reload reaches each of them at once."""
+
+    dispatcher: Dispatcher
+    renderer: Renderer
+    settings: DeliverySettings
 
 
 @dataclass(frozen=True)

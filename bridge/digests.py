@@ -44,7 +44,7 @@ class Composer:
         except StoreError:  # delivered as usual: a storm is what the store says, and it cannot say now
             return None
         pairs = list(zip(work.jobs, work.alarms, strict=True))
-        await self._ledger.settle(self._storms.park([j for j, a in pairs if not stands_alone(a.extra)]))
+        await self._ledger.record(self._storms.park([j for j, a in pairs if not stands_alone(a.extra)]))
         kept = [(j, a) for j, a in pairs if stands_alone(a.extra)]
         return replace(work, jobs=[j for j, _ in kept], alarms=[a for _, a in kept])
 

@@ -202,6 +202,42 @@ class CrashingOnce:
         await self._store.summarize(*args)
 
 
+class FailingToPark:
+    """A store that times out on the first write of jobs parked for a storm's summary (due after ``quiet``, beyond
+    any rate limit's hold), as a Redis busy with a storm's backlog did."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def settle(self, jobs: list[Job]) -> None:
+        if not self.failed and jobs and all(j.state is State.PENDING and j.due > time.time() + 5 for j in jobs):
+            self.failed = True
+            raise StoreError("redis: TimeoutError: Timeout reading")
+        await self._store.settle(jobs)
+
+
+def test_a_store_that_fails_to_put_jobs_off_loses_none_and_says_so(
+    robot: tuple[DingTalkFake, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, url = robot
+    data = storm_config(f"sqlite:///{tmp_path / 's.db'}", url, lease="3s")
+    data["delivery"]["storm"] = STORM | {"quiet": "8s"}  # parked jobs come due after 9 s
+    with TestClient(create_app(parse(data, "t.yaml"))) as client:
+        ledger = gateway_of(client).outbox._ledger
+        failing = FailingToPark(ledger._store)
+        ledger._store = failing  # type: ignore[assignment]
+        assert set(post(client, range(3000))) == {0}
+        wait_until(lambda: storm_over(fake, client), timeout=60)
+        assert failing.failed
+        assert_each_alarm_once(fake, client, 3000)  # the jobs came back when their lease ended
+    assert "outbox: cannot record a delivery: redis: TimeoutError" in caplog.text
+    assert "exception was never retrieved" not in caplog.text
+
+
 def test_a_summary_that_never_lands_leaves_its_alarms_to_the_next(
     robot: tuple[DingTalkFake, str], store_url: str
 ) -> None:

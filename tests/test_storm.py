@@ -4,10 +4,11 @@ that account for every alarm exactly once, on one replica or several, and throug
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,13 @@ from starlette.testclient import TestClient
 from bridge.app import create_app
 from bridge.config_file import parse
 from bridge.gateway import Gateway
+from bridge.intake import jobs_for
 from bridge.model import Alarm, Channel
-from bridge.store import Job, State, Store, StoreError
+from bridge.store import Admission, Job, State, Store, StoreError
+from bridge.tally import Storm
+from bridge.upstreams import rate_key
 from bridge.web.samples import sample_alarm
+from bridge.work import Work
 from tests.fakes._server import FakeServer
 from tests.fakes.dingtalk import DingTalkFake
 from tests.helpers import REDIS_URL, config_data, samples, seed_alarm, value
@@ -202,40 +207,42 @@ class CrashingOnce:
         await self._store.summarize(*args)
 
 
-class FailingToPark:
-    """A store that times out on the first write of jobs parked for a storm's summary (due after ``quiet``, beyond
-    any rate limit's hold), as a Redis busy with a storm's backlog did."""
+class FailingToSettle:
+    """A store that times out on every settle, as a Redis busy with a storm's backlog did."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self.failed = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
     async def settle(self, jobs: list[Job]) -> None:
-        if not self.failed and jobs and all(j.state is State.PENDING and j.due > time.time() + 5 for j in jobs):
-            self.failed = True
-            raise StoreError("redis: TimeoutError: Timeout reading")
-        await self._store.settle(jobs)
+        raise StoreError("redis: TimeoutError: Timeout reading")
 
 
-def test_a_store_that_fails_to_put_jobs_off_loses_none_and_says_so(
+def test_parking_that_the_store_cannot_write_is_logged_and_left_to_the_lease(
     robot: tuple[DingTalkFake, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake, url = robot
-    data = storm_config(f"sqlite:///{tmp_path / 's.db'}", url, lease="3s")
-    data["delivery"]["storm"] = STORM | {"quiet": "8s"}  # parked jobs come due after 9 s
-    with TestClient(create_app(parse(data, "t.yaml"))) as client:
-        ledger = gateway_of(client).outbox._ledger
-        failing = FailingToPark(ledger._store)
-        ledger._store = failing  # type: ignore[assignment]
-        assert set(post(client, range(3000))) == {0}
-        wait_until(lambda: storm_over(fake, client), timeout=60)
-        assert failing.failed
-        assert_each_alarm_once(fake, client, 3000)  # the jobs came back when their lease ended
+    settings = parse(storm_config(f"sqlite:///{tmp_path / 's.db'}", url), "t.yaml")
+    group = settings.groups[0]
+    (target,) = group.targets
+    alarms = [alarm(n) for n in range(3)]
+    jobs = [j for a in alarms for j in jobs_for(a, group)]
+    with TestClient(create_app(settings)) as client:
+        assert client.portal is not None
+        outbox, store = gateway_of(client).outbox, gateway_of(client).store
+        now = time.time()
+        storm = Storm("s1", now, now, 0, 0, now + 60, jobs[0].payload)
+        client.portal.call(store.put, f"storm:{rate_key(target)}", json.dumps(asdict(storm)), 60.0)
+        client.portal.call(store.admit, [Admission(jobs)], 60.0)
+        outbox._ledger._store = FailingToSettle(store)  # type: ignore[assignment]
+        work = Work(group, target, jobs, alarms, time.monotonic() + 60)
+        now_goes = client.portal.call(outbox._composer.park, work)  # raised the StoreError before
+        assert now_goes is not None and now_goes.jobs == []  # nothing is sent: the target is in a storm
+        assert client.portal.call(store.depth) == 3  # the alarms wait in the store, for when their lease ends
+    assert len(fake.robot_messages) == 0
     assert "outbox: cannot record a delivery: redis: TimeoutError" in caplog.text
-    assert "exception was never retrieved" not in caplog.text
 
 
 def test_a_summary_that_never_lands_leaves_its_alarms_to_the_next(

@@ -106,9 +106,10 @@ class Lanes:
             if len(self._tasks) >= PARALLEL:
                 await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
                 continue
-            lease, started = self._settings().lease, time.monotonic()
+            settings, started = self._settings(), time.monotonic()  # one reload's settings for the whole round
+            lease = settings.lease
             try:
-                jobs = await self._store.lease(self._settings().batch, lease=lease)
+                jobs = await self._store.lease(settings.batch, lease=lease)
             except StoreError as exc:
                 metrics.STORE_ERRORS.inc()
                 logger.warning("outbox: cannot lease jobs: %s", exc)
@@ -121,7 +122,7 @@ class Lanes:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings().poll)
+                await asyncio.wait_for(self._wake.wait(), settings.poll)
 
     async def stop(self) -> None:
         """Stop leasing, let in-flight deliveries finish up to the shutdown deadline, hand back the rest."""
